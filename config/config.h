@@ -1,0 +1,194 @@
+// The parsed, validated configuration: plain immutable data.
+//
+// Built once by config::load() (config/loader.h) from a YAML file, checked completely (types, ranges,
+// unknown keys, cross-field rules), then only ever read. The data plane never sees YAML and never
+// throws; everything it needs (split thresholds, backend indices) is precomputed here.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cutover::config {
+
+using Duration = std::chrono::milliseconds;
+
+// A numeric socket address ("127.0.0.1:8080", "[::1]:9001", "0.0.0.0:0"; "localhost:N" means
+// 127.0.0.1). Names needing DNS are rejected at load: resolving them would block.
+struct SocketAddress {
+  std::string text;  // as written, normalised ("127.0.0.1:9001")
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+struct Listener {
+  std::string name;
+  SocketAddress address;
+};
+
+struct Timeouts {
+  Duration connect{std::chrono::seconds(5)};         // upstream TCP connect
+  Duration header_read{std::chrono::seconds(10)};    // first byte to end of request headers
+  Duration request{std::chrono::seconds(60)};        // whole request, all attempts included
+  Duration downstream_idle{std::chrono::seconds(60)};  // idle keep-alive client connection
+  Duration upstream_idle{std::chrono::seconds(60)};  // no bytes from backend while waiting/streaming
+  Duration drain{std::chrono::seconds(20)};          // SIGTERM: finish in-flight work within this
+};
+
+struct Limits {
+  uint32_t max_header_bytes = 64 * 1024;  // request header block; over → 431
+  uint32_t max_uri_bytes = 8 * 1024;      // request target; over → 414
+  uint32_t max_response_header_bytes = 64 * 1024;  // backend header block; over → 502
+  uint32_t high_watermark = 1024 * 1024;  // pending write bytes that pause the other side
+};
+
+// Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
+struct RateLimit {
+  enum class Key { Route, ClientIp, Header };
+  enum class Mode { Enforce, DryRun };
+  uint32_t rate = 0;
+  Duration per{std::chrono::seconds(1)};
+  uint32_t burst = 0;
+  Key key = Key::ClientIp;
+  std::string header;  // Key::Header: lower-case header name
+  Mode mode = Mode::Enforce;
+  bool response_headers = true;  // RateLimit-* on allowed responses too
+  uint32_t max_keys = 100000;    // bounded per-key table
+  bool operator==(const RateLimit&) const = default;
+};
+
+struct CircuitBreaker {
+  bool enabled = false;
+  uint32_t consecutive_failures = 5;
+  Duration cooldown{std::chrono::seconds(60)};
+  Duration max_cooldown{std::chrono::seconds(300)};
+  double cooldown_multiplier = 1.5;
+  double jitter = 0.2;  // ± fraction applied to each cool-down
+  uint32_t half_open_probes = 1;
+  bool on_connect_error = true;
+  bool on_timeout = true;
+  bool on_reset = true;
+  bool on_5xx = true;
+  std::vector<uint16_t> on_status;  // extra codes counted as failures
+  // Concurrency limits; 0 = unlimited. Exceeding one answers 503 with its own reason.
+  uint32_t max_connections = 0;
+  uint32_t max_pending = 0;
+  uint32_t max_inflight = 0;
+  bool operator==(const CircuitBreaker&) const = default;
+};
+
+struct HealthCheck {
+  bool enabled = false;
+  std::string path = "/health";
+  Duration interval{std::chrono::seconds(5)};
+  Duration timeout{std::chrono::seconds(1)};
+  uint32_t healthy_threshold = 2;
+  uint32_t unhealthy_threshold = 3;
+  Duration backoff_base{std::chrono::seconds(1)};
+  Duration backoff_max{std::chrono::seconds(30)};
+  bool operator==(const HealthCheck&) const = default;
+};
+
+struct Pool {
+  uint32_t max_idle_per_endpoint = 64;  // per worker
+  Duration idle_timeout{std::chrono::seconds(30)};
+  bool operator==(const Pool&) const = default;
+};
+
+struct Backend {
+  std::string name;
+  std::vector<SocketAddress> endpoints;
+  Pool pool;
+  CircuitBreaker circuit_breaker;
+  HealthCheck health_check;
+  std::optional<RateLimit> rate_limit;  // whole-backend admission limit
+};
+
+struct Retry {
+  bool enabled = false;
+  uint32_t attempts = 1;  // retries after the first attempt
+  bool on_connect_error = true;
+  bool on_reset = true;
+  bool on_timeout = true;
+  std::vector<uint16_t> on_status{502, 503, 504};
+  bool idempotent_only = true;  // else: any request whose body has not started to be sent
+  Duration backoff_base{std::chrono::milliseconds(25)};
+  Duration backoff_max{std::chrono::milliseconds(250)};
+  bool retry_on_other_backend = false;
+  double budget_ratio = 0.2;  // retries ≤ 20% of in-flight requests per backend
+  uint32_t budget_min = 3;    // ... but always allow this many concurrent retries
+};
+
+struct RouteMatch {
+  enum class Kind { Prefix, Exact };
+  Kind kind = Kind::Prefix;
+  std::string path;
+  std::string header;        // optional: lower-case header name that must be present
+  std::string header_value;  // optional: exact value it must have (empty = any)
+};
+
+struct SplitEntry {
+  uint32_t backend = 0;  // index into Config::backends
+  uint32_t weight = 0;   // 0..100, entries sum to 100
+};
+
+struct Sticky {
+  enum class Kind { None, Cookie, Header, ClientIp };
+  Kind kind = Kind::None;
+  std::string name;  // cookie name, or lower-case header name
+};
+
+struct Route {
+  std::string name;
+  RouteMatch match;
+  // Ordered so that `new` (the backend named "new", if present) comes first: it owns the low
+  // buckets. thresholds[i] = cumulative weight * 100, so bucket (0..9999) < thresholds[i] picks i.
+  std::vector<SplitEntry> split;
+  std::vector<uint32_t> thresholds;
+  Sticky sticky;
+  std::optional<uint32_t> fallback;  // backend index used when the chosen one is open/unhealthy
+  Retry retry;
+  std::optional<RateLimit> rate_limit;
+  std::optional<Duration> request_timeout;  // overrides Timeouts::request
+};
+
+struct Admin {
+  bool enabled = true;
+  SocketAddress address;  // default 127.0.0.1:9901
+  std::string token_file;
+  std::string token_env;
+};
+
+struct AccessLog {
+  enum class Mode { Off, All, ErrorsOnly, Sampled };
+  Mode mode = Mode::All;
+  std::string path;  // empty or "-" = stdout
+  double sample = 1.0;
+};
+
+struct Config {
+  std::string file;  // path it was loaded from
+  std::string hash;  // hex of a hash over the file bytes
+  uint32_t workers = 1;  // "auto" resolved to the core count at load
+  std::vector<Listener> listeners;
+  Timeouts timeouts;
+  Limits limits;
+  std::vector<Backend> backends;
+  std::vector<Route> routes;
+  std::vector<std::string> filters;  // chain order as written, e.g. [rate_limit, router]
+  std::string override_header;       // empty = off; else lower-case name, e.g. x-cutover-backend
+  Admin admin;
+  AccessLog access_log;
+
+  // Index of the backend with this name, or -1.
+  int backendIndex(const std::string& name) const;
+};
+
+}  // namespace cutover::config

@@ -1,0 +1,120 @@
+// The filter chain's interface.
+//
+// Phases, in the style of Pingora and Envoy, with as few outcomes as we could get away with:
+//
+//   onRequest   runs in chain order once the request head is complete. Returns
+//                 Continue   – go on to the next filter (the last one is the router);
+//                 Responded  – the filter answered with FilterCallbacks::localReply(); nothing after
+//                              it runs and the filter must not touch the callbacks again;
+//                 Paused     – the filter keeps the request waiting (a delay, an async check) and
+//                              later calls exactly one of resume() or localReply(), from the loop
+//                              thread, never from inside onRequest itself.
+//   onResponse  runs in reverse order for filters whose onRequest ran, once the response head is
+//               known (from a backend or a local reply), and may add or change headers.
+//   onComplete  runs exactly once for every filter that was created, when the exchange is over,
+//               successful or not (client gone, upstream reset, local reply): logging, metrics,
+//               breaker bookkeeping. Nothing may be answered from here.
+//
+// A Filter is created per request by its FilterFactory; the factory is immutable, built once per
+// config snapshot and shared by every worker thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "proxy/http_message.h"
+
+typedef struct uv_loop_s uv_loop_t;
+
+namespace cutover {
+
+namespace config {
+struct Route;
+}
+
+// Why the proxy answered by itself. Fixed list: used as a metric label and a log field.
+enum class Reason : uint8_t {
+  None = 0,
+  BadRequest,           // malformed request framing or headers
+  HeadersTooLarge,      // 431
+  UriTooLong,           // 414
+  HeaderTimeout,        // 408: headers not complete in time
+  NoRoute,              // 404: no route matched
+  NoEndpoint,           // 503: backend has no (healthy) endpoint
+  UpstreamConnectFailure,
+  UpstreamTimeout,
+  UpstreamReset,
+  BadUpstreamResponse,
+  RequestTimeout,       // total request timeout
+  RateLimited,          // 429
+  CircuitOpen,          // 503
+  MaxConnections,       // 503 breaker concurrency limits
+  MaxPending,
+  MaxInflight,
+  Draining,
+  Count,
+};
+std::string_view reasonName(Reason r);
+
+// What happened during one exchange: filled as it goes, read by onComplete, logs and metrics.
+struct StreamInfo {
+  int64_t start_ns = 0;               // head complete (monotonic)
+  int64_t upstream_start_ns = 0;      // first attempt sent
+  int64_t upstream_headers_ns = 0;    // response head received
+  int64_t end_ns = 0;
+  int route = -1;                     // index into Config::routes
+  int backend = -1;                   // backend that served (or was last tried)
+  int endpoint = -1;                  // endpoint index within that backend
+  uint16_t status = 0;                // status sent to the client (0 = none sent)
+  uint16_t attempts = 0;              // upstream attempts made
+  Reason reason = Reason::None;       // set when the proxy answered itself or failed upstream
+  bool rate_limited_dry_run = false;  // a dry-run limiter would have rejected this request
+  bool failover = false;              // split choice replaced by the fallback backend
+  bool client_aborted = false;
+  uint64_t bytes_in = 0;              // request body bytes from the client
+  uint64_t bytes_out = 0;             // response body bytes to the client
+};
+
+enum class FilterStatus { Continue, Responded, Paused };
+
+// What a filter can see and do. Implemented by the proxy's Stream.
+class FilterCallbacks {
+ public:
+  virtual ~FilterCallbacks() = default;
+  virtual RequestHead& request() = 0;
+  virtual const config::Route& route() const = 0;
+  // Client address as text without port ("127.0.0.1", "::1").
+  virtual std::string_view clientAddress() const = 0;
+  virtual StreamInfo& info() = 0;
+  virtual uv_loop_t* loop() = 0;
+  // Answers the client; `reason` appears in x-cutover-reason, the access log and metrics.
+  // `extra_headers` is a preformatted block of "Name: value\r\n" lines (may be empty).
+  virtual void localReply(int status, Reason reason, std::string_view extra_headers = {},
+                          std::string_view body = {}) = 0;
+  // Adds a header to whatever response the client gets (backend or local).
+  virtual void addResponseHeader(std::string_view name, std::string_view value) = 0;
+  // Continue the chain after Paused. Must not be called from inside onRequest.
+  virtual void resume() = 0;
+};
+
+class Filter {
+ public:
+  virtual ~Filter() = default;
+  virtual FilterStatus onRequest(FilterCallbacks& cb) = 0;
+  virtual void onResponse(FilterCallbacks& /*cb*/, ResponseHead& /*head*/) {}
+  virtual void onComplete(const StreamInfo& /*info*/) {}
+  // Called instead of resume()/localReply() being expected when a Paused request is abandoned
+  // (client closed): the filter must cancel its timers. onComplete still runs afterwards.
+  virtual void onCancel() {}
+};
+
+class FilterFactory {
+ public:
+  virtual ~FilterFactory() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::unique_ptr<Filter> create() const = 0;
+};
+
+}  // namespace cutover

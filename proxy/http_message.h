@@ -1,0 +1,84 @@
+// HTTP/1.x message heads as the proxy sees them: a method or status, a target, a version and an
+// ordered header list, stored in one contiguous buffer so a head costs one or two allocations.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cutover {
+
+// ASCII case-insensitive comparison for header names (always compared against lower-case literals).
+bool iequals(std::string_view a, std::string_view b);
+
+// Ordered header list. Names keep their original spelling; lookups are case-insensitive.
+class HeaderMap {
+ public:
+  struct Entry {
+    uint32_t name_off, name_len, value_off, value_len;
+  };
+
+  void add(std::string_view name, std::string_view value);
+  // First value of `name`, or empty view (use has() to tell empty from absent).
+  std::string_view get(std::string_view name) const;
+  bool has(std::string_view name) const;
+  size_t count(std::string_view name) const;
+  // Removes every header called `name`; returns how many went.
+  size_t remove(std::string_view name);
+  void set(std::string_view name, std::string_view value);  // remove + add
+  void clear();
+
+  size_t size() const { return entries_.size(); }
+  std::string_view name(size_t i) const {
+    return {storage_.data() + entries_[i].name_off, entries_[i].name_len};
+  }
+  std::string_view value(size_t i) const {
+    return {storage_.data() + entries_[i].value_off, entries_[i].value_len};
+  }
+  bool removed(size_t i) const { return entries_[i].name_len == 0; }
+  size_t bytes() const { return storage_.size(); }
+
+  // Appends "Name: value\r\n" for every live header to `out`.
+  void serialize(std::string& out) const;
+
+ private:
+  std::string storage_;
+  std::vector<Entry> entries_;
+};
+
+struct RequestHead {
+  std::string method;  // "GET"
+  std::string target;  // origin-form after normalisation ("/path?q"); absolute-form is rewritten
+  uint8_t version_major = 1;
+  uint8_t version_minor = 1;
+  HeaderMap headers;
+  bool keep_alive = true;     // per version default and Connection header
+  bool chunked = false;       // Transfer-Encoding: chunked
+  bool has_content_length = false;
+  uint64_t content_length = 0;
+  bool upgrade = false;        // Connection: upgrade + Upgrade header present (not CONNECT)
+  bool expect_continue = false;
+
+  bool hasBody() const { return chunked || (has_content_length && content_length > 0); }
+  bool idempotent() const;  // GET HEAD OPTIONS TRACE PUT DELETE
+  std::string_view path() const;  // target without query
+  void clear();
+};
+
+struct ResponseHead {
+  uint16_t status = 0;
+  std::string reason;
+  uint8_t version_major = 1;
+  uint8_t version_minor = 1;
+  HeaderMap headers;
+  bool keep_alive = true;
+  bool chunked = false;
+  bool has_content_length = false;
+  uint64_t content_length = 0;
+  void clear();
+};
+
+std::string_view reasonPhrase(int status);
+
+}  // namespace cutover
