@@ -1,0 +1,464 @@
+// The only file that includes llhttp.h. C callbacks are static trampolines that cast
+// parser->data and return an llhttp error code; nothing here throws.
+#include "proxy/http1_codec.h"
+
+#include <llhttp.h>
+
+#include <cstring>
+#include <string>
+
+namespace cutover {
+
+struct Http1ParserState {
+  llhttp_t parser;
+  std::string cur_name;
+  std::string cur_value;
+  bool in_value = false;
+  uint32_t head_bytes = 0;  // bytes of request/status line and headers seen so far
+  bool too_large = false;
+  bool uri_too_long = false;
+  const char* custom_reason = nullptr;  // our own rejection, set before returning HPE_USER
+  int custom_status = 0;
+  // obs-fold detection (llhttp's strict mode still unfolds continuation lines): scans the head's
+  // raw bytes for a line feed followed by SP/HTAB, until the blank line that ends the head.
+  bool head_scanned = false;
+  uint32_t tail = 0;  // last bytes seen, newest in the low byte
+};
+
+namespace {
+
+// Header value bytes allowed: VCHAR, SP, HTAB, obs-text. llhttp's strict mode already refuses CR,
+// LF and NUL inside values; this also refuses the other control characters it lets through.
+bool validValueByte(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
+
+bool valueValid(std::string_view v) {
+  for (unsigned char c : v) {
+    if (!validValueByte(c)) return false;
+  }
+  return true;
+}
+
+std::string_view trimOws(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+int fail(Http1ParserState& s, int status, const char* reason) {
+  s.custom_status = status;
+  s.custom_reason = reason;
+  return HPE_USER;
+}
+
+}  // namespace
+
+// Shared header accumulation for both directions.
+struct Http1Trampolines {
+  static Http1ParserState& st(llhttp_t* p) {
+    // llhttp_t is the first member of Http1ParserState.
+    return *reinterpret_cast<Http1ParserState*>(p);
+  }
+
+  static int countHead(Http1ParserState& s, size_t len, uint32_t limit) {
+    s.head_bytes += static_cast<uint32_t>(len);
+    if (s.head_bytes > limit) {
+      s.too_large = true;
+      return HPE_USER;
+    }
+    return HPE_OK;
+  }
+
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len, uint32_t limit) {
+    Http1ParserState& s = st(p);
+    if (countHead(s, len + 4, limit) != HPE_OK) return HPE_USER;
+    s.cur_name.append(at, len);
+    return HPE_OK;
+  }
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len, uint32_t limit) {
+    Http1ParserState& s = st(p);
+    if (countHead(s, len, limit) != HPE_OK) return HPE_USER;
+    s.cur_value.append(at, len);
+    return HPE_OK;
+  }
+  // Completes one header line into `headers`; rejects bytes llhttp let through.
+  static int headerDone(Http1ParserState& s, HeaderMap& headers) {
+    std::string_view value = trimOws(s.cur_value);
+    if (!valueValid(value)) return fail(s, 400, "invalid_header_value");
+    headers.add(s.cur_name, value);
+    s.cur_name.clear();
+    s.cur_value.clear();
+    return HPE_OK;
+  }
+
+  // ---- requests ----
+  static RequestDecoder& req(llhttp_t* p) { return *static_cast<RequestDecoder*>(p->data); }
+
+  static int reqMessageBegin(llhttp_t* p) {
+    RequestDecoder& d = req(p);
+    d.in_message_ = true;
+    d.head_complete_ = false;
+    d.head_.clear();
+    Http1ParserState& s = st(p);
+    s.cur_name.clear();
+    s.cur_value.clear();
+    s.head_bytes = 0;
+    return HPE_OK;
+  }
+  static int reqMethod(llhttp_t* p, const char* at, size_t len) {
+    RequestDecoder& d = req(p);
+    if (countHead(st(p), len, d.limits_.max_header_bytes) != HPE_OK) return HPE_USER;
+    d.head_.method.append(at, len);
+    return HPE_OK;
+  }
+  static int reqUrl(llhttp_t* p, const char* at, size_t len) {
+    RequestDecoder& d = req(p);
+    Http1ParserState& s = st(p);
+    if (d.head_.target.size() + len > d.limits_.max_uri_bytes) {
+      s.uri_too_long = true;
+      return HPE_USER;
+    }
+    if (countHead(s, len, d.limits_.max_header_bytes) != HPE_OK) return HPE_USER;
+    d.head_.target.append(at, len);
+    return HPE_OK;
+  }
+  static int reqField(llhttp_t* p, const char* at, size_t len) {
+    return onHeaderField(p, at, len, req(p).limits_.max_header_bytes);
+  }
+  static int reqValue(llhttp_t* p, const char* at, size_t len) {
+    return onHeaderValue(p, at, len, req(p).limits_.max_header_bytes);
+  }
+  static int reqValueComplete(llhttp_t* p) { return headerDone(st(p), req(p).head_.headers); }
+
+  static int reqHeadersComplete(llhttp_t* p) {
+    RequestDecoder& d = req(p);
+    Http1ParserState& s = st(p);
+    RequestHead& h = d.head_;
+    h.version_major = p->http_major;
+    h.version_minor = p->http_minor;
+    if (h.version_major != 1) return fail(s, 505, "unsupported_version");
+    if (p->method == HTTP_CONNECT) return fail(s, 405, "connect_not_supported");
+
+    size_t hosts = h.headers.count("host");
+    if (hosts > 1) return fail(s, 400, "duplicate_host");
+
+    // Absolute form: "http://host[:port]/path" → Host from the URI, origin-form target.
+    std::string_view t = h.target;
+    if (!t.empty() && t[0] != '/' && t != "*") {
+      size_t scheme_end = t.find("://");
+      if (scheme_end == std::string_view::npos) return fail(s, 400, "invalid_target");
+      std::string_view scheme = t.substr(0, scheme_end);
+      if (!iequals(scheme, "http") && !iequals(scheme, "https")) {
+        return fail(s, 400, "invalid_target");
+      }
+      std::string_view rest = t.substr(scheme_end + 3);
+      size_t slash = rest.find_first_of("/?");
+      std::string_view authority = rest.substr(0, slash);
+      if (authority.empty() || authority.find('@') != std::string_view::npos) {
+        return fail(s, 400, "invalid_target");
+      }
+      std::string path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+      if (path[0] == '?') path.insert(0, "/");
+      h.headers.set("Host", authority);
+      h.target = std::move(path);
+    } else if (hosts == 0 && h.version_minor >= 1) {
+      return fail(s, 400, "missing_host");
+    }
+
+    bool has_te = h.headers.has("transfer-encoding");
+    if (has_te && h.version_minor == 0) return fail(s, 400, "transfer_encoding_http10");
+    h.chunked = (p->flags & F_CHUNKED) != 0;
+    if (has_te && !h.chunked) return fail(s, 400, "invalid_transfer_encoding");
+    h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    h.content_length = h.has_content_length ? p->content_length : 0;
+    h.keep_alive = llhttp_should_keep_alive(p) != 0;
+    h.upgrade = p->upgrade != 0;
+    std::string_view expect = h.headers.get("expect");
+    if (!expect.empty()) {
+      if (!iequals(trimOws(expect), "100-continue")) return fail(s, 417, "unsupported_expect");
+      h.expect_continue = h.version_minor >= 1;
+    }
+    d.head_complete_ = true;
+    d.cb_.onRequestHead(h);
+    return HPE_OK;
+  }
+  static int reqBody(llhttp_t* p, const char* at, size_t len) {
+    req(p).cb_.onRequestBody(at, len);
+    return HPE_OK;
+  }
+  static int reqMessageComplete(llhttp_t* p) {
+    RequestDecoder& d = req(p);
+    d.in_message_ = false;
+    d.cb_.onRequestComplete();
+    // Stop here: the caller finishes this exchange before the next pipelined request is read.
+    return p->upgrade ? HPE_OK : HPE_PAUSED;
+  }
+
+  // ---- responses ----
+  static ResponseDecoder& rsp(llhttp_t* p) { return *static_cast<ResponseDecoder*>(p->data); }
+
+  static int rspMessageBegin(llhttp_t* p) {
+    ResponseDecoder& d = rsp(p);
+    d.in_message_ = true;
+    d.head_complete_ = false;
+    d.head_.clear();
+    Http1ParserState& s = st(p);
+    s.cur_name.clear();
+    s.cur_value.clear();
+    s.head_bytes = 0;
+    return HPE_OK;
+  }
+  static int rspStatus(llhttp_t* p, const char* at, size_t len) {
+    ResponseDecoder& d = rsp(p);
+    if (countHead(st(p), len, d.max_header_bytes_) != HPE_OK) return HPE_USER;
+    d.head_.reason.append(at, len);
+    return HPE_OK;
+  }
+  static int rspField(llhttp_t* p, const char* at, size_t len) {
+    return onHeaderField(p, at, len, rsp(p).max_header_bytes_);
+  }
+  static int rspValue(llhttp_t* p, const char* at, size_t len) {
+    return onHeaderValue(p, at, len, rsp(p).max_header_bytes_);
+  }
+  static int rspValueComplete(llhttp_t* p) { return headerDone(st(p), rsp(p).head_.headers); }
+  static int rspHeadersComplete(llhttp_t* p) {
+    ResponseDecoder& d = rsp(p);
+    Http1ParserState& s = st(p);
+    ResponseHead& h = d.head_;
+    h.status = p->status_code;
+    h.version_major = p->http_major;
+    h.version_minor = p->http_minor;
+    if (h.version_major != 1 || h.status < 100) return fail(s, 502, "invalid_status");
+    bool has_te = h.headers.has("transfer-encoding");
+    h.chunked = (p->flags & F_CHUNKED) != 0;
+    h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
+    if (has_te && h.has_content_length) return fail(s, 502, "content_length_with_te");
+    if (has_te && h.version_minor == 0) return fail(s, 502, "transfer_encoding_http10");
+    h.content_length = h.has_content_length ? p->content_length : 0;
+    h.keep_alive = llhttp_should_keep_alive(p) != 0;
+    if (h.status >= 100 && h.status < 200 && h.status != 101) {
+      // Interim responses (100, 103) are consumed here and never forwarded: the proxy answers
+      // Expect: 100-continue itself.
+      d.head_complete_ = false;
+      return HPE_OK;
+    }
+    d.head_complete_ = true;
+    d.cb_.onResponseHead(h);
+    if (d.head_request_ || h.status == 204 || h.status == 304) return 1;  // no body
+    if (h.status == 101) return 2;                                         // tunnel follows
+    return HPE_OK;
+  }
+  static int rspBody(llhttp_t* p, const char* at, size_t len) {
+    rsp(p).cb_.onResponseBody(at, len);
+    return HPE_OK;
+  }
+  static int rspMessageComplete(llhttp_t* p) {
+    ResponseDecoder& d = rsp(p);
+    if (!d.head_complete_) {
+      // End of an interim 1xx response: keep parsing for the real one.
+      return HPE_OK;
+    }
+    d.in_message_ = false;
+    d.cb_.onResponseComplete();
+    return HPE_PAUSED;
+  }
+
+  static const llhttp_settings_t& requestSettings() {
+    static const llhttp_settings_t s = [] {
+      llhttp_settings_t x;
+      llhttp_settings_init(&x);
+      x.on_message_begin = reqMessageBegin;
+      x.on_method = reqMethod;
+      x.on_url = reqUrl;
+      x.on_header_field = reqField;
+      x.on_header_value = reqValue;
+      x.on_header_value_complete = reqValueComplete;
+      x.on_headers_complete = reqHeadersComplete;
+      x.on_body = reqBody;
+      x.on_message_complete = reqMessageComplete;
+      return x;
+    }();
+    return s;
+  }
+  static const llhttp_settings_t& responseSettings() {
+    static const llhttp_settings_t s = [] {
+      llhttp_settings_t x;
+      llhttp_settings_init(&x);
+      x.on_message_begin = rspMessageBegin;
+      x.on_status = rspStatus;
+      x.on_header_field = rspField;
+      x.on_header_value = rspValue;
+      x.on_header_value_complete = rspValueComplete;
+      x.on_headers_complete = rspHeadersComplete;
+      x.on_body = rspBody;
+      x.on_message_complete = rspMessageComplete;
+      return x;
+    }();
+    return s;
+  }
+};
+
+namespace {
+
+// True if the head contains a folded line. Scans only until the head's terminating CRLFCRLF.
+bool foldInHead(Http1ParserState& s, const char* data, size_t len) {
+  for (size_t i = 0; i < len && !s.head_scanned; ++i) {
+    char c = data[i];
+    // A line starting with whitespace: obs-fold (or whitespace before the first header).
+    if ((c == ' ' || c == '\t') && (s.tail & 0xff) == '\n') return true;
+    s.tail = (s.tail << 8) | static_cast<unsigned char>(c);
+    if (s.tail == 0x0d0a0d0a) s.head_scanned = true;
+  }
+  return false;
+}
+
+// Runs llhttp and maps its result. `consumed` = bytes used up to a pause or error.
+DecodeStatus run(Http1ParserState& s, const char* data, size_t len, size_t& consumed,
+                 DecodeError& error, bool request) {
+  if (!s.head_scanned && foldInHead(s, data, len)) {
+    consumed = 0;
+    error.status = request ? 400 : 502;
+    error.reason = "obs_fold";
+    return DecodeStatus::Error;
+  }
+  llhttp_errno_t err = llhttp_execute(&s.parser, data, len);
+  switch (err) {
+    case HPE_OK:
+      consumed = len;
+      return DecodeStatus::Ok;
+    case HPE_PAUSED:
+      consumed = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - data);
+      llhttp_resume(&s.parser);
+      s.head_scanned = false;
+      s.tail = 0;
+      return DecodeStatus::MessageComplete;
+    case HPE_PAUSED_UPGRADE:
+      consumed = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - data);
+      return DecodeStatus::Upgrade;
+    default:
+      break;
+  }
+  consumed = 0;
+  if (s.too_large) {
+    error.status = request ? 431 : 502;
+    error.reason = "headers_too_large";
+  } else if (s.uri_too_long) {
+    error.status = 414;
+    error.reason = "uri_too_long";
+  } else if (s.custom_reason != nullptr) {
+    error.status = request ? s.custom_status : 502;
+    error.reason = s.custom_reason;
+  } else {
+    error.status = request ? 400 : 502;
+    error.reason = llhttp_errno_name(err);
+  }
+  return DecodeStatus::Error;
+}
+
+void resetState(Http1ParserState& s, llhttp_type_t type, const llhttp_settings_t& settings,
+                void* data) {
+  llhttp_init(&s.parser, type, &settings);
+  s.parser.data = data;
+  s.cur_name.clear();
+  s.cur_value.clear();
+  s.head_bytes = 0;
+  s.too_large = s.uri_too_long = false;
+  s.custom_reason = nullptr;
+  s.custom_status = 0;
+  s.head_scanned = false;
+  s.tail = 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+RequestDecoder::RequestDecoder(RequestDecoderCallbacks& cb, Limits limits)
+    : state_(std::make_unique<Http1ParserState>()), cb_(cb), limits_(limits) {
+  resetState(*state_, HTTP_REQUEST, Http1Trampolines::requestSettings(), this);
+}
+
+RequestDecoder::~RequestDecoder() = default;
+
+DecodeStatus RequestDecoder::execute(const char* data, size_t len, size_t& consumed) {
+  DecodeStatus st = run(*state_, data, len, consumed, error_, true);
+  if (st == DecodeStatus::Error) in_message_ = false;
+  return st;
+}
+
+DecodeStatus RequestDecoder::finish() {
+  if (!in_message_) return DecodeStatus::Ok;
+  error_.status = 400;
+  error_.reason = "incomplete_request";
+  return DecodeStatus::Error;
+}
+
+void RequestDecoder::reset() {
+  resetState(*state_, HTTP_REQUEST, Http1Trampolines::requestSettings(), this);
+  in_message_ = false;
+  head_complete_ = false;
+  error_ = {};
+}
+
+ResponseDecoder::ResponseDecoder(ResponseDecoderCallbacks& cb, uint32_t max_header_bytes)
+    : state_(std::make_unique<Http1ParserState>()), cb_(cb), max_header_bytes_(max_header_bytes) {
+  resetState(*state_, HTTP_RESPONSE, Http1Trampolines::responseSettings(), this);
+}
+
+ResponseDecoder::~ResponseDecoder() = default;
+
+void ResponseDecoder::expectResponseTo(std::string_view method) {
+  head_request_ = method == "HEAD";
+}
+
+DecodeStatus ResponseDecoder::execute(const char* data, size_t len, size_t& consumed) {
+  DecodeStatus st = run(*state_, data, len, consumed, error_, false);
+  if (st == DecodeStatus::Error) in_message_ = false;
+  return st;
+}
+
+bool ResponseDecoder::bodyUntilClose() const {
+  return head_complete_ && llhttp_message_needs_eof(&state_->parser) != 0;
+}
+
+DecodeStatus ResponseDecoder::finish() {
+  if (!in_message_) return DecodeStatus::Ok;
+  if (bodyUntilClose()) {
+    llhttp_errno_t err = llhttp_finish(&state_->parser);
+    if (err == HPE_OK || err == HPE_PAUSED) {
+      if (in_message_) {
+        in_message_ = false;
+        cb_.onResponseComplete();
+      }
+      return DecodeStatus::MessageComplete;
+    }
+  }
+  in_message_ = false;
+  error_.status = 502;
+  error_.reason = head_complete_ ? "upstream_closed_mid_body" : "upstream_closed_in_head";
+  return DecodeStatus::Error;
+}
+
+void ResponseDecoder::reset() {
+  resetState(*state_, HTTP_RESPONSE, Http1Trampolines::responseSettings(), this);
+  in_message_ = false;
+  head_complete_ = false;
+  error_ = {};
+}
+
+void appendChunkHeader(std::string& out, size_t len) {
+  char buf[24];
+  static const char kHex[] = "0123456789abcdef";
+  int i = 0;
+  char tmp[20];
+  do {
+    tmp[i++] = kHex[len & 0xf];
+    len >>= 4;
+  } while (len != 0);
+  int j = 0;
+  while (i > 0) buf[j++] = tmp[--i];
+  buf[j++] = '\r';
+  buf[j++] = '\n';
+  out.append(buf, static_cast<size_t>(j));
+}
+
+}  // namespace cutover

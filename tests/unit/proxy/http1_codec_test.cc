@@ -1,0 +1,270 @@
+// Parser cases as tables of raw bytes, each replayed whole, byte by byte and at random split
+// points: the outcome must not depend on how the bytes arrive.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "proxy/http1_codec.h"
+
+using namespace cutover;
+
+namespace {
+
+struct Collected : RequestDecoderCallbacks {
+  std::vector<RequestHead> heads;
+  std::string body;
+  int completes = 0;
+  void onRequestHead(RequestHead& h) override { heads.push_back(h); }
+  void onRequestBody(const char* d, size_t n) override { body.append(d, n); }
+  void onRequestComplete() override { ++completes; }
+};
+
+struct Outcome {
+  bool error = false;
+  int status = 0;
+  int completes = 0;
+  std::string body;
+  std::vector<RequestHead> heads;
+};
+
+// Feeds `input` split at `cuts`, restarting after each completed message like a connection does.
+Outcome feed(const std::string& input, const std::vector<size_t>& cuts,
+             RequestDecoder::Limits limits = {}) {
+  Collected c;
+  RequestDecoder d(c, limits);
+  Outcome o;
+  size_t start = 0;
+  std::vector<size_t> points = cuts;
+  points.push_back(input.size());
+  std::string pending;
+  for (size_t p : points) {
+    if (p < start) continue;
+    pending.append(input, start, p - start);
+    start = p;
+    while (!pending.empty()) {
+      size_t used = 0;
+      DecodeStatus s = d.execute(pending.data(), pending.size(), used);
+      if (s == DecodeStatus::Error) {
+        o.error = true;
+        o.status = d.error().status;
+        o.completes = c.completes;
+        o.body = c.body;
+        o.heads = c.heads;
+        return o;
+      }
+      pending.erase(0, used);
+      if (s == DecodeStatus::Ok) break;
+    }
+  }
+  o.completes = c.completes;
+  o.body = c.body;
+  o.heads = c.heads;
+  return o;
+}
+
+std::vector<Outcome> allWays(const std::string& input, RequestDecoder::Limits limits = {}) {
+  std::vector<Outcome> out;
+  out.push_back(feed(input, {}, limits));
+  std::vector<size_t> every;
+  for (size_t i = 1; i < input.size(); ++i) every.push_back(i);
+  out.push_back(feed(input, every, limits));
+  std::mt19937 rng(42);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<size_t> cuts;
+    std::uniform_int_distribution<size_t> dist(0, input.size());
+    for (int k = 0; k < 4; ++k) cuts.push_back(dist(rng));
+    std::sort(cuts.begin(), cuts.end());
+    out.push_back(feed(input, cuts, limits));
+  }
+  return out;
+}
+
+struct RejectCase {
+  const char* name;
+  std::string bytes;
+  int status;
+};
+
+}  // namespace
+
+TEST_CASE("malformed or ambiguous request framing is rejected however the bytes arrive") {
+  const std::vector<RejectCase> cases = {
+      {"CL with TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"two different CLs", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+      {"TE not ending in chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
+      {"TE gzip only", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+      {"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400},
+      {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  c\r\n\r\n", 400},
+      {"bare LF", "GET / HTTP/1.1\nHost: a\n\n", 400},
+      {"bare LF in header", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400},
+      {"NUL in header value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 36), 400},
+      {"control char in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01" "b\r\n\r\n", 400},
+      {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
+      {"invalid header name byte", "GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n", 400},
+      {"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},
+      {"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+      {"TE on HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"bad method", "G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"bad version", "GET / HTTP/2.7\r\nHost: a\r\n\r\n", 400},
+      {"negative CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
+      {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
+  };
+  for (const auto& c : cases) {
+    std::string case_name = c.name;
+    CAPTURE(case_name);
+    for (const Outcome& o : allWays(c.bytes)) {
+      CHECK(o.error);
+      CHECK(o.status == c.status);
+      CHECK(o.completes == 0);
+    }
+  }
+}
+
+TEST_CASE("a header block over the limit gets 431 and a long URI gets 414") {
+  RequestDecoder::Limits limits;
+  limits.max_header_bytes = 1024;
+  limits.max_uri_bytes = 100;
+  std::string big = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(2000, 'a') + "\r\n\r\n";
+  for (const Outcome& o : allWays(big, limits)) CHECK(o.status == 431);
+  std::string uri = "GET /" + std::string(200, 'u') + " HTTP/1.1\r\nHost: a\r\n\r\n";
+  for (const Outcome& o : allWays(uri, limits)) CHECK(o.status == 414);
+}
+
+TEST_CASE("valid requests parse the same however the bytes arrive") {
+  std::string chunked =
+      "POST /up?x=1 HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: t\r\n\r\n";
+  for (const Outcome& o : allWays(chunked)) {
+    REQUIRE_FALSE(o.error);
+    CHECK(o.completes == 1);
+    CHECK(o.body == "hello world");
+    REQUIRE(o.heads.size() == 1);
+    CHECK(o.heads[0].chunked);
+    CHECK(o.heads[0].method == "POST");
+    CHECK(o.heads[0].target == "/up?x=1");
+    CHECK(o.heads[0].path() == "/up");
+  }
+  std::string pipelined =
+      "GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz"
+      "GET /c HTTP/1.0\r\n\r\n";
+  for (const Outcome& o : allWays(pipelined)) {
+    REQUIRE_FALSE(o.error);
+    CHECK(o.completes == 3);
+    REQUIRE(o.heads.size() == 3);
+    CHECK(o.heads[0].target == "/a");
+    CHECK(o.heads[1].content_length == 3);
+    CHECK(o.heads[2].version_minor == 0);
+    CHECK_FALSE(o.heads[2].keep_alive);
+    CHECK(o.body == "xyz");
+  }
+}
+
+TEST_CASE("absolute-form target is rewritten to origin-form with Host from the URI") {
+  for (const Outcome& o :
+       allWays("GET http://backend.example:8080/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")) {
+    REQUIRE_FALSE(o.error);
+    REQUIRE(o.heads.size() == 1);
+    CHECK(o.heads[0].target == "/p?q=1");
+    CHECK(o.heads[0].headers.get("host") == "backend.example:8080");
+    CHECK(o.heads[0].headers.count("host") == 1);
+  }
+}
+
+TEST_CASE("Expect 100-continue, upgrade and Connection close are reported in the head") {
+  auto o = feed("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", {});
+  REQUIRE(o.heads.size() == 1);
+  CHECK(o.heads[0].expect_continue);
+  auto u = feed("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", {});
+  REQUIRE(u.heads.size() == 1);
+  CHECK(u.heads[0].upgrade);
+  auto c = feed("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", {});
+  REQUIRE(c.heads.size() == 1);
+  CHECK_FALSE(c.heads[0].keep_alive);
+}
+
+// ---- responses ----
+
+namespace {
+struct RspCollected : ResponseDecoderCallbacks {
+  std::vector<ResponseHead> heads;
+  std::string body;
+  int completes = 0;
+  void onResponseHead(ResponseHead& h) override { heads.push_back(h); }
+  void onResponseBody(const char* d, size_t n) override { body.append(d, n); }
+  void onResponseComplete() override { ++completes; }
+};
+
+struct RspOutcome {
+  bool error = false;
+  int completes = 0;
+  std::string body;
+};
+
+RspOutcome feedResponse(const std::string& input, size_t step, bool head = false,
+                        bool close_after = false) {
+  RspCollected c;
+  ResponseDecoder d(c);
+  d.expectResponseTo(head ? "HEAD" : "GET");
+  RspOutcome o;
+  size_t pos = 0;
+  while (pos < input.size()) {
+    size_t n = std::min(step, input.size() - pos);
+    size_t used = 0;
+    DecodeStatus s = d.execute(input.data() + pos, n, used);
+    if (s == DecodeStatus::Error) {
+      o.error = true;
+      return o;
+    }
+    pos += used;
+    if (s == DecodeStatus::MessageComplete) break;
+  }
+  if (close_after && d.finish() == DecodeStatus::Error) o.error = true;
+  o.completes = c.completes;
+  o.body = c.body;
+  return o;
+}
+}  // namespace
+
+TEST_CASE("malformed backend responses are rejected") {
+  const std::vector<std::pair<const char*, std::string>> cases = {
+      {"bad status line", "HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n"},
+      {"garbage", "HELLO\r\n\r\n"},
+      {"NUL in header", std::string("HTTP/1.1 200 OK\r\nX: a\0b\r\nContent-Length: 0\r\n\r\n", 47)},
+      {"space before colon", "HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n"},
+      {"two different CLs", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"},
+      {"CL with TE", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n"},
+      {"bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n"},
+      {"bare CR", "HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0\r\n\r\n"},
+  };
+  for (const auto& [name, bytes] : cases) {
+    std::string case_name = name;
+    CAPTURE(case_name);
+    for (size_t step : {bytes.size(), size_t{1}, size_t{7}}) {
+      CHECK(feedResponse(bytes, step).error);
+    }
+  }
+}
+
+TEST_CASE("responses: chunked, HEAD without body, interim 100, read until close, truncation") {
+  auto chunked = feedResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 1);
+  CHECK_FALSE(chunked.error);
+  CHECK(chunked.body == "abc");
+  CHECK(chunked.completes == 1);
+  auto head = feedResponse("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 5, true);
+  CHECK(head.completes == 1);
+  CHECK(head.body.empty());
+  auto interim = feedResponse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3);
+  CHECK(interim.completes == 1);
+  CHECK(interim.body == "ok");
+  auto eof = feedResponse("HTTP/1.1 200 OK\r\n\r\nuntil close", 4, false, true);
+  CHECK_FALSE(eof.error);
+  CHECK(eof.completes == 1);
+  CHECK(eof.body == "until close");
+  auto cut = feedResponse("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", 4, false, true);
+  CHECK(cut.error);
+  CHECK(cut.completes == 0);
+}
