@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Checks the deployment files under deploy/:
+#   - Prometheus alerting rules parse (promtool check rules) and behave (promtool test rules);
+#   - the Grafana dashboard is valid JSON and every panel query parses as PromQL (Grafana's
+#     $__rate_interval, $__range and $route are substituted first);
+#   - the Kubernetes manifests and the Dockerfile's inputs are present; YAML syntax is checked when
+#     PyYAML is installed, `kubectl kustomize` is run when kubectl is installed (both skipped if not);
+#   - the ConfigMap's cutover.yaml passes `cutover --check` when a cutover binary is given
+#     (CUTOVER_BIN=path, or build/proxy/cutover exists).
+# Exit status 0 when every check that could run passed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+deploy="$root/deploy"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+step() { printf '== %s\n' "$*"; }
+
+step "promtool check rules"
+promtool check rules "$deploy/prometheus/alerts.yml" || fail=1
+step "promtool test rules"
+(cd "$deploy/prometheus" && promtool test rules alerts_test.yml) || fail=1
+
+step "dashboard JSON"
+python3 -m json.tool "$deploy/grafana/cutover-dashboard.json" >/dev/null || fail=1
+python3 - "$deploy/grafana/cutover-dashboard.json" "$tmp/dashboard_rules.yml" <<'PY' || fail=1
+import json, sys
+dash = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+exprs += [a["expr"] for a in dash.get("annotations", {}).get("list", []) if "expr" in a]
+if not exprs:
+    sys.exit("dashboard has no queries")
+with open(sys.argv[2], "w") as out:
+    out.write("groups:\n  - name: dashboard\n    rules:\n")
+    for i, e in enumerate(exprs):
+        e = e.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$route", ".*")
+        out.write(f"      - record: dashboard:query_{i}\n        expr: {json.dumps(e)}\n")
+print(f"{len(exprs)} queries extracted")
+PY
+promtool check rules "$tmp/dashboard_rules.yml" >/dev/null || { echo "dashboard PromQL does not parse"; fail=1; }
+
+step "Kubernetes manifests and Dockerfile"
+for f in Dockerfile kubernetes/configmap.yaml kubernetes/deployment.yaml kubernetes/service.yaml \
+         kubernetes/podmonitor.yaml kubernetes/kustomization.yaml; do
+  [[ -s "$deploy/$f" ]] || { echo "missing $deploy/$f"; fail=1; }
+done
+if python3 -c 'import yaml' 2>/dev/null; then
+  python3 - "$deploy" "$tmp/cutover.yaml" <<'PY' || fail=1
+import glob, os, sys, yaml
+deploy, out = sys.argv[1], sys.argv[2]
+for path in sorted(glob.glob(os.path.join(deploy, "kubernetes", "*.yaml"))):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    for d in docs:
+        if "kind" not in d:
+            sys.exit(f"{path}: a document without kind")
+        if d["kind"] == "ConfigMap" and "cutover.yaml" in d.get("data", {}):
+            yaml.safe_load(d["data"]["cutover.yaml"])
+            open(out, "w").write(d["data"]["cutover.yaml"])
+    print(f"{os.path.basename(path)}: {len(docs)} document(s) parse")
+PY
+else
+  echo "PyYAML not installed: YAML syntax check skipped"
+fi
+if command -v kubectl >/dev/null; then
+  kubectl kustomize "$deploy/kubernetes" >/dev/null && echo "kubectl kustomize: ok" || fail=1
+else
+  echo "kubectl not installed: kustomize check skipped"
+fi
+grep -q 'ENTRYPOINT \["/usr/local/bin/cutover", "--config", "/etc/cutover/cutover.yaml"\]' \
+  "$deploy/Dockerfile" || { echo "Dockerfile entrypoint changed"; fail=1; }
+
+bin="${CUTOVER_BIN:-$root/build/proxy/cutover}"
+if [[ -x "$bin" && -s "$tmp/cutover.yaml" ]]; then
+  step "cutover --check on the ConfigMap's cutover.yaml"
+  "$bin" --check "$tmp/cutover.yaml" || fail=1
+else
+  echo "no cutover binary (CUTOVER_BIN) or PyYAML: ConfigMap config check skipped"
+fi
+
+if [[ $fail -ne 0 ]]; then echo "check_deploy: FAILED"; exit 1; fi
+echo "check_deploy: ok"
