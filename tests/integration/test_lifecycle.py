@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Process lifecycle: SIGTERM drain, multiple workers, and `cutover --check`."""
+
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def connect_refused(port):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
+    except ConnectionRefusedError:
+        return True
+    s.close()
+    return False
+
+
+class DrainTest(h.ProxyTestCase):
+    def setUp(self):
+        self.legacy = self.backend("legacy")
+
+    def test_sigterm_finishes_in_flight_slow_request_refuses_new_connections_and_exits_0(self):
+        p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
+                                     timeouts={"drain": "5s"}))
+        result = {}
+
+        def slow_request():
+            try:
+                with h.Client(p.port, timeout=10) as c:
+                    result["resp"] = c.request("GET", "/slow?ms=1500")
+                    result["closed"] = c.closed_by_peer(3)
+            except Exception as e:  # reported by the main thread
+                result["error"] = e
+
+        t = threading.Thread(target=slow_request)
+        t.start()
+        self.assertGreaterEqual(self.legacy.wait_in_flight(1), 1, "slow request never arrived")
+        p.expect_exit = True
+        t_term = time.monotonic()
+        p.signal(signal.SIGTERM)
+
+        refused_at = None
+        while time.monotonic() - t_term < 1.0:
+            if connect_refused(p.port):
+                refused_at = time.monotonic() - t_term
+                break
+            time.sleep(0.02)
+        still_running = t.is_alive()
+
+        t.join(timeout=10)
+        code = p.wait_exit(timeout=7)
+        exited_after = time.monotonic() - t_term
+
+        self.assertNotIn("error", result, "in-flight request failed: %r" % result.get("error"))
+        r = result["resp"]
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, b"slept 1500 ms for /slow?ms=1500\n")
+        self.assertIn("close", r.tokens("connection"), "drain answers carry Connection: close")
+        self.assertTrue(result["closed"])
+        self.assertIsNotNone(refused_at, "new connections still accepted 1 s after SIGTERM")
+        self.assertTrue(still_running, "listener closed only after the in-flight request ended")
+        self.assertEqual(code, 0, "exit code %s; log:\n%s" % (code, p.log_tail()))
+        self.assertLess(exited_after, 5.0 + 1.0)
+
+    def test_sigterm_closes_idle_keepalive_connections_and_exits_promptly(self):
+        p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
+                                     timeouts={"drain": "5s"}))
+        idle = h.Client(p.port)
+        self.addCleanup(idle.close)
+        self.assertEqual(idle.request("GET", "/").status, 200)
+        p.expect_exit = True
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        self.assertTrue(idle.closed_by_peer(3), "idle keep-alive connection left open")
+        code = p.wait_exit(timeout=6)
+        self.assertEqual(code, 0, p.log_tail())
+        # Nothing was in flight: no reason to wait for the drain timeout.
+        self.assertLess(time.monotonic() - t0, 3.0)
+
+    def test_drain_timeout_bounds_exit_when_a_request_outlasts_it(self):
+        p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
+                                     timeouts={"drain": "1s"}))
+        c = h.Client(p.port, timeout=10)
+        self.addCleanup(c.close)
+        c.send(h.build_request("GET", "/slow?ms=8000"))
+        self.assertGreaterEqual(self.legacy.wait_in_flight(1), 1)
+        p.expect_exit = True
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        code = p.wait_exit(timeout=6)
+        self.assertIsNotNone(code, "still running 6 s after SIGTERM with drain 1s")
+        self.assertLess(time.monotonic() - t0, 3.0)
+
+
+class WorkersTest(h.ProxyTestCase):
+    def test_two_workers_both_listen_on_the_same_port_and_both_serve(self):
+        legacy = self.backend("legacy")
+        p = self.proxy(h.make_config({"legacy": legacy}, split={"legacy": 100}, workers=2))
+        listening = p.find_events("listening")
+        self.assertEqual(sorted(e.get("worker") for e in listening), [0, 1], listening)
+        self.assertEqual(len({e.get("address") for e in listening}), 1, listening)
+
+        before = h.thread_switches(p.pid)
+        results = []
+
+        def burst():
+            ok = 0
+            for i in range(100):
+                if h.get(p.port, "/?i=%d" % i).status == 200:
+                    ok += 1
+            results.append(ok)
+
+        threads = [threading.Thread(target=burst) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        self.assertEqual(results, [100] * 4)
+        after = h.thread_switches(p.pid)
+        # SO_REUSEPORT spreads 400 connections over both workers: each worker thread wakes up
+        # for its share, while an unused thread would barely wake at all.
+        busy = [tid for tid, n in after.items() if n - before.get(tid, n) >= 40]
+        self.assertGreaterEqual(len(busy), 2, "threads woken: %s" % {
+            tid: n - before.get(tid, n) for tid, n in after.items()})
+
+
+BAD_CONFIG = """\
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+workers: 1
+backends:
+  legacy: { endpoints: ["127.0.0.1:9001"] }
+  new: { endpoints: ["127.0.0.1:9002"] }
+routes:
+  - name: default
+    match: { prefix: / }
+    split: { new: 140, legacy: 90 }
+"""
+
+UNKNOWN_KEY_CONFIG = """\
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+backends:
+  legacy: { endpoints: ["127.0.0.1:9001"] }
+routes:
+  - name: default
+    match: { prefix: / }
+    split: { legacy: 100 }
+timeouts:
+  conect: 1s
+"""
+
+GOOD_CONFIG = """\
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+backends:
+  legacy: { endpoints: ["127.0.0.1:9001"] }
+  new: { endpoints: ["127.0.0.1:9002"] }
+routes:
+  - name: default
+    match: { prefix: / }
+    split: { new: 10, legacy: 90 }
+admin: { enabled: false }
+"""
+
+
+class CheckTest(h.ProxyTestCase):
+    def write(self, text):
+        d = tempfile.mkdtemp(prefix="cutover-check-")
+        path = os.path.join(d, "cutover.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_check_bad_weight_exits_nonzero_and_names_file_line_column(self):
+        path = self.write(BAD_CONFIG)
+        code, out, err = h.run_binary(["--check", path])
+        text = out + err
+        self.assertNotEqual(code, 0, text)
+        # The bad value sits on line 11 ("split: { new: 140, ..."), the split map at column 12.
+        m = re.search(re.escape(path) + r":(\d+):(\d+): ", text)
+        self.assertIsNotNone(m, "no %s:line:col: in output:\n%s" % (path, text))
+        self.assertEqual(int(m.group(1)), 11, text)
+        self.assertIn("split", text)
+
+    def test_check_unknown_key_is_an_error_at_its_line(self):
+        path = self.write(UNKNOWN_KEY_CONFIG)
+        code, out, err = h.run_binary(["--check", path])
+        text = out + err
+        self.assertNotEqual(code, 0, text)
+        self.assertRegex(text, re.escape(path) + r":11:3: ")
+        self.assertIn("conect", text)
+
+    def test_check_reports_every_error_not_just_the_first(self):
+        path = self.write(BAD_CONFIG + "timeouts:\n  conect: 1s\n")
+        code, out, err = h.run_binary(["--check", path])
+        text = out + err
+        self.assertNotEqual(code, 0, text)
+        lines = set(int(n) for n in re.findall(re.escape(path) + r":(\d+):\d+: ", text))
+        self.assertIn(11, lines, text)
+        self.assertIn(13, lines, text)
+
+    def test_check_good_config_exits_zero(self):
+        path = self.write(GOOD_CONFIG)
+        code, out, err = h.run_binary(["--check", path])
+        self.assertEqual(code, 0, out + err)
+
+    def test_missing_config_file_fails_to_start(self):
+        code, out, err = h.run_binary(["--config", "/nonexistent/cutover.yaml"], timeout=10)
+        self.assertNotEqual(code, 0)
+
+
+if __name__ == "__main__":
+    h.main()

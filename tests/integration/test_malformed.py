@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Strict framing both ways: malformed requests are answered locally and the connection closed,
+never forwarded; malformed backend responses become 502 bad_upstream_response."""
+
+import os
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+# (test name, raw request, expected status, expected reason, forwarded?)
+# "forwarded" is False when the proxy can tell from the head alone, so the backend must see nothing.
+# For body-level errors (bad chunk size) the head may already be on its way upstream.
+REQUESTS = [
+    ("content_length_with_transfer_encoding_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", 400, "bad_request", False),
+    ("two_different_content_lengths_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+     400, "bad_request", False),
+    ("content_length_list_with_different_values_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!",
+     400, "bad_request", False),
+    ("non_numeric_content_length_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello",
+     400, "bad_request", False),
+    ("transfer_encoding_not_ending_in_chunked_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n"
+     b"0\r\n\r\n", 400, "bad_request", False),
+    ("transfer_encoding_without_chunked_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+     400, "bad_request", False),
+    ("bad_chunk_size_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n"
+     b"0\r\n\r\n", 400, "bad_request", True),
+    ("obs_fold_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n  b\r\n\r\n", 400, "bad_request", False),
+    ("bare_lf_line_ending_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\nX-Other: b\r\n\r\n", 400, "bad_request", False),
+    ("bare_lf_request_is_400",
+     b"GET / HTTP/1.1\nHost: a\n\n", 400, "bad_request", False),
+    ("nul_byte_in_header_value_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x00b\r\n\r\n", 400, "bad_request", False),
+    ("control_byte_in_header_value_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: a\x01b\r\n\r\n", 400, "bad_request", False),
+    ("invalid_byte_in_header_name_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\nX(Bad): v\r\n\r\n", 400, "bad_request", False),
+    ("space_before_colon_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad : v\r\n\r\n", 400, "bad_request", False),
+    ("http11_without_host_is_400",
+     b"GET / HTTP/1.1\r\nX-Other: b\r\n\r\n", 400, "bad_request", False),
+    ("two_host_headers_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request", False),
+    ("transfer_encoding_on_http10_is_400",
+     b"POST /echo HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+     b"0\r\n\r\n", 400, "bad_request", False),
+    ("header_block_over_64k_is_431",
+     b"GET / HTTP/1.1\r\nHost: a\r\n"
+     + b"".join(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000) for i in range(70)) + b"\r\n",
+     431, "headers_too_large", False),
+    ("uri_over_max_uri_bytes_is_414",
+     b"GET /" + b"u" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long", False),
+    ("garbage_request_line_is_400",
+     b"HELLO\r\n\r\n", 400, "bad_request", False),
+]
+
+BAD_RESPONSE_KINDS = ["status_line", "nul_header", "space_before_colon", "two_cl", "cl_te",
+                      "obs_fold", "bare_lf", "bare_cr", "huge_headers"]
+
+
+class MalformedTest(h.ProxyTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.legacy = h.start_backend("legacy")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.legacy.stop()
+
+    def setUp(self):
+        self.p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
+                                          limits={"max_uri_bytes": 1024}))
+        self.legacy.reset_stats()
+
+    def check_rejected(self, raw, status, reason, forwarded):
+        with h.Client(self.p.port, timeout=5) as c:
+            try:
+                c.send(raw)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the proxy may answer and close before reading everything
+            try:
+                r = c.read_response()
+            except ConnectionResetError:
+                self.fail("connection reset before the %d response could be read "
+                          "(the proxy should close gracefully after answering)" % status)
+            except h.HttpError as e:
+                self.fail("no %d response: %s" % (status, e))
+            self.assertLocalReply(r, status, reason)
+            self.assertTrue(c.closed_by_peer(3), "connection left open after %d" % status)
+        if not forwarded:
+            self.assertEqual(self.legacy.stats()["requests"], 0,
+                             "the malformed request reached the backend")
+        # The proxy still serves well-formed requests afterwards.
+        self.assertEqual(h.get(self.p.port, "/").status, 200)
+
+    def test_uri_just_under_the_limit_is_forwarded(self):
+        r = h.get(self.p.port, "/" + "u" * 900)
+        self.assertEqual(r.status, 200)
+
+
+def _make_request_test(raw, status, reason, forwarded):
+    def test(self):
+        self.check_rejected(raw, status, reason, forwarded)
+    return test
+
+
+for _name, _raw, _status, _reason, _fwd in REQUESTS:
+    setattr(MalformedTest, "test_" + _name + "_and_connection_closed",
+            _make_request_test(_raw, _status, _reason, _fwd))
+
+
+class MalformedResponseTest(h.ProxyTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.legacy = h.start_backend("legacy")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.legacy.stop()
+
+    def setUp(self):
+        self.p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100}))
+
+    def check_bad_response(self, kind):
+        with h.Client(self.p.port, timeout=5) as c:
+            r = c.request("GET", "/bad?kind=" + kind)
+            self.assertLocalReply(r, 502, "bad_upstream_response")
+            self.assertNotEqual(r.body, b"ok")
+        # Later requests are served (the bad upstream connection was not pooled).
+        for _ in range(3):
+            self.assertEqual(h.get(self.p.port, "/").status, 200)
+
+
+def _make_response_test(kind):
+    def test(self):
+        self.check_bad_response(kind)
+    return test
+
+
+for _kind in BAD_RESPONSE_KINDS:
+    setattr(MalformedResponseTest, "test_backend_response_with_%s_is_502" % _kind,
+            _make_response_test(_kind))
+
+
+if __name__ == "__main__":
+    h.main()
