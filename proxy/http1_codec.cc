@@ -178,17 +178,17 @@ struct Http1Trampolines {
       h.expect_continue = h.version_minor >= 1;
     }
     d.head_complete_ = true;
-    d.cb_.onRequestHead(h);
+    d.cb_->onRequestHead(h);
     return HPE_OK;
   }
   static int reqBody(llhttp_t* p, const char* at, size_t len) {
-    req(p).cb_.onRequestBody(at, len);
+    req(p).cb_->onRequestBody(at, len);
     return HPE_OK;
   }
   static int reqMessageComplete(llhttp_t* p) {
     RequestDecoder& d = req(p);
     d.in_message_ = false;
-    d.cb_.onRequestComplete();
+    d.cb_->onRequestComplete();
     // Stop here: the caller finishes this exchange before the next pipelined request is read.
     return p->upgrade ? HPE_OK : HPE_PAUSED;
   }
@@ -373,7 +373,7 @@ void resetState(Http1ParserState& s, llhttp_type_t type, const llhttp_settings_t
 // ---------------------------------------------------------------------------------------------
 
 RequestDecoder::RequestDecoder(RequestDecoderCallbacks& cb, Limits limits)
-    : state_(std::make_unique<Http1ParserState>()), cb_(cb), limits_(limits) {
+    : state_(std::make_unique<Http1ParserState>()), cb_(&cb), limits_(limits) {
   resetState(*state_, HTTP_REQUEST, Http1Trampolines::requestSettings(), this);
 }
 
@@ -390,6 +390,12 @@ DecodeStatus RequestDecoder::finish() {
   error_.status = 400;
   error_.reason = "incomplete_request";
   return DecodeStatus::Error;
+}
+
+void RequestDecoder::rebind(RequestDecoderCallbacks& cb, Limits limits) {
+  cb_ = &cb;
+  limits_ = limits;
+  reset();
 }
 
 void RequestDecoder::reset() {

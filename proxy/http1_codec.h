@@ -69,12 +69,15 @@ class RequestDecoder {
   bool headComplete() const { return head_complete_; }
   // Prepares for the next message on the same connection.
   void reset();
+  // Reuse for another connection (decoders are pooled): new callbacks and limits, fresh state,
+  // buffers' capacity kept.
+  void rebind(RequestDecoderCallbacks& cb, Limits limits);
   RequestHead& head() { return head_; }
 
  private:
   friend struct Http1Trampolines;
   std::unique_ptr<Http1ParserState> state_;
-  RequestDecoderCallbacks& cb_;
+  RequestDecoderCallbacks* cb_;
   Limits limits_;
   RequestHead head_;
   DecodeError error_;

@@ -1,0 +1,296 @@
+#include "proxy/downstream_connection.h"
+
+#include "proxy/stream.h"
+#include "proxy/worker.h"
+
+namespace cutover {
+
+namespace {
+// Pipelined bytes buffered past the current request before we stop reading the client.
+constexpr size_t kMaxPending = 64 * 1024;
+// How long a closing connection keeps draining the client's input (lingering close) so that
+// unread pipelined bytes do not turn our FIN into a reset that destroys the last response.
+constexpr int64_t kLingerMs = 2000;
+}  // namespace
+
+DownstreamConnection::DownstreamConnection(Worker& w) : worker_(w) {
+  transport_.setCallbacks(this);
+}
+
+DownstreamConnection::~DownstreamConnection() {
+  if (decoder_ != nullptr) worker_.releaseDecoder(decoder_);
+}
+
+void DownstreamConnection::start(uv_stream_t* server) {
+  int rc = transport_.accept(worker_.loop(), server, worker_.readBuffer(), Worker::kReadBufferSize);
+  if (rc != 0) {
+    abort();
+    return;
+  }
+  peer_ = transport_.peerAddress();
+  becomeIdle();
+}
+
+void DownstreamConnection::becomeIdle() {
+  state_ = State::Idle;
+  if (decoder_ != nullptr && !decoder_->inMessage()) {
+    worker_.releaseDecoder(decoder_);
+    decoder_ = nullptr;
+  }
+  const config::Config& cfg = *worker_.snapshot()->config;
+  deadline_ms = worker_.nowMs() + cfg.timeouts.downstream_idle.count();
+  worker_.moveConnection(this, Worker::ConnList::Idle);
+  if (!read_paused_) transport_.readStart();
+  if (worker_.draining()) closeConnection();
+}
+
+// ---- input ----------------------------------------------------------------------------------
+
+void DownstreamConnection::onTransportData(const char* data, size_t len) {
+  switch (state_) {
+    case State::Closing:
+      return;  // lingering: discard
+    case State::Tunnel:
+      if (stream_ != nullptr) stream_->tunnelData(data, len);
+      return;
+    default:
+      break;
+  }
+  if (stream_ != nullptr && decoder_ != nullptr && !decoder_->inMessage()) {
+    // The current request is fully read; these bytes belong to the next one.
+    if (!pending_) pending_ = std::make_unique<std::string>();
+    pending_->append(data, len);
+    if (pending_->size() > kMaxPending) pauseReading();
+    return;
+  }
+  process(data, len);
+}
+
+void DownstreamConnection::process(const char* data, size_t len) {
+  in_process_ = true;
+  while (len > 0 && state_ != State::Closing && state_ != State::Tunnel) {
+    if (stream_ != nullptr && decoder_ != nullptr && !decoder_->inMessage()) {
+      // Pipelined: keep the rest until the current exchange ends.
+      if (!pending_) pending_ = std::make_unique<std::string>();
+      pending_->append(data, len);
+      if (pending_->size() > kMaxPending) pauseReading();
+      break;
+    }
+    if (decoder_ == nullptr) {
+      decoder_ = worker_.acquireDecoder(*this, worker_.snapshot()->config->limits);
+    }
+    if (state_ == State::Idle) {
+      state_ = State::ReadingHead;
+      deadline_ms = worker_.nowMs() + worker_.snapshot()->config->timeouts.header_read.count();
+      worker_.moveConnection(this, Worker::ConnList::Header);
+    }
+    size_t used = 0;
+    DecodeStatus st = decoder_->execute(data, len, used);
+    if (st == DecodeStatus::Error) {
+      const DecodeError& e = decoder_->error();
+      if (stream_ != nullptr) {
+        // Broken framing in the middle of a body being streamed: nothing sane to answer.
+        abort();
+      } else {
+        rejectAndClose(e.status, e.status == 431   ? "headers_too_large"
+                                 : e.status == 414 ? "uri_too_long"
+                                                   : "bad_request");
+      }
+      break;
+    }
+    data += used;
+    len -= used;
+    if (st == DecodeStatus::Upgrade) {
+      // Everything after an upgrade request's head is held for the tunnel (or dropped if the
+      // backend declines, in which case the connection closes).
+      if (len > 0) {
+        if (!pending_) pending_ = std::make_unique<std::string>();
+        pending_->append(data, len);
+      }
+      pauseReading();
+      break;
+    }
+    if (st == DecodeStatus::MessageComplete && stream_ == nullptr && state_ != State::Closing) {
+      // The exchange finished synchronously (a local reply): parse the next request.
+      if (state_ == State::Active) state_ = State::Idle;
+      if (len == 0) becomeIdle();
+      continue;
+    }
+  }
+  in_process_ = false;
+  if (stream_ == nullptr && state_ == State::Idle && decoder_ != nullptr &&
+      !decoder_->inMessage()) {
+    becomeIdle();
+  }
+}
+
+void DownstreamConnection::onRequestHead(RequestHead& head) {
+  state_ = State::Active;
+  worker_.moveConnection(this, Worker::ConnList::Active);
+  stream_ = worker_.acquireStream();
+  stream_->start(this, head);
+}
+
+void DownstreamConnection::onRequestBody(const char* data, size_t len) {
+  if (stream_ != nullptr) stream_->onRequestBody(data, len);
+}
+
+void DownstreamConnection::onRequestComplete() {
+  if (stream_ != nullptr) stream_->onRequestComplete();
+}
+
+void DownstreamConnection::onStreamDone(bool reusable) {
+  Stream* s = stream_;
+  stream_ = nullptr;
+  worker_.releaseStream(s);
+  if (state_ == State::Closing) return;
+  if (!reusable || peer_eof_) {
+    closeConnection();
+    return;
+  }
+  state_ = State::Idle;
+  if (in_process_) return;  // the parse loop goes on with the bytes it holds
+  processPending();
+}
+
+void DownstreamConnection::processPending() {
+  if (pending_ && !pending_->empty()) {
+    std::unique_ptr<std::string> buf = std::move(pending_);
+    if (read_paused_) resumeReading();
+    process(buf->data(), buf->size());
+    if (stream_ == nullptr && state_ == State::Idle) becomeIdle();
+    return;
+  }
+  if (read_paused_) resumeReading();
+  if (state_ == State::Idle) becomeIdle();
+}
+
+void DownstreamConnection::pauseReading() {
+  read_paused_ = true;
+  transport_.readStop();
+}
+
+void DownstreamConnection::resumeReading() {
+  read_paused_ = false;
+  if (state_ != State::Closing) transport_.readStart();
+}
+
+// ---- transport events -----------------------------------------------------------------------
+
+void DownstreamConnection::onTransportEof() {
+  peer_eof_ = true;
+  if (state_ == State::Closing) {
+    transport_.close();
+    return;
+  }
+  if (state_ == State::Tunnel) {
+    if (stream_ != nullptr) stream_->tunnelClientClosed();
+    return;
+  }
+  if (stream_ != nullptr) {
+    if (decoder_ != nullptr && decoder_->inMessage()) {
+      // The request was cut short.
+      stream_->onDownstreamGone();
+      return;
+    }
+    // Request complete, client half-closed: finish the response, then close.
+    return;
+  }
+  closeConnection();
+}
+
+void DownstreamConnection::onTransportError(int) {
+  state_ = State::Closing;
+  if (stream_ != nullptr) stream_->onDownstreamGone();
+}
+
+void DownstreamConnection::onTransportDrained() {
+  if (state_ == State::Closing && close_after_write_) {
+    close_after_write_ = false;
+    closeConnection();
+    return;
+  }
+  if (stream_ != nullptr) stream_->onDownstreamDrained();
+}
+
+void DownstreamConnection::onTransportClosed() {
+  state_ = State::Closing;
+  if (stream_ != nullptr) stream_->onDownstreamGone();
+  worker_.connectionClosed(this);  // frees us: nothing after this line
+}
+
+// ---- tunnel ---------------------------------------------------------------------------------
+
+void DownstreamConnection::startTunnel(UpstreamConnection* up) {
+  state_ = State::Tunnel;
+  tunnel_ = up;
+  if (pending_ && !pending_->empty() && stream_ != nullptr) {
+    std::unique_ptr<std::string> buf = std::move(pending_);
+    stream_->tunnelData(buf->data(), buf->size());
+  }
+  resumeReading();
+}
+
+// ---- closing --------------------------------------------------------------------------------
+
+void DownstreamConnection::rejectAndClose(int status, std::string_view reason_header) {
+  std::string& out = worker_.scratch();
+  out.clear();
+  out.append("HTTP/1.1 ");
+  out.append(std::to_string(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
+  std::string body = std::string(reasonPhrase(status)) + "\n";
+  out.append(std::to_string(body.size()));
+  out.append("\r\nx-cutover-reason: ").append(reason_header);
+  out.append("\r\nConnection: close\r\n\r\n").append(body);
+  transport_.write(out);
+  closeConnection();
+}
+
+void DownstreamConnection::closeConnection() {
+  if (transport_.isClosing()) return;
+  state_ = State::Closing;
+  if (!transport_.initialized()) {
+    worker_.connectionClosed(this);  // never opened: no close callback will come
+    return;
+  }
+  if (transport_.pendingBytes() > 0) {
+    close_after_write_ = true;  // onTransportDrained comes back here
+    return;
+  }
+  if (peer_eof_ || lingering_) {
+    transport_.close();
+    return;
+  }
+  // Lingering close: FIN now, keep reading (and discarding) briefly, close on EOF or deadline.
+  lingering_ = true;
+  transport_.shutdownWrite();
+  transport_.readStart();
+  deadline_ms = worker_.nowMs() + kLingerMs;
+  worker_.moveConnection(this, Worker::ConnList::Idle);
+}
+
+void DownstreamConnection::onDeadline() {
+  if (state_ == State::ReadingHead && stream_ == nullptr) {
+    rejectAndClose(408, "header_timeout");
+    return;
+  }
+  abort();
+}
+
+void DownstreamConnection::abort() {
+  state_ = State::Closing;
+  if (!transport_.initialized()) {
+    worker_.connectionClosed(this);  // never opened: no close callback will come
+    return;
+  }
+  transport_.close();
+}
+
+void DownstreamConnection::drain() {
+  if (state_ == State::Idle) closeConnection();
+}
+
+}  // namespace cutover

@@ -1,0 +1,95 @@
+// A client connection. Reads requests one at a time (pipelined bytes wait in `pending_` until the
+// current exchange ends, so responses leave in request order), hands each to a Stream, and after
+// a 101 from the backend becomes a two-way byte tunnel.
+//
+// States:
+//   Idle ──first byte──▶ ReadingHead ──head──▶ Active ──response done──▶ Idle (keep-alive)
+//                              │                  │ 101 ▶ Tunnel
+//                              └── error/timeout ─┴──────────────▶ Closing ──close cb──▶ freed
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/http1_codec.h"
+#include "proxy/intrusive_list.h"
+#include "proxy/tcp_transport.h"
+
+namespace cutover {
+
+class Worker;
+class Stream;
+class UpstreamConnection;
+
+class DownstreamConnection final : public ListHook,
+                                   public TransportCallbacks,
+                                   public RequestDecoderCallbacks {
+ public:
+  enum class State : uint8_t { Idle, ReadingHead, Active, Tunnel, Closing };
+
+  explicit DownstreamConnection(Worker& w);
+  ~DownstreamConnection() override;
+  // Accepts from the listening socket and starts reading. On failure the connection closes.
+  void start(uv_stream_t* server);
+
+  Transport& transport() { return transport_; }
+  Worker& worker() { return worker_; }
+  State state() const { return state_; }
+  int64_t deadline_ms = 0;  // for the worker's sweep of its timeout lists
+  uint8_t list = 0;         // Worker::ConnList it is in
+
+  // ---- from the Stream ----
+  // The exchange is over. `reusable` = the connection may carry another request.
+  void onStreamDone(bool reusable);
+  // The backend answered 101: splice the client to `up` both ways.
+  void startTunnel(UpstreamConnection* up);
+  void tunnelData(const char* data, size_t len);  // bytes from the backend side
+  void tunnelClosed();                            // backend side ended
+  void pauseReading();
+  void resumeReading();
+  // Answer a request the decoder rejected or that timed out, then close.
+  void rejectAndClose(int status, std::string_view reason_header);
+  // Close now, dropping anything pending.
+  void abort();
+  // Worker drain: close if idle, else finish the exchange and close.
+  void drain();
+  // A timeout list deadline passed: 408 while reading a head, else close.
+  void onDeadline();
+  const std::string& peer() const { return peer_; }
+
+ private:
+  // TransportCallbacks
+  void onTransportData(const char* data, size_t len) override;
+  void onTransportEof() override;
+  void onTransportError(int err) override;
+  void onTransportDrained() override;
+  void onTransportClosed() override;
+  // RequestDecoderCallbacks
+  void onRequestHead(RequestHead& head) override;
+  void onRequestBody(const char* data, size_t len) override;
+  void onRequestComplete() override;
+
+  void process(const char* data, size_t len);
+  void processPending();
+  void becomeIdle();
+  void closeConnection();
+
+  Worker& worker_;
+  TcpTransport transport_;
+  RequestDecoder* decoder_ = nullptr;
+  Stream* stream_ = nullptr;
+  UpstreamConnection* tunnel_ = nullptr;
+  std::unique_ptr<std::string> pending_;  // bytes read past the current request
+  std::string peer_;
+  State state_ = State::Idle;
+  bool in_process_ = false;
+  bool stream_done_ = false;
+  bool reusable_ = false;
+  bool peer_eof_ = false;
+  bool read_paused_ = false;
+  bool close_after_write_ = false;
+  bool lingering_ = false;
+};
+
+}  // namespace cutover

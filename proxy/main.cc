@@ -1,0 +1,59 @@
+// cutover: a sidecar reverse proxy for moving traffic from a legacy backend to its replacement.
+//
+//   cutover --config FILE    run
+//   cutover --check FILE     validate FILE, print every error, exit non-zero if any
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "config/loader.h"
+#include "proxy/server.h"
+
+namespace {
+
+void usage() {
+  fprintf(stderr,
+          "usage: cutover --config FILE   run the proxy\n"
+          "       cutover --check FILE    validate a config file and exit\n"
+          "       cutover --version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--config" || a == "-c") && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a == "--check" && i + 1 < argc) {
+      config_path = argv[++i];
+      check = true;
+    } else if (a == "--version") {
+      printf("cutover %s\n", CUTOVER_VERSION);
+      return 0;
+    } else {
+      usage();
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    usage();
+    return 2;
+  }
+  if (check) {
+    cutover::config::LoadResult res = cutover::config::loadFile(config_path);
+    for (const auto& e : res.errors) fprintf(stderr, "%s\n", e.str().c_str());
+    if (!res.ok()) {
+      fprintf(stderr, "%zu error(s) in %s\n", res.errors.size(), config_path.c_str());
+      return 1;
+    }
+    printf("%s: OK\n", config_path.c_str());
+    return 0;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  cutover::Server server(config_path);
+  return server.run();
+}

@@ -1,0 +1,27 @@
+// A config generation with everything derived from it that requests use: the filter factories,
+// per-backend policy state (breakers, budgets, health, limiters: shared across workers and carried
+// across reloads through the StateStore), and cached metric children.
+//
+// The running snapshot is a std::shared_ptr<const Snapshot>. A stream takes it when its request
+// head completes and keeps it to the end, so a reload never changes a request in flight.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "filters/filter.h"
+
+namespace cutover {
+
+struct Snapshot {
+  std::shared_ptr<const config::Config> config;
+  uint64_t generation = 0;
+  bool rollback = false;  // every route forced to legacy (POST /rollback)
+  // Chain before the router, in configured order.
+  std::vector<std::unique_ptr<FilterFactory>> filters;
+};
+
+}  // namespace cutover

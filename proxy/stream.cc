@@ -1,0 +1,645 @@
+#include "proxy/stream.h"
+
+#include <cstring>
+
+#include "proxy/downstream_connection.h"
+#include "proxy/router.h"
+#include "proxy/worker.h"
+
+namespace cutover {
+
+namespace {
+
+int64_t monoNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+void appendUint(std::string& out, uint64_t v) {
+  char buf[24];
+  int i = 0;
+  do {
+    buf[i++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (i > 0) out.push_back(buf[--i]);
+}
+
+// Header names that never cross the proxy (RFC 9110 §7.6.1), besides those named in Connection.
+bool hopByHop(std::string_view name) {
+  switch (name.size()) {
+    case 2: return iequals(name, "te");
+    case 7: return iequals(name, "upgrade") || iequals(name, "trailer");
+    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
+    case 16: return iequals(name, "proxy-connection");
+    case 17: return iequals(name, "transfer-encoding");
+    default: return false;
+  }
+}
+
+// Tokens of every Connection header (the headers they name are hop-by-hop too).
+struct ConnectionTokens {
+  std::string_view items[8];
+  size_t n = 0;
+  bool overflow = false;
+  void parse(const HeaderMap& h) {
+    for (size_t i = 0; i < h.size(); ++i) {
+      if (h.removed(i) || !iequals(h.name(i), "connection")) continue;
+      std::string_view v = h.value(i);
+      while (!v.empty()) {
+        size_t comma = v.find(',');
+        std::string_view t = v.substr(0, comma);
+        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+        if (!t.empty()) {
+          if (n < 8) {
+            items[n++] = t;
+          } else {
+            overflow = true;
+          }
+        }
+        if (comma == std::string_view::npos) break;
+        v.remove_prefix(comma + 1);
+      }
+    }
+  }
+  bool names(std::string_view header) const {
+    for (size_t i = 0; i < n; ++i) {
+      if (iequals(items[i], header)) return true;
+    }
+    return false;
+  }
+};
+
+bool statusHasNoBody(int status) { return (status >= 100 && status < 200) || status == 204 || status == 304; }
+
+}  // namespace
+
+Stream::Stream(Worker& w) : worker_(w) {
+  uv_timer_init(w.loop(), &timer_);
+  timer_.data = this;
+}
+
+Stream::~Stream() = default;
+
+void Stream::closeHandles() {
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
+}
+
+void Stream::onTimerClosed(uv_handle_t* h) { delete static_cast<Stream*>(h->data); }
+
+uv_loop_t* Stream::loop() { return worker_.loop(); }
+
+const config::Route& Stream::route() const { return *route_; }
+
+std::string_view Stream::clientAddress() const { return conn_->peer(); }
+
+void Stream::reset() {
+  conn_ = nullptr;
+  req_ = nullptr;
+  snap_.reset();
+  route_ = nullptr;
+  info_ = StreamInfo{};
+  filters_.clear();
+  next_filter_ = 0;
+  response_headers_.clear();
+  if (body_buf_.capacity() > 64 * 1024) {
+    std::string().swap(body_buf_);
+  } else {
+    body_buf_.clear();
+  }
+  up_ = nullptr;
+  phase_ = Phase::Filters;
+  deadline_ms_ = 0;
+  backend_ = split_backend_ = endpoint_ = 0;
+  in_filter_ = resume_pending_ = false;
+  request_complete_ = upstream_request_done_ = body_started_ = false;
+  response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
+  request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
+  upstream_paused_ = client_paused_ = upgrade_ = false;
+}
+
+// ---- request side ---------------------------------------------------------------------------
+
+void Stream::start(DownstreamConnection* conn, RequestHead& head) {
+  conn_ = conn;
+  req_ = &head;
+  snap_ = worker_.snapshot();
+  info_.start_ns = monoNs();
+  head_only_ = head.method == "HEAD";
+  upgrade_ = head.upgrade;
+  request_chunked_up_ = head.chunked;
+  if (!head.keep_alive || worker_.draining()) response_close_ = true;
+
+  const config::Config& cfg = *snap_->config;
+  int r = matchRoute(cfg, head);
+  if (r < 0) {
+    localReply(404, Reason::NoRoute);
+    return;
+  }
+  route_ = &cfg.routes[static_cast<size_t>(r)];
+  info_.route = r;
+  config::Duration total = route_->request_timeout.value_or(cfg.timeouts.request);
+  deadline_ms_ = worker_.nowMs() + total.count();
+  armRequestTimer();
+
+  filters_.reserve(snap_->filters.size());
+  for (const auto& f : snap_->filters) filters_.push_back(f->create());
+  runFilters();
+}
+
+void Stream::armRequestTimer() {
+  int64_t left = deadline_ms_ - worker_.nowMs();
+  uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(left > 0 ? left : 0), 0);
+}
+
+void Stream::runFilters() {
+  phase_ = Phase::Filters;
+  while (next_filter_ < filters_.size()) {
+    in_filter_ = true;
+    FilterStatus st = filters_[next_filter_]->onRequest(*this);
+    in_filter_ = false;
+    ++next_filter_;
+    if (st == FilterStatus::Responded) {
+      maybeFinish();
+      return;
+    }
+    if (st == FilterStatus::Paused) return;  // the filter calls resume() or localReply() later
+  }
+  route();
+}
+
+void Stream::resume() {
+  if (phase_ != Phase::Filters) return;
+  runFilters();
+}
+
+void Stream::route() {
+  phase_ = Phase::Routing;
+  const config::Config& cfg = *snap_->config;
+  int chosen = -1;
+  if (!cfg.override_header.empty()) {
+    std::string_view v = req_->headers.get(cfg.override_header);
+    if (!v.empty()) {
+      for (const config::SplitEntry& e : route_->split) {
+        if (cfg.backends[e.backend].name == v) chosen = static_cast<int>(e.backend);
+      }
+    }
+  }
+  if (chosen < 0) {
+    std::string_view key = stickyKey(*route_, *req_, conn_->peer());
+    uint32_t bucket = key.empty() ? worker_.rng().below(10000) : stickyBucket(key);
+    chosen = static_cast<int>(route_->split[pickSplit(*route_, bucket)].backend);
+  }
+  split_backend_ = backend_ = static_cast<uint32_t>(chosen);
+  if (req_->expect_continue && !request_complete_) {
+    conn_->transport().write("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  startAttempt();
+}
+
+void Stream::startAttempt() {
+  phase_ = Phase::Connecting;
+  const config::Config& cfg = *snap_->config;
+  const config::Backend& be = cfg.backends[backend_];
+  info_.backend = static_cast<int>(backend_);
+  if (be.endpoints.empty()) {
+    localReply(503, Reason::NoEndpoint);
+    return;
+  }
+  ++info_.attempts;
+  endpoint_ = worker_.nextEndpoint(backend_, static_cast<uint32_t>(be.endpoints.size()));
+  info_.endpoint = static_cast<int>(endpoint_);
+  if (info_.upstream_start_ns == 0) info_.upstream_start_ns = monoNs();
+  UpstreamPool& pool = worker_.pool(*snap_, backend_, endpoint_);
+  if (UpstreamConnection* idle = pool.takeIdle()) {
+    up_ = idle;
+    up_->attach(this);
+    sendRequestHead();
+    return;
+  }
+  up_ = pool.create();
+  int rc = up_->connect(this, static_cast<uint32_t>(cfg.timeouts.connect.count()));
+  if (rc != 0) {
+    up_->close();
+    up_ = nullptr;
+    failUpstream(Failure::Connect);
+  }
+}
+
+void Stream::onUpstreamConnected() { sendRequestHead(); }
+
+void Stream::sendRequestHead() {
+  phase_ = Phase::Sending;
+  const config::Config& cfg = *snap_->config;
+  up_->beginExchange(req_->method, static_cast<uint32_t>(cfg.timeouts.upstream_idle.count()));
+
+  std::string& out = worker_.scratch();
+  out.clear();
+  out.append(req_->method);
+  out.push_back(' ');
+  out.append(req_->target);
+  out.append(" HTTP/1.1\r\n");
+  ConnectionTokens conn_tokens;
+  conn_tokens.parse(req_->headers);
+  const HeaderMap& h = req_->headers;
+  // The client's address is appended to the last X-Forwarded-For line (or starts one).
+  size_t last_xff = h.size();
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (!h.removed(i) && iequals(h.name(i), "x-forwarded-for")) last_xff = i;
+  }
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h.removed(i)) continue;
+    std::string_view name = h.name(i);
+    if (hopByHop(name) && !(upgrade_ && iequals(name, "upgrade"))) continue;
+    if (conn_tokens.names(name)) continue;
+    if (iequals(name, "expect") || iequals(name, "x-forwarded-proto")) continue;
+    out.append(name).append(": ").append(h.value(i));
+    if (i == last_xff) out.append(", ").append(conn_->peer());
+    out.append("\r\n");
+  }
+  if (last_xff == h.size()) out.append("X-Forwarded-For: ").append(conn_->peer()).append("\r\n");
+  out.append("X-Forwarded-Proto: http\r\n");
+  if (request_chunked_up_) out.append("Transfer-Encoding: chunked\r\n");
+  if (upgrade_) out.append("Connection: upgrade\r\n");
+  out.append("\r\n");
+  up_->write(out);
+
+  if (!body_buf_.empty()) {
+    writeBodyToUpstream(body_buf_.data(), body_buf_.size());
+    body_buf_.clear();
+  }
+  if (request_complete_) finishUpstreamRequest();
+  if (client_paused_ && up_ != nullptr && up_->pendingBytes() < cfg.limits.high_watermark) {
+    client_paused_ = false;
+    conn_->resumeReading();
+  }
+}
+
+void Stream::writeBodyToUpstream(const char* data, size_t len) {
+  if (len == 0 || up_ == nullptr) return;
+  body_started_ = true;
+  if (request_chunked_up_) {
+    std::string& out = worker_.scratch();
+    out.clear();
+    appendChunkHeader(out, len);
+    out.append(data, len);
+    out.append(kCrlf);
+    up_->write(out);
+  } else {
+    up_->write(data, len);
+  }
+  if (up_->pendingBytes() > snap_->config->limits.high_watermark && !client_paused_) {
+    client_paused_ = true;
+    conn_->pauseReading();
+  }
+}
+
+void Stream::finishUpstreamRequest() {
+  if (upstream_request_done_ || up_ == nullptr) return;
+  upstream_request_done_ = true;
+  if (request_chunked_up_) up_->write(kChunkEnd);
+}
+
+void Stream::onRequestBody(const char* data, size_t len) {
+  info_.bytes_in += len;
+  switch (phase_) {
+    case Phase::Sending:
+    case Phase::Responding:
+      if (!response_complete_) writeBodyToUpstream(data, len);
+      return;
+    case Phase::Filters:
+    case Phase::Routing:
+    case Phase::Connecting:
+      // Held until the upstream connection is ready; bounded by the high watermark.
+      body_buf_.append(data, len);
+      if (body_buf_.size() > snap_->config->limits.high_watermark && !client_paused_) {
+        client_paused_ = true;
+        conn_->pauseReading();
+      }
+      return;
+    default:
+      return;  // answered locally: the rest of the body is discarded
+  }
+}
+
+void Stream::onRequestComplete() {
+  request_complete_ = true;
+  if (phase_ == Phase::Sending || phase_ == Phase::Responding) finishUpstreamRequest();
+  if (phase_ != Phase::Done && !in_filter_) maybeFinish();
+}
+
+void Stream::onUpstreamDrained() {
+  if (client_paused_) {
+    client_paused_ = false;
+    conn_->resumeReading();
+  }
+}
+
+void Stream::onDownstreamDrained() {
+  if (upstream_paused_ && up_ != nullptr) {
+    upstream_paused_ = false;
+    up_->resumeReading();
+  }
+}
+
+// ---- response side --------------------------------------------------------------------------
+
+void Stream::onUpstreamHead(ResponseHead& head) {
+  info_.upstream_headers_ns = monoNs();
+  phase_ = Phase::Responding;
+  // Filters see the response in reverse order, only those whose onRequest ran.
+  for (size_t i = next_filter_; i > 0; --i) filters_[i - 1]->onResponse(*this, head);
+  if (head.status == 101) {
+    if (!upgrade_) {
+      failUpstream(Failure::BadResponse);
+      return;
+    }
+    writeResponseHead(head);
+    phase_ = Phase::Tunnel;
+    up_->startTunnel();
+    conn_->startTunnel(up_);
+    return;
+  }
+  if (upgrade_) response_close_ = true;  // the backend declined the upgrade
+  writeResponseHead(head);
+}
+
+void Stream::writeResponseHead(ResponseHead& head) {
+  const config::Config& cfg = *snap_->config;
+  info_.status = head.status;
+  bool client11 = req_->version_minor >= 1;
+  bool no_body = head_only_ || statusHasNoBody(head.status);
+  response_chunked_ = false;
+  if (!no_body && !head.has_content_length) {
+    // Chunked or read-until-close from the backend: re-chunk for 1.1 clients; 1.0 clients get a
+    // close-delimited body.
+    if (client11) {
+      response_chunked_ = true;
+    } else {
+      response_close_ = true;
+    }
+  }
+  if (worker_.draining()) response_close_ = true;
+
+  std::string& out = worker_.scratch();
+  out.clear();
+  out.append("HTTP/1.1 ");
+  appendUint(out, head.status);
+  out.push_back(' ');
+  out.append(head.reason.empty() ? reasonPhrase(head.status) : std::string_view(head.reason));
+  out.append("\r\n");
+  ConnectionTokens conn_tokens;
+  conn_tokens.parse(head.headers);
+  const HeaderMap& h = head.headers;
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h.removed(i)) continue;
+    std::string_view name = h.name(i);
+    if (hopByHop(name) && !(head.status == 101 && iequals(name, "upgrade"))) continue;
+    if (conn_tokens.names(name)) continue;
+    if (iequals(name, "x-cutover-backend")) continue;
+    out.append(name).append(": ").append(h.value(i)).append("\r\n");
+  }
+  if (head_only_ && head.chunked) out.append("Transfer-Encoding: chunked\r\n");
+  if (response_chunked_) out.append("Transfer-Encoding: chunked\r\n");
+  out.append("x-cutover-backend: ").append(cfg.backends[backend_].name).append("\r\n");
+  out.append(response_headers_);
+  if (head.status == 101) {
+    out.append("Connection: upgrade\r\n");
+  } else if (response_close_) {
+    out.append("Connection: close\r\n");
+  } else if (!client11) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  out.append("\r\n");
+  response_started_ = true;
+  conn_->transport().write(out);
+}
+
+void Stream::onUpstreamBody(const char* data, size_t len) {
+  info_.bytes_out += len;
+  if (head_only_) return;
+  Transport& t = conn_->transport();
+  if (response_chunked_) {
+    std::string& out = worker_.scratch();
+    out.clear();
+    appendChunkHeader(out, len);
+    out.append(data, len);
+    out.append(kCrlf);
+    t.write(out);
+  } else {
+    t.write(data, len);
+  }
+  if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
+      up_ != nullptr) {
+    upstream_paused_ = true;
+    up_->pauseReading();
+  }
+}
+
+void Stream::onUpstreamComplete() {
+  if (response_chunked_) conn_->transport().write(kChunkEnd);
+  response_complete_ = true;
+  UpstreamConnection* up = up_;
+  up_ = nullptr;
+  // Reusable only if it carried a whole request and the backend keeps it alive.
+  up->release(upstream_request_done_ && up->state() == UpstreamConnection::State::Active &&
+              !upgrade_);
+  maybeFinish();
+}
+
+// ---- failures and retries -------------------------------------------------------------------
+
+void Stream::onUpstreamFailure(Failure f, int) {
+  up_ = nullptr;  // the connection closed itself
+  failUpstream(f);
+}
+
+void Stream::failUpstream(Failure f) {
+  if (up_ != nullptr) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (phase_ == Phase::Done) return;
+  if (response_started_) {
+    // Never let a cut-short response look complete: reset the client connection.
+    response_close_ = true;
+    info_.reason = f == Failure::Timeout ? Reason::UpstreamTimeout : Reason::UpstreamReset;
+    finish();
+    return;
+  }
+  switch (f) {
+    case Failure::Connect:
+      localReply(502, Reason::UpstreamConnectFailure);
+      return;
+    case Failure::Timeout:
+      localReply(504, Reason::UpstreamTimeout);
+      return;
+    case Failure::Reset:
+      localReply(502, Reason::UpstreamReset);
+      return;
+    case Failure::BadResponse:
+      localReply(502, Reason::BadUpstreamResponse);
+      return;
+  }
+}
+
+void Stream::onTimer(uv_timer_t* t) {
+  auto* self = static_cast<Stream*>(t->data);
+  if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
+  // Total request deadline passed.
+  if (self->up_ != nullptr) {
+    self->up_->close();
+    self->up_ = nullptr;
+  }
+  if (self->phase_ == Phase::Filters && self->next_filter_ > 0) {
+    self->filters_[self->next_filter_ - 1]->onCancel();  // the filter that paused
+  }
+  if (self->response_started_) {
+    self->response_close_ = true;
+    self->info_.reason = Reason::RequestTimeout;
+    self->finish();
+    return;
+  }
+  self->localReply(504, Reason::RequestTimeout);
+}
+
+// ---- local replies and completion -----------------------------------------------------------
+
+void Stream::addResponseHeader(std::string_view name, std::string_view value) {
+  response_headers_.append(name).append(": ").append(value).append("\r\n");
+}
+
+void Stream::localReply(int status, Reason reason, std::string_view extra,
+                        std::string_view body) {
+  if (phase_ == Phase::Done) return;
+  info_.reason = reason;
+  if (up_ != nullptr) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (response_started_) {
+    response_close_ = true;
+    finish();
+    return;
+  }
+  // A request whose body is still arriving cannot share the connection with the next one.
+  if (!request_complete_) response_close_ = true;
+  writeLocalReply(status, reason, extra, body);
+  response_complete_ = true;
+  phase_ = Phase::Responding;
+  if (!in_filter_) maybeFinish();
+}
+
+void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
+                             std::string_view body) {
+  info_.status = static_cast<uint16_t>(status);
+  if (worker_.draining()) response_close_ = true;
+  std::string text;
+  if (body.empty()) {
+    text.append(reasonPhrase(status)).append(" (").append(reasonName(reason)).append(")\n");
+    body = text;
+  }
+  std::string& out = worker_.scratch();
+  out.clear();
+  out.append("HTTP/1.1 ");
+  appendUint(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
+  appendUint(out, body.size());
+  out.append("\r\nx-cutover-reason: ").append(reasonName(reason)).append("\r\n");
+  if (info_.backend >= 0 && snap_ != nullptr) {
+    out.append("x-cutover-backend: ")
+        .append(snap_->config->backends[static_cast<size_t>(info_.backend)].name)
+        .append("\r\n");
+  }
+  out.append(extra);
+  out.append(response_headers_);
+  out.append(response_close_ ? "Connection: close\r\n" : "");
+  out.append("\r\n");
+  if (!head_only_) out.append(body);
+  response_started_ = true;
+  conn_->transport().write(out);
+}
+
+void Stream::maybeFinish() {
+  if (phase_ == Phase::Done || !response_complete_) return;
+  if (!request_complete_ && !response_close_) return;
+  finish();
+}
+
+void Stream::finish() {
+  if (phase_ == Phase::Done) return;
+  phase_ = Phase::Done;
+  uv_timer_stop(&timer_);
+  if (up_ != nullptr) {
+    up_->close();
+    up_ = nullptr;
+  }
+  info_.end_ns = monoNs();
+  for (auto& f : filters_) f->onComplete(info_);
+  bool reusable = response_complete_ && request_complete_ && !response_close_;
+  DownstreamConnection* conn = conn_;
+  reset();
+  conn->onStreamDone(reusable);  // may release this stream: nothing after this line
+}
+
+void Stream::onDownstreamGone() {
+  if (phase_ == Phase::Done) return;
+  info_.client_aborted = true;
+  if (phase_ == Phase::Filters && next_filter_ > 0 && next_filter_ <= filters_.size()) {
+    filters_[next_filter_ - 1]->onCancel();
+  }
+  response_close_ = true;
+  finish();
+}
+
+// ---- tunnel ---------------------------------------------------------------------------------
+
+void Stream::tunnelData(const char* data, size_t len) {
+  if (up_ == nullptr) return;
+  info_.bytes_in += len;
+  up_->write(data, len);
+  if (up_->pendingBytes() > snap_->config->limits.high_watermark && !client_paused_) {
+    client_paused_ = true;
+    conn_->pauseReading();
+  }
+}
+
+void Stream::onUpstreamTunnelData(const char* data, size_t len) {
+  info_.bytes_out += len;
+  Transport& t = conn_->transport();
+  t.write(data, len);
+  if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
+      up_ != nullptr) {
+    upstream_paused_ = true;
+    up_->pauseReading();
+  }
+}
+
+void Stream::onUpstreamTunnelClosed() {
+  // The backend side ended: the tunnel is over.
+  if (up_ != nullptr) {
+    UpstreamConnection* up = up_;
+    up_ = nullptr;
+    up->close();
+  }
+  response_complete_ = true;
+  response_close_ = true;
+  finish();
+}
+
+void Stream::tunnelClientClosed() {
+  if (up_ != nullptr) {
+    UpstreamConnection* up = up_;
+    up_ = nullptr;
+    up->close();
+  }
+  response_complete_ = true;
+  response_close_ = true;
+  finish();
+}
+
+}  // namespace cutover

@@ -1,0 +1,123 @@
+// One request/response exchange on a client connection: runs the filter chain, routes, drives
+// upstream attempts (with retries), and streams the response back.
+//
+// Phases:
+//   Filters ──Continue…──▶ Routing ──▶ Connecting ──▶ Sending ──head──▶ Responding ──▶ Done
+//      │ Responded / local reply                 │ failure (retry?) ──backoff──▶ Routing
+//      └──────────────────────────────▶ LocalReply ─────────────────────────────▶ Done
+// Done runs every created filter's onComplete exactly once, logs, then hands the connection back
+// with DownstreamConnection::onStreamDone(), which is always the last thing a stream does.
+//
+// Streams are pooled per worker; the request timer handle is initialised once and closed only when
+// the worker shuts down.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "filters/filter.h"
+#include "proxy/snapshot.h"
+#include "proxy/upstream.h"
+
+namespace cutover {
+
+class DownstreamConnection;
+class Worker;
+
+class Stream final : public FilterCallbacks, public UpstreamCallbacks {
+ public:
+  explicit Stream(Worker& w);
+  ~Stream() override;
+  // Worker shutdown: close the timer; `done` frees the stream in the close callback.
+  void closeHandles();
+
+  // ---- from the DownstreamConnection ----
+  void start(DownstreamConnection* conn, RequestHead& head);
+  void onRequestBody(const char* data, size_t len);
+  void onRequestComplete();
+  void onDownstreamDrained();
+  // Client went away (reset or EOF mid-request): abort everything, complete, report done.
+  void onDownstreamGone();
+  // Tunnel: client bytes to the backend.
+  void tunnelData(const char* data, size_t len);
+  void tunnelClientClosed();
+
+  // ---- FilterCallbacks ----
+  RequestHead& request() override { return *req_; }
+  const config::Route& route() const override;
+  std::string_view clientAddress() const override;
+  StreamInfo& info() override { return info_; }
+  uv_loop_t* loop() override;
+  void localReply(int status, Reason reason, std::string_view extra_headers = {},
+                  std::string_view body = {}) override;
+  void addResponseHeader(std::string_view name, std::string_view value) override;
+  void resume() override;
+
+ private:
+  enum class Phase : uint8_t { Filters, Routing, Connecting, Sending, Responding, Tunnel, Done };
+
+  // UpstreamCallbacks
+  void onUpstreamConnected() override;
+  void onUpstreamHead(ResponseHead& head) override;
+  void onUpstreamBody(const char* data, size_t len) override;
+  void onUpstreamComplete() override;
+  void onUpstreamFailure(Failure f, int err) override;
+  void onUpstreamDrained() override;
+  void onUpstreamTunnelData(const char* data, size_t len) override;
+  void onUpstreamTunnelClosed() override;
+
+  void runFilters();
+  void route();
+  void startAttempt();
+  void sendRequestHead();
+  void writeBodyToUpstream(const char* data, size_t len);
+  void finishUpstreamRequest();
+  bool canRetry(Failure f, uint16_t status) const;
+  void failUpstream(Failure f);
+  void writeResponseHead(ResponseHead& head);
+  void writeLocalReply(int status, Reason reason, std::string_view extra, std::string_view body);
+  void maybeFinish();
+  void finish();
+  void reset();
+  void armRequestTimer();
+  static void onTimer(uv_timer_t* t);
+  static void onTimerClosed(uv_handle_t* h);
+
+  Worker& worker_;
+  uv_timer_t timer_{};
+  DownstreamConnection* conn_ = nullptr;
+  RequestHead* req_ = nullptr;
+  std::shared_ptr<const Snapshot> snap_;
+  const config::Route* route_ = nullptr;
+  StreamInfo info_;
+  std::vector<std::unique_ptr<Filter>> filters_;
+  size_t next_filter_ = 0;
+  std::string response_headers_;  // preformatted extra response headers from filters
+  std::string body_buf_;          // request body held until the upstream is ready
+  UpstreamConnection* up_ = nullptr;
+  Phase phase_ = Phase::Filters;
+  int64_t deadline_ms_ = 0;
+  uint32_t backend_ = 0;
+  uint32_t split_backend_ = 0;
+  uint32_t endpoint_ = 0;
+  bool in_filter_ = false;
+  bool resume_pending_ = false;
+  bool request_complete_ = false;   // client finished sending the request
+  bool upstream_request_done_ = false;
+  bool body_started_ = false;       // some body bytes already sent upstream (no retry after)
+  bool response_started_ = false;   // head sent to the client
+  bool response_complete_ = false;
+  bool response_chunked_ = false;   // we chunk-encode toward the client
+  bool response_close_ = false;     // connection must close after this response
+  bool request_chunked_up_ = false;
+  bool head_only_ = false;
+  bool timer_for_backoff_ = false;
+  bool upstream_paused_ = false;
+  bool client_paused_ = false;
+  bool upgrade_ = false;
+};
+
+}  // namespace cutover

@@ -1,0 +1,272 @@
+#include "proxy/upstream.h"
+
+#include "proxy/worker.h"
+
+namespace cutover {
+
+UpstreamConnection::UpstreamConnection(Worker& w, UpstreamPool& pool)
+    : worker_(w), pool_(pool), decoder_(*this) {
+  uv_timer_init(w.loop(), &timer_);
+  timer_.data = this;
+  transport_.setCallbacks(this);
+  w.upstreamCreated();
+}
+
+UpstreamConnection::~UpstreamConnection() = default;
+
+int UpstreamConnection::connect(UpstreamCallbacks* owner, uint32_t connect_timeout_ms) {
+  owner_ = owner;
+  state_ = State::Connecting;
+  int rc = transport_.connect(worker_.loop(), pool_.addr(), worker_.readBuffer(),
+                              Worker::kReadBufferSize);
+  if (rc != 0) return rc;
+  armTimer(connect_timeout_ms);
+  return 0;
+}
+
+void UpstreamConnection::attach(UpstreamCallbacks* owner) {
+  owner_ = owner;
+  reused_ = true;
+  state_ = State::Active;
+  uv_timer_stop(&timer_);
+  timer_armed_ = false;
+}
+
+void UpstreamConnection::beginExchange(std::string_view method, uint32_t idle_timeout_ms) {
+  decoder_.reset();
+  decoder_.expectResponseTo(method);
+  received_bytes_ = false;
+  complete_ = false;
+  unusable_ = false;
+  idle_timeout_ms_ = idle_timeout_ms;
+  armTimer(idle_timeout_ms);
+  transport_.readStart();
+}
+
+void UpstreamConnection::armTimer(uint64_t ms) {
+  if (ms == 0) return;
+  timer_armed_ = true;
+  uv_timer_start(&timer_, onTimer, ms, 0);
+}
+
+void UpstreamConnection::resumeReading() {
+  if (state_ == State::Closing) return;
+  transport_.readStart();
+  if (state_ == State::Active && idle_timeout_ms_ > 0) armTimer(idle_timeout_ms_);
+}
+
+void UpstreamConnection::onTimer(uv_timer_t* t) {
+  auto* self = static_cast<UpstreamConnection*>(t->data);
+  self->timer_armed_ = false;
+  switch (self->state_) {
+    case State::Connecting:
+      self->fail(UpstreamCallbacks::Failure::Connect, UV_ETIMEDOUT);
+      break;
+    case State::Active:
+      self->fail(UpstreamCallbacks::Failure::Timeout, UV_ETIMEDOUT);
+      break;
+    case State::Idle:
+      self->pool_.removeIdle(self);
+      self->close();
+      break;
+    default:
+      break;
+  }
+}
+
+void UpstreamConnection::onTransportConnected() {
+  uv_timer_stop(&timer_);
+  timer_armed_ = false;
+  state_ = State::Active;
+  if (owner_ != nullptr) owner_->onUpstreamConnected();
+}
+
+void UpstreamConnection::onTransportData(const char* data, size_t len) {
+  if (state_ == State::Tunnel) {
+    if (owner_ != nullptr) owner_->onUpstreamTunnelData(data, len);
+    return;
+  }
+  if (state_ == State::Idle) {
+    // A backend must not send anything unasked: the connection is unusable.
+    pool_.removeIdle(this);
+    close();
+    return;
+  }
+  if (state_ != State::Active) return;
+  received_bytes_ = true;
+  if (idle_timeout_ms_ > 0) armTimer(idle_timeout_ms_);
+  while (len > 0 && state_ == State::Active) {
+    size_t used = 0;
+    DecodeStatus st = decoder_.execute(data, len, used);
+    if (st == DecodeStatus::Error) {
+      fail(UpstreamCallbacks::Failure::BadResponse, 0);
+      return;
+    }
+    if (st == DecodeStatus::Upgrade) {
+      // 101: the rest is tunnel data. The owner switched us to Tunnel in onUpstreamHead.
+      data += used;
+      len -= used;
+      if (len > 0 && state_ == State::Tunnel && owner_ != nullptr) {
+        owner_->onUpstreamTunnelData(data, len);
+      }
+      return;
+    }
+    if (st == DecodeStatus::MessageComplete) {
+      // Bytes after a complete response: the backend is confused; never reuse.
+      if (used < len) unusable_ = true;
+      // Told only now, after llhttp returned: the owner may hand this connection to the next
+      // request, which resets the decoder.
+      if (owner_ != nullptr) owner_->onUpstreamComplete();
+      return;
+    }
+    data += used;
+    len -= used;
+  }
+}
+
+void UpstreamConnection::onResponseHead(ResponseHead& head) {
+  if (owner_ != nullptr) owner_->onUpstreamHead(head);
+}
+
+void UpstreamConnection::onResponseBody(const char* data, size_t len) {
+  if (owner_ != nullptr) owner_->onUpstreamBody(data, len);
+}
+
+void UpstreamConnection::onResponseComplete() {
+  complete_ = true;
+  uv_timer_stop(&timer_);
+  timer_armed_ = false;
+}
+
+void UpstreamConnection::onTransportEof() {
+  switch (state_) {
+    case State::Tunnel:
+      if (owner_ != nullptr) owner_->onUpstreamTunnelClosed();
+      close();
+      return;
+    case State::Idle:
+      pool_.removeIdle(this);
+      close();
+      return;
+    case State::Active: {
+      DecodeStatus st = decoder_.finish();
+      if (st == DecodeStatus::MessageComplete) {
+        unusable_ = true;
+        if (owner_ != nullptr) owner_->onUpstreamComplete();
+        close();
+        return;
+      }
+      fail(UpstreamCallbacks::Failure::Reset, UV_ECONNRESET);
+      return;
+    }
+    default:
+      close();
+  }
+}
+
+void UpstreamConnection::onTransportError(int err) {
+  if (state_ == State::Idle) {
+    pool_.removeIdle(this);
+    close();
+    return;
+  }
+  if (state_ == State::Tunnel) {
+    if (owner_ != nullptr) owner_->onUpstreamTunnelClosed();
+    close();
+    return;
+  }
+  fail(state_ == State::Connecting ? UpstreamCallbacks::Failure::Connect
+                                   : UpstreamCallbacks::Failure::Reset,
+       err);
+}
+
+void UpstreamConnection::fail(UpstreamCallbacks::Failure f, int err) {
+  if (state_ == State::Closing) return;
+  UpstreamCallbacks* owner = owner_;
+  close();
+  if (owner != nullptr) owner->onUpstreamFailure(f, err);
+}
+
+void UpstreamConnection::onTransportDrained() {
+  if (owner_ != nullptr && (state_ == State::Active || state_ == State::Tunnel)) {
+    owner_->onUpstreamDrained();
+  }
+}
+
+void UpstreamConnection::release(bool reusable) {
+  owner_ = nullptr;
+  if (state_ == State::Closing) return;
+  if (!reusable || !complete_ || unusable_ || transport_.pendingBytes() > 0 ||
+      worker_.draining()) {
+    close();
+    return;
+  }
+  state_ = State::Idle;
+  pool_.putIdle(this);  // may close us when the pool is full
+}
+
+void UpstreamConnection::beginIdle(uint64_t idle_timeout_ms) {
+  armTimer(idle_timeout_ms);
+  transport_.readStart();
+}
+
+void UpstreamConnection::startTunnel() {
+  state_ = State::Tunnel;
+  uv_timer_stop(&timer_);
+  timer_armed_ = false;
+}
+
+void UpstreamConnection::close() {
+  if (state_ == State::Closing) return;
+  state_ = State::Closing;
+  owner_ = nullptr;
+  transport_.close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
+  if (!transport_.initialized()) transport_closed_ = true;
+}
+
+void UpstreamConnection::onTimerClosed(uv_handle_t* h) {
+  auto* self = static_cast<UpstreamConnection*>(h->data);
+  self->timer_closed_ = true;
+  if (self->transport_closed_) self->worker_.upstreamClosed(self);
+}
+
+void UpstreamConnection::onTransportClosed() {
+  transport_closed_ = true;
+  if (timer_closed_) worker_.upstreamClosed(this);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+UpstreamPool::UpstreamPool(Worker& w, std::string backend, std::string address,
+                           const sockaddr_storage& addr)
+    : worker_(w), backend_(std::move(backend)), address_(std::move(address)), addr_(addr) {}
+
+UpstreamPool::~UpstreamPool() = default;
+
+UpstreamConnection* UpstreamPool::takeIdle() {
+  // Most recently used first: it is the least likely to have been closed by the backend.
+  return idle_.popBack();
+}
+
+UpstreamConnection* UpstreamPool::create() {
+  ++opened_;
+  return new UpstreamConnection(worker_, *this);
+}
+
+void UpstreamPool::putIdle(UpstreamConnection* c) {
+  if (idle_.size() >= max_idle_) {
+    c->close();
+    return;
+  }
+  idle_.pushBack(c);
+  c->beginIdle(idle_timeout_ms_);
+}
+
+void UpstreamPool::removeIdle(UpstreamConnection* c) { idle_.remove(c); }
+
+void UpstreamPool::closeIdle() {
+  while (UpstreamConnection* c = idle_.popFront()) c->close();
+}
+
+}  // namespace cutover

@@ -1,0 +1,139 @@
+// Connections to backends and the per-worker, per-endpoint keep-alive pool.
+//
+// UpstreamConnection states:
+//   Connecting ──connected──▶ Active (owned by one Stream) ──response done, reusable──▶ Idle (pool)
+//        │                      ▲                                                      │
+//        └─fail/timeout─▶ Closing ◀──error / not reusable / idle timeout / peer close ──┘
+// An idle pooled connection keeps reading so a backend's close is noticed before reuse.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "proxy/http1_codec.h"
+#include "proxy/intrusive_list.h"
+#include "proxy/tcp_transport.h"
+
+namespace cutover {
+
+class Worker;
+class UpstreamPool;
+
+// What a Stream hears from its upstream connection.
+class UpstreamCallbacks {
+ public:
+  virtual ~UpstreamCallbacks() = default;
+  virtual void onUpstreamConnected() = 0;
+  virtual void onUpstreamHead(ResponseHead& head) = 0;
+  virtual void onUpstreamBody(const char* data, size_t len) = 0;
+  virtual void onUpstreamComplete() = 0;
+  // Failure before/while exchanging: kind tells connect error, timeout, reset or bad response.
+  enum class Failure { Connect, Timeout, Reset, BadResponse };
+  virtual void onUpstreamFailure(Failure f, int err) = 0;
+  virtual void onUpstreamDrained() = 0;
+  // Tunnel mode only: bytes from the backend after a 101.
+  virtual void onUpstreamTunnelData(const char* data, size_t len) = 0;
+  virtual void onUpstreamTunnelClosed() = 0;
+};
+
+class UpstreamConnection final : public ListHook,
+                                 public TransportCallbacks,
+                                 public ResponseDecoderCallbacks {
+ public:
+  enum class State : uint8_t { Connecting, Active, Idle, Tunnel, Closing };
+
+  UpstreamConnection(Worker& w, UpstreamPool& pool);
+  ~UpstreamConnection() override;
+  // Starts connecting; returns a libuv error (and never calls back) on immediate failure.
+  int connect(UpstreamCallbacks* owner, uint32_t connect_timeout_ms);
+  // Takes an idle connection for a new exchange.
+  void attach(UpstreamCallbacks* owner);
+  // Expect a response to `method`; arms the idle timer for the wait.
+  void beginExchange(std::string_view method, uint32_t idle_timeout_ms);
+  void write(const char* data, size_t len) { transport_.write(data, len); }
+  void write(std::string_view s) { transport_.write(s); }
+  size_t pendingBytes() const { return transport_.pendingBytes(); }
+  void pauseReading() { transport_.readStop(); }
+  void resumeReading();
+  // Exchange finished: back to the pool if `reusable`, else close.
+  void release(bool reusable);
+  // Switch to byte tunnel (after 101); feed any bytes already read past the head.
+  void startTunnel();
+  // Parked in the pool: keep reading to notice a close, and close after `idle_timeout_ms`.
+  void beginIdle(uint64_t idle_timeout_ms);
+  void shutdownWrite() { transport_.shutdownWrite(); }
+  void close();
+
+  State state() const { return state_; }
+  bool reused() const { return reused_; }
+  bool receivedBytes() const { return received_bytes_; }
+  UpstreamPool& pool() { return pool_; }
+
+ private:
+  void onTransportData(const char* data, size_t len) override;
+  void onTransportEof() override;
+  void onTransportError(int err) override;
+  void onTransportConnected() override;
+  void onTransportDrained() override;
+  void onTransportClosed() override;
+  void onResponseHead(ResponseHead& head) override;
+  void onResponseBody(const char* data, size_t len) override;
+  void onResponseComplete() override;
+  static void onTimer(uv_timer_t* t);
+  static void onTimerClosed(uv_handle_t* h);
+  void fail(UpstreamCallbacks::Failure f, int err);
+  void armTimer(uint64_t ms);
+
+  Worker& worker_;
+  UpstreamPool& pool_;
+  TcpTransport transport_;
+  ResponseDecoder decoder_;
+  uv_timer_t timer_{};
+  UpstreamCallbacks* owner_ = nullptr;
+  uint64_t idle_timeout_ms_ = 0;
+  State state_ = State::Connecting;
+  bool reused_ = false;
+  bool received_bytes_ = false;
+  bool complete_ = false;
+  bool unusable_ = false;  // response framing left the connection in doubt: never reuse
+  bool transport_closed_ = false;
+  bool timer_closed_ = false;
+  bool timer_armed_ = false;
+};
+
+// Keep-alive connections to one endpoint, owned by one worker.
+class UpstreamPool {
+ public:
+  UpstreamPool(Worker& w, std::string backend, std::string address, const sockaddr_storage& addr);
+  ~UpstreamPool();
+  // An idle connection, or nullptr.
+  UpstreamConnection* takeIdle();
+  UpstreamConnection* create();
+  void putIdle(UpstreamConnection* c);
+  void removeIdle(UpstreamConnection* c);
+  void closeIdle();
+  void configure(uint32_t max_idle, uint64_t idle_timeout_ms) {
+    max_idle_ = max_idle;
+    idle_timeout_ms_ = idle_timeout_ms;
+  }
+  uint64_t idleTimeoutMs() const { return idle_timeout_ms_; }
+  const sockaddr* addr() const { return reinterpret_cast<const sockaddr*>(&addr_); }
+  const std::string& address() const { return address_; }
+  const std::string& backend() const { return backend_; }
+  size_t idleCount() const { return idle_.size(); }
+  uint64_t connectionsOpened() const { return opened_; }
+
+ private:
+  Worker& worker_;
+  std::string backend_;
+  std::string address_;
+  sockaddr_storage addr_;
+  IntrusiveList<UpstreamConnection> idle_;
+  uint32_t max_idle_ = 64;
+  uint64_t idle_timeout_ms_ = 30000;
+  uint64_t opened_ = 0;
+};
+
+}  // namespace cutover

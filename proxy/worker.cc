@@ -1,0 +1,306 @@
+#include "proxy/worker.h"
+
+#include <chrono>
+
+#include "proxy/downstream_connection.h"
+#include "proxy/http1_codec.h"
+#include "proxy/stream.h"
+#include "proxy/upstream.h"
+
+namespace cutover {
+
+namespace {
+constexpr uint64_t kSweepMs = 100;
+constexpr size_t kMaxFreeDecoders = 1024;
+constexpr size_t kMaxFreeStreams = 1024;
+
+// A decoder's callbacks are rebound when it is reused by another connection.
+struct NullRequestCallbacks final : RequestDecoderCallbacks {
+  void onRequestHead(RequestHead&) override {}
+  void onRequestBody(const char*, size_t) override {}
+  void onRequestComplete() override {}
+};
+}  // namespace
+
+Worker::Worker(Server& server, uint32_t id, std::shared_ptr<const Snapshot> snapshot)
+    : server_(server),
+      id_(id),
+      snapshot_(std::move(snapshot)),
+      read_buf_(new char[kReadBufferSize]),
+      rng_(static_cast<uint64_t>(
+               std::chrono::steady_clock::now().time_since_epoch().count()) ^
+           (static_cast<uint64_t>(id) << 32)) {
+  uv_loop_init(&loop_);
+  uv_async_init(&loop_, &async_, onAsync);
+  async_.data = this;
+  uv_timer_init(&loop_, &sweep_);
+  sweep_.data = this;
+}
+
+Worker::~Worker() {
+  for (RequestDecoder* d : free_decoders_) delete d;
+}
+
+void Worker::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void Worker::run() {
+  uv_timer_start(&sweep_, onSweep, kSweepMs, kSweepMs);
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  // Every handle is closed by now; the loop itself can go.
+  uv_loop_close(&loop_);
+  finished_.store(true);
+}
+
+void Worker::post(std::function<void(Worker&)> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    posted_.push_back(std::move(fn));
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::onAsync(uv_async_t* a) {
+  auto* self = static_cast<Worker*>(a->data);
+  std::vector<std::function<void(Worker&)>> work;
+  {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    work.swap(self->posted_);
+  }
+  for (auto& fn : work) fn(*self);
+}
+
+void Worker::setSnapshot(std::shared_ptr<const Snapshot> s) {
+  post([s = std::move(s)](Worker& w) {
+    w.snapshot_ = s;
+    w.pool_table_snapshot_ = nullptr;
+  });
+}
+
+void Worker::addListener(const std::string& name, int fd) {
+  post([name, fd](Worker& w) {
+    auto l = std::make_unique<Listener>();
+    l->name = name;
+    l->worker = &w;
+    uv_tcp_init(&w.loop_, &l->tcp);
+    l->tcp.data = l.get();
+    uv_tcp_open(&l->tcp, fd);
+    uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, onAccept);
+    w.listeners_.push_back(std::move(l));
+  });
+}
+
+void Worker::removeListener(const std::string& name) {
+  post([name](Worker& w) {
+    for (auto& l : w.listeners_) {
+      if (l->name == name && !l->closing) w.closeListener(l.get());
+    }
+  });
+}
+
+void Worker::closeListener(Listener* l) {
+  l->closing = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), [](uv_handle_t* h) {
+    auto* lst = static_cast<Listener*>(h->data);
+    Worker* w = lst->worker;
+    for (auto it = w->listeners_.begin(); it != w->listeners_.end(); ++it) {
+      if (it->get() == lst) {
+        w->listeners_.erase(it);
+        break;
+      }
+    }
+  });
+}
+
+void Worker::onAccept(uv_stream_t* server, int status) {
+  auto* l = static_cast<Listener*>(server->data);
+  Worker* w = l->worker;
+  if (status != 0 || w->draining_) return;
+  auto* c = new DownstreamConnection(*w);
+  w->connectionOpened();
+  c->start(server);
+}
+
+void Worker::drain() {
+  post([](Worker& w) {
+    if (w.draining_) return;
+    w.draining_ = true;
+    for (auto& l : w.listeners_) {
+      if (!l->closing) w.closeListener(l.get());
+    }
+    for (auto& [key, pool] : w.pools_) pool->closeIdle();
+    // Idle connections go now; the others finish their exchange with Connection: close.
+    while (DownstreamConnection* c = w.idle_list_.front()) {
+      w.idle_list_.remove(c);
+      c->list = static_cast<uint8_t>(ConnList::None);
+      c->abort();
+    }
+    w.maybeFinish();
+  });
+}
+
+void Worker::stopNow() {
+  post([](Worker& w) {
+    w.draining_ = true;
+    w.stopping_ = true;
+    for (auto& l : w.listeners_) {
+      if (!l->closing) w.closeListener(l.get());
+    }
+    for (auto* list : {&w.header_list_, &w.idle_list_, &w.active_list_}) {
+      while (DownstreamConnection* c = list->front()) {
+        list->remove(c);
+        c->list = static_cast<uint8_t>(ConnList::None);
+        c->abort();
+      }
+    }
+    for (auto& [key, pool] : w.pools_) pool->closeIdle();
+    w.maybeFinish();
+  });
+}
+
+void Worker::maybeFinish() {
+  if (!draining_ || loop_closing_) return;
+  if (!header_list_.empty() || !idle_list_.empty() || !active_list_.empty()) return;
+  if (connections_ > 0) return;
+  loop_closing_ = true;
+  for (auto& [key, pool] : pools_) pool->closeIdle();
+  uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
+  for (Stream* s : free_streams_) s->closeHandles();
+  free_streams_.clear();
+}
+
+void Worker::onSweep(uv_timer_t* t) {
+  auto* w = static_cast<Worker*>(t->data);
+  int64_t now = w->nowMs();
+  for (auto* list : {&w->header_list_, &w->idle_list_}) {
+    // Deadlines in one list grow with insertion order (same timeout per list), so stop at the
+    // first one still in the future.
+    while (DownstreamConnection* c = list->front()) {
+      if (c->deadline_ms > now) break;
+      list->remove(c);
+      c->list = static_cast<uint8_t>(ConnList::None);
+      c->onDeadline();
+    }
+  }
+  w->maybeFinish();
+}
+
+void Worker::moveConnection(DownstreamConnection* c, ConnList to) {
+  switch (static_cast<ConnList>(c->list)) {
+    case ConnList::Header: header_list_.remove(c); break;
+    case ConnList::Idle: idle_list_.remove(c); break;
+    case ConnList::Active: active_list_.remove(c); break;
+    case ConnList::None: break;
+  }
+  c->list = static_cast<uint8_t>(to);
+  switch (to) {
+    case ConnList::Header: header_list_.pushBack(c); break;
+    case ConnList::Idle: idle_list_.pushBack(c); break;
+    case ConnList::Active: active_list_.pushBack(c); break;
+    case ConnList::None: break;
+  }
+}
+
+void Worker::connectionOpened() { ++connections_; }
+
+void Worker::connectionClosed(DownstreamConnection* c) {
+  moveConnection(c, ConnList::None);
+  --connections_;
+  delete c;
+  maybeFinish();
+}
+
+void Worker::upstreamClosed(UpstreamConnection* u) {
+  --upstream_count_;
+  delete u;
+}
+
+UpstreamPool& Worker::pool(const Snapshot& snap, uint32_t b, uint32_t e) {
+  if (&snap == snapshot_.get()) {
+    if (pool_table_snapshot_ != &snap) rebuildPoolTable();
+    return *pool_table_[b][e];
+  }
+  // A request still running on an older snapshot: look its pool up by address.
+  const config::Backend& be = snap.config->backends[b];
+  const config::SocketAddress& a = be.endpoints[e];
+  std::string key = be.name + "|" + a.text;
+  auto it = pools_.find(key);
+  if (it == pools_.end()) {
+    it = pools_.emplace(key, std::make_unique<UpstreamPool>(*this, be.name, a.text, a.addr)).first;
+    it->second->configure(be.pool.max_idle_per_endpoint,
+                          static_cast<uint64_t>(be.pool.idle_timeout.count()));
+  }
+  return *it->second;
+}
+
+void Worker::rebuildPoolTable() {
+  const config::Config& cfg = *snapshot_->config;
+  pool_table_.assign(cfg.backends.size(), {});
+  rr_.resize(cfg.backends.size(), 0);
+  for (size_t b = 0; b < cfg.backends.size(); ++b) {
+    const config::Backend& be = cfg.backends[b];
+    for (const config::SocketAddress& a : be.endpoints) {
+      std::string key = be.name + "|" + a.text;
+      auto it = pools_.find(key);
+      if (it == pools_.end()) {
+        it = pools_.emplace(key, std::make_unique<UpstreamPool>(*this, be.name, a.text, a.addr))
+                 .first;
+      }
+      it->second->configure(be.pool.max_idle_per_endpoint,
+                            static_cast<uint64_t>(be.pool.idle_timeout.count()));
+      pool_table_[b].push_back(it->second.get());
+    }
+  }
+  pool_table_snapshot_ = snapshot_.get();
+}
+
+uint32_t Worker::nextEndpoint(uint32_t backend_index, uint32_t endpoint_count) {
+  if (backend_index >= rr_.size()) rr_.resize(backend_index + 1, 0);
+  return rr_[backend_index]++ % endpoint_count;
+}
+
+RequestDecoder* Worker::acquireDecoder(RequestDecoderCallbacks& cb, const config::Limits& limits) {
+  RequestDecoder::Limits l{limits.max_header_bytes, limits.max_uri_bytes};
+  if (!free_decoders_.empty()) {
+    RequestDecoder* d = free_decoders_.back();
+    free_decoders_.pop_back();
+    d->rebind(cb, l);
+    return d;
+  }
+  return new RequestDecoder(cb, l);
+}
+
+void Worker::releaseDecoder(RequestDecoder* d) {
+  if (free_decoders_.size() >= kMaxFreeDecoders) {
+    delete d;
+    return;
+  }
+  static NullRequestCallbacks null_callbacks;
+  d->rebind(null_callbacks, RequestDecoder::Limits{});
+  free_decoders_.push_back(d);
+}
+
+Stream* Worker::acquireStream() {
+  if (!free_streams_.empty()) {
+    Stream* s = free_streams_.back();
+    free_streams_.pop_back();
+    return s;
+  }
+  return new Stream(*this);
+}
+
+void Worker::releaseStream(Stream* s) {
+  if (free_streams_.size() >= kMaxFreeStreams || loop_closing_) {
+    s->closeHandles();  // freed in the timer's close callback
+    return;
+  }
+  free_streams_.push_back(s);
+}
+
+}  // namespace cutover

@@ -1,0 +1,134 @@
+// One event-loop thread. Each worker owns its uv_loop, its own listening sockets (SO_REUSEPORT on
+// the same ports), its client connections, its upstream pools and a shared read buffer; it shares
+// nothing with other workers on the hot path. The main thread talks to it only through
+// post() (a uv_async wake-up): new snapshots, new/removed listeners, drain, stop.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proxy/intrusive_list.h"
+#include "proxy/router.h"
+#include "proxy/snapshot.h"
+
+namespace cutover {
+
+class DownstreamConnection;
+class UpstreamConnection;
+class UpstreamPool;
+class Stream;
+class RequestDecoder;
+class RequestDecoderCallbacks;
+class Server;
+
+class Worker {
+ public:
+  Worker(Server& server, uint32_t id, std::shared_ptr<const Snapshot> snapshot);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // ---- called from the main thread ----
+  void start();
+  void join();
+  // Runs `fn` on this worker's loop thread, soon.
+  void post(std::function<void(Worker&)> fn);
+  void setSnapshot(std::shared_ptr<const Snapshot> s);
+  // Adopt an already-bound listening socket (SO_REUSEPORT).
+  void addListener(const std::string& name, int fd);
+  void removeListener(const std::string& name);
+  // Stop accepting, close idle connections, finish in-flight ones with Connection: close, then
+  // exit the loop once nothing is left.
+  void drain();
+  // Close everything now (drain deadline passed).
+  void stopNow();
+  bool finished() const { return finished_.load(); }
+
+  // ---- loop thread only ----
+  uv_loop_t* loop() { return &loop_; }
+  uint32_t id() const { return id_; }
+  const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
+  bool draining() const { return draining_; }
+  char* readBuffer() { return read_buf_.get(); }
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+  FastRng& rng() { return rng_; }
+  std::string& scratch() { return scratch_; }
+  int64_t nowMs() const { return static_cast<int64_t>(uv_now(const_cast<uv_loop_t*>(&loop_))); }
+
+  // Pool for endpoint `e` of backend `b` of `snap` (pools outlive snapshots: keyed by address).
+  UpstreamPool& pool(const Snapshot& snap, uint32_t b, uint32_t e);
+  // Round-robin cursor for backend `b` of the current pool table.
+  uint32_t nextEndpoint(uint32_t backend_index, uint32_t endpoint_count);
+
+  // Request decoders are pooled so keep-alive requests reuse parser buffers while idle
+  // connections hold none.
+  RequestDecoder* acquireDecoder(RequestDecoderCallbacks& cb, const config::Limits& limits);
+  void releaseDecoder(RequestDecoder* d);
+  Stream* acquireStream();
+  void releaseStream(Stream* s);
+
+  // Timeout lists: a connection sits in exactly one. Deadlines are checked by a sweep timer.
+  enum class ConnList { None, Header, Idle, Active };
+  void moveConnection(DownstreamConnection* c, ConnList to);
+  void connectionClosed(DownstreamConnection* c);  // frees it
+  void upstreamClosed(UpstreamConnection* u);       // frees it
+  void upstreamCreated() { ++upstream_count_; }
+  void connectionOpened();
+  size_t connectionCount() const { return connections_; }
+
+ private:
+  struct Listener {
+    std::string name;
+    uv_tcp_t tcp;
+    Worker* worker;
+    bool closing = false;
+  };
+  static void onAsync(uv_async_t* a);
+  static void onAccept(uv_stream_t* server, int status);
+  static void onSweep(uv_timer_t* t);
+  void run();
+  void closeListener(Listener* l);
+  void maybeFinish();
+  void rebuildPoolTable();
+
+  Server& server_;
+  uint32_t id_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_timer_t sweep_{};
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<std::function<void(Worker&)>> posted_;
+  std::atomic<bool> finished_{false};
+
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unique_ptr<char[]> read_buf_;
+  std::string scratch_;
+  FastRng rng_;
+  bool draining_ = false;
+  bool stopping_ = false;
+  bool loop_closing_ = false;
+
+  IntrusiveList<DownstreamConnection> header_list_, idle_list_, active_list_;
+  size_t upstream_count_ = 0;
+  size_t connections_ = 0;
+
+  std::map<std::string, std::unique_ptr<UpstreamPool>> pools_;  // key: backend|address
+  std::vector<std::vector<UpstreamPool*>> pool_table_;           // [backend][endpoint], current
+  std::vector<uint32_t> rr_;
+  const Snapshot* pool_table_snapshot_ = nullptr;
+
+  std::vector<RequestDecoder*> free_decoders_;
+  std::vector<Stream*> free_streams_;
+};
+
+}  // namespace cutover
