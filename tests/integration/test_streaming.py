@@ -75,6 +75,7 @@ class StreamingTest(h.ProxyTestCase):
                     time.sleep(ahead)
             self.assertGreater(rss.samples, 20)
             peak = rss.max_kib
+        sys.stderr.write("[download: proxy peak RSS %d KiB] " % peak)
         self.assertEqual(got, SIZE)
         self.assertEqual(hasher.hexdigest(), h.pattern_sha256(SIZE))
         self.assertLess(peak, RSS_LIMIT_KIB, "proxy RSS peaked at %d KiB" % peak)
@@ -93,6 +94,7 @@ class StreamingTest(h.ProxyTestCase):
             r = c.read_response()
             peak = rss.max_kib
             self.assertGreater(rss.samples, 20)
+        sys.stderr.write("[upload: proxy peak RSS %d KiB] " % peak)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["bytes"], SIZE)
         self.assertEqual(r.json()["sha256"], hasher.hexdigest())
