@@ -89,8 +89,9 @@ void DownstreamConnection::process(const char* data, size_t len) {
     if (st == DecodeStatus::Error) {
       const DecodeError& e = decoder_->error();
       if (stream_ != nullptr) {
-        // Broken framing in the middle of a body being streamed: nothing sane to answer.
-        abort();
+        // Broken framing in the middle of a body: the stream answers (or cuts its response).
+        stream_->onRequestError(e.status);
+        if (state_ != State::Closing) closeConnection();
       } else {
         rejectAndClose(e.status, e.status == 431   ? "headers_too_large"
                                  : e.status == 414 ? "uri_too_long"

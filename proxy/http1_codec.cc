@@ -258,6 +258,7 @@ struct Http1Trampolines {
       return HPE_OK;
     }
     d.in_message_ = false;
+    if (d.head_.status == 101) return HPE_OK;  // llhttp now returns HPE_PAUSED_UPGRADE
     d.cb_.onResponseComplete();
     return HPE_PAUSED;
   }

@@ -88,7 +88,8 @@ int Server::bindListener(const config::Listener& l, uint32_t workers, BoundListe
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    // Listening from here on, so connections queue before the worker adopts the socket.
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 4096) != 0) {
       int err = errno;
       ::close(fd);
       return -err;
@@ -130,6 +131,17 @@ int Server::run() {
   const config::Config& cfg = *snapshot_->config;
 
   uv_loop_init(&loop_);
+  // Signals first: a SIGTERM right after "listening" must drain, not kill.
+  uv_signal_init(&loop_, &sigterm_);
+  uv_signal_init(&loop_, &sigint_);
+  uv_signal_init(&loop_, &sighup_);
+  sigterm_.data = sigint_.data = sighup_.data = this;
+  uv_signal_start(&sigterm_, onSignal, SIGTERM);
+  uv_signal_start(&sigint_, onSignal, SIGINT);
+  uv_signal_start(&sighup_, onSignal, SIGHUP);
+  uv_timer_init(&loop_, &check_);
+  uv_timer_init(&loop_, &drain_deadline_);
+  check_.data = drain_deadline_.data = this;
   for (const config::Listener& l : cfg.listeners) {
     BoundListener b;
     int rc = bindListener(l, cfg.workers, b);
@@ -166,16 +178,6 @@ int Server::run() {
                jsonEscape(config_path_) + "\",\"generation\":" +
                std::to_string(snapshot_->generation));
 
-  uv_signal_init(&loop_, &sigterm_);
-  uv_signal_init(&loop_, &sigint_);
-  uv_signal_init(&loop_, &sighup_);
-  sigterm_.data = sigint_.data = sighup_.data = this;
-  uv_signal_start(&sigterm_, onSignal, SIGTERM);
-  uv_signal_start(&sigint_, onSignal, SIGINT);
-  uv_signal_start(&sighup_, onSignal, SIGHUP);
-  uv_timer_init(&loop_, &check_);
-  uv_timer_init(&loop_, &drain_deadline_);
-  check_.data = drain_deadline_.data = this;
 
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();

@@ -252,8 +252,9 @@ void Stream::sendRequestHead() {
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
-    if (hopByHop(name) && !(upgrade_ && iequals(name, "upgrade"))) continue;
-    if (conn_tokens.names(name)) continue;
+    bool keep_upgrade = upgrade_ && iequals(name, "upgrade");
+    if (hopByHop(name) && !keep_upgrade) continue;
+    if (conn_tokens.names(name) && !keep_upgrade) continue;
     if (iequals(name, "expect") || iequals(name, "x-forwarded-proto")) continue;
     out.append(name).append(": ").append(h.value(i));
     if (i == last_xff) out.append(", ").append(conn_->peer());
@@ -396,8 +397,9 @@ void Stream::writeResponseHead(ResponseHead& head) {
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
-    if (hopByHop(name) && !(head.status == 101 && iequals(name, "upgrade"))) continue;
-    if (conn_tokens.names(name)) continue;
+    bool keep_upgrade = head.status == 101 && iequals(name, "upgrade");
+    if (hopByHop(name) && !keep_upgrade) continue;
+    if (conn_tokens.names(name) && !keep_upgrade) continue;
     if (iequals(name, "x-cutover-backend")) continue;
     out.append(name).append(": ").append(h.value(i)).append("\r\n");
   }
@@ -584,6 +586,16 @@ void Stream::finish() {
   DownstreamConnection* conn = conn_;
   reset();
   conn->onStreamDone(reusable);  // may release this stream: nothing after this line
+}
+
+void Stream::onRequestError(int status) {
+  if (phase_ == Phase::Done) return;
+  response_close_ = true;
+  if (response_started_) {
+    finish();
+    return;
+  }
+  localReply(status, status == 431 ? Reason::HeadersTooLarge : Reason::BadRequest);
 }
 
 void Stream::onDownstreamGone() {

@@ -39,6 +39,9 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void onRequestBody(const char* data, size_t len);
   void onRequestComplete();
   void onDownstreamDrained();
+  // The request body turned out malformed (bad chunk): answer `status` if nothing was sent yet,
+  // else cut the response; either way the connection closes.
+  void onRequestError(int status);
   // Client went away (reset or EOF mid-request): abort everything, complete, report done.
   void onDownstreamGone();
   // Tunnel: client bytes to the backend.
