@@ -71,7 +71,7 @@ grep -q 'ENTRYPOINT \["/usr/local/bin/cutover", "--config", "/etc/cutover/cutove
 
 bin="${CUTOVER_BIN:-$root/build/proxy/cutover}"
 if [[ -x "$bin" && -s "$tmp/cutover.yaml" ]]; then
-  step "cutover --check on the ConfigMap's cutover.yaml"
+  step "cutover --check on data.cutover.yaml of deploy/kubernetes/configmap.yaml (copied to $tmp)"
   "$bin" --check "$tmp/cutover.yaml" || fail=1
 else
   echo "no cutover binary (CUTOVER_BIN) or PyYAML: ConfigMap config check skipped"

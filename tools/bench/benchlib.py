@@ -121,13 +121,18 @@ def cpu_ticks(pids):
     return total
 
 
-def rss_bytes(pids):
+def rss_bytes(pids, field="RssAnon"):
+    """A /proc/<pid>/status memory field summed over pids, in bytes.
+
+    RssAnon (heap, stacks, anonymous mmaps) is what per-connection state grows; VmRSS also counts
+    file-backed pages (the binary, shared libraries), which the kernel may drop and fault back in
+    at any time, so differences of VmRSS are noisy and can even be negative."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field + ":"):
                         total += int(line.split()[1]) * 1024
                         break
         except OSError:

@@ -65,6 +65,11 @@ def _ratio(value, best):
     return value / best
 
 
+def _best(pick, values):
+    values = [v for v in values if v]
+    return pick(values) if values else None
+
+
 def run_rounds(cpus, targets, sizes, rounds, duration, connections, reference, seed):
     """Runs every (target, size) once per round in shuffled order. Returns the raw samples and,
     per sample, its ratios against the best reference target of the same round and size."""
@@ -83,13 +88,16 @@ def run_rounds(cpus, targets, sizes, rounds, duration, connections, reference, s
             sample["round"] = r
             round_samples.append(sample)
             bl.log(f"round {r + 1}/{rounds} {t.name:>20} {size:>5}: {sample['rps']:10.0f} req/s "
-                   f"p99 {sample['p99_ms']:.3f} ms  cpu {sample['cpu_us_per_req']:.2f} us/req")
+                   f"p99 {_fmt(sample['p99_ms'], '.3f')} ms  cpu "
+                   f"{_fmt(sample['cpu_us_per_req'], '.2f')} us/req"
+                   + (f"  ERRORS {sample['socket_errors']} socket, {sample['non2xx']} non-2xx"
+                      if sample["socket_errors"] or sample["non2xx"] else ""))
         for size in sizes:
             ref = [s for s in round_samples if s["size"] == size and s["target"] in reference]
-            best_rps = max(s["rps"] for s in ref)
-            best_cpu = min(s["cpu_us_per_req"] for s in ref if s["cpu_us_per_req"])
-            best_p50 = min(s["p50_ms"] for s in ref)
-            best_p99 = min(s["p99_ms"] for s in ref)
+            best_rps = _best(max, [s["rps"] for s in ref])
+            best_cpu = _best(min, [s["cpu_us_per_req"] for s in ref])
+            best_p50 = _best(min, [s["p50_ms"] for s in ref])
+            best_p99 = _best(min, [s["p99_ms"] for s in ref])
             for s in round_samples:
                 if s["size"] != size:
                     continue
@@ -148,6 +156,7 @@ def idle_memory(target, count):
     pids = target.proc.pids()
     time.sleep(0.5)
     before = bl.rss_bytes(pids)
+    before_total = bl.rss_bytes(pids, "VmRSS")
     socks = []
     error = None
     try:
@@ -157,19 +166,22 @@ def idle_memory(target, count):
             status, _, body = bl.http_get(s, "/small")
             if status != 200 or len(body) != bl.SIZES["small"]:
                 raise RuntimeError(f"status {status}, body {len(body)} bytes")
-        time.sleep(1.0)
-        after = bl.rss_bytes(target.proc.pids())
     except (OSError, RuntimeError) as e:
         error = f"after {len(socks)} connections: {e}"
-        after = bl.rss_bytes(target.proc.pids())
-    finally:
-        for s in socks:
-            s.close()
+    time.sleep(1.0)
+    pids = target.proc.pids()
+    after = bl.rss_bytes(pids)
+    after_total = bl.rss_bytes(pids, "VmRSS")
+    for s in socks:
+        s.close()
     opened = len(socks) if error is None else max(len(socks) - 1, 0)
     time.sleep(0.5)
     return {
-        "connections": opened, "rss_before": before, "rss_after": after,
-        "bytes_per_conn": (after - before) / opened if opened else None, "error": error,
+        "connections": opened, "rss_anon_before": before, "rss_anon_after": after,
+        "vmrss_before": before_total, "vmrss_after": after_total,
+        "bytes_per_conn": (after - before) / opened if opened else None,
+        "vmrss_bytes_per_conn": (after_total - before_total) / opened if opened else None,
+        "error": error,
     }
 
 
@@ -178,13 +190,14 @@ def print_memory(memory, reference):
            m["bytes_per_conn"] is not None]
     best = min(ref) if ref else None
     print()
-    print("== memory per idle keep-alive connection (RSS after - before) / connections ==")
-    print(f"{'target':>20} {'conns':>6} {'RSS before':>12} {'RSS after':>12} {'B/conn':>8} "
-          f"{'x best':>7}")
+    print("== memory per idle keep-alive connection: (RssAnon after - before) / connections ==")
+    print(f"{'target':>20} {'conns':>6} {'anon before':>12} {'anon after':>12} {'B/conn':>8} "
+          f"{'x best':>7} {'VmRSS B/conn':>13}")
     for name, m in memory.items():
         m["ratio"] = _ratio(m["bytes_per_conn"], best) if best and best > 0 else None
-        print(f"{name:>20} {m['connections']:>6} {m['rss_before']:>12} {m['rss_after']:>12} "
-              f"{_fmt(m['bytes_per_conn'], '8.0f')} {_fmt(m['ratio'], '7.3f')}"
+        print(f"{name:>20} {m['connections']:>6} {m['rss_anon_before']:>12} "
+              f"{m['rss_anon_after']:>12} {_fmt(m['bytes_per_conn'], '8.0f')} "
+              f"{_fmt(m['ratio'], '7.3f')} {_fmt(m['vmrss_bytes_per_conn'], '13.0f')}"
               + (f"  ({m['error']})" if m["error"] else ""))
 
 
@@ -289,7 +302,7 @@ def mode_ab(ws, args, cpus, backend_port, results, key, title, variants, goal):
 
 def mode_chain(ws, args, cpus, backend_port, results):
     p_off, p_on = bl.free_port(), bl.free_port()
-    huge = {"rate": "1000000000/s", "burst": 1000000000, "key": "route"}
+    huge = {"rate": "10000000/s", "burst": 10000000, "key": "route"}  # never empties in a run
     variants = [
         ("cutover-chain-off", bl.cutover_yaml(p_off, backend_port, backend_port,
                                               filters=["router"]), p_off),
