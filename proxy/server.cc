@@ -11,8 +11,12 @@
 #include <ctime>
 
 #include "config/loader.h"
+#include "filters/circuit_breaker.h"
+#include "filters/health_state.h"
 #include "filters/registry.h"
+#include "filters/retry_budget.h"
 #include "filters/state_store.h"
+#include "filters/token_bucket.h"
 #include "proxy/clock.h"
 #include "proxy/worker.h"
 
@@ -72,6 +76,21 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
     if (name == "router") continue;
     auto f = makeFilterFactory(name, *snap->config, *state_, SteadyClock::instance());
     if (f) snap->filters.push_back(std::move(f));
+  }
+  for (const config::Backend& be : snap->config->backends) {
+    BackendRuntime rt;
+    if (be.circuit_breaker.enabled) {
+      rt.breaker = state_->breaker(be.name, be.circuit_breaker);
+    }
+    rt.limits = state_->concurrency(be.name, be.circuit_breaker);
+    rt.budget = state_->retryBudget(be.name);
+    if (be.health_check.enabled) {
+      std::vector<std::string> eps;
+      for (const auto& e : be.endpoints) eps.push_back(e.text);
+      rt.health = state_->health(be.name, eps, be.health_check);
+    }
+    if (be.rate_limit) rt.limiter = state_->backendLimiter(be.name, *be.rate_limit);
+    snap->backends.push_back(std::move(rt));
   }
   return snap;
 }

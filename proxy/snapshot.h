@@ -15,6 +15,24 @@
 #include "filters/filter.h"
 
 namespace cutover {
+class CircuitBreaker;
+class ConcurrencyLimits;
+class RetryBudget;
+class HealthState;
+class TokenBucket;
+}  // namespace cutover
+
+namespace cutover {
+
+// Shared, thread-safe policy state of one backend (from the StateStore, so it survives reloads
+// when its parameters do). Null members are disabled features.
+struct BackendRuntime {
+  std::shared_ptr<CircuitBreaker> breaker;
+  std::shared_ptr<ConcurrencyLimits> limits;
+  std::shared_ptr<RetryBudget> budget;
+  std::shared_ptr<HealthState> health;
+  std::shared_ptr<TokenBucket> limiter;
+};
 
 struct Snapshot {
   std::shared_ptr<const config::Config> config;
@@ -22,6 +40,7 @@ struct Snapshot {
   bool rollback = false;  // every route forced to legacy (POST /rollback)
   // Chain before the router, in configured order.
   std::vector<std::unique_ptr<FilterFactory>> filters;
+  std::vector<BackendRuntime> backends;  // parallel to config->backends
 };
 
 }  // namespace cutover

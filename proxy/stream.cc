@@ -2,6 +2,11 @@
 
 #include <cstring>
 
+#include "filters/backoff.h"
+#include "filters/circuit_breaker.h"
+#include "filters/health_state.h"
+#include "filters/retry_budget.h"
+#include "filters/token_bucket.h"
 #include "proxy/downstream_connection.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
@@ -104,6 +109,7 @@ void Stream::reset() {
   filters_.clear();
   next_filter_ = 0;
   response_headers_.clear();
+  added_names_.clear();
   if (body_buf_.capacity() > 64 * 1024) {
     std::string().swap(body_buf_);
   } else {
@@ -118,6 +124,8 @@ void Stream::reset() {
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
   request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
   upstream_paused_ = client_paused_ = upgrade_ = false;
+  pending_acquired_ = force_fresh_ = fresh_retry_used_ = false;
+  inflight_backend_ = budget_backend_ = retry_backend_ = -1;
 }
 
 // ---- request side ---------------------------------------------------------------------------
@@ -192,34 +200,114 @@ void Stream::route() {
     uint32_t bucket = key.empty() ? worker_.rng().below(10000) : stickyBucket(key);
     chosen = static_cast<int>(route_->split[pickSplit(*route_, bucket)].backend);
   }
-  split_backend_ = backend_ = static_cast<uint32_t>(chosen);
+  uint32_t b = static_cast<uint32_t>(chosen);
+  split_backend_ = b;
+  int64_t now = monoNs();
+  Reason why = admit(b, now);
+  if (why != Reason::None && route_->fallback && *route_->fallback != b) {
+    // Failover: the split's choice is open or has no healthy endpoint.
+    if (admit(*route_->fallback, now) == Reason::None) {
+      b = *route_->fallback;
+      info_.failover = true;
+      why = Reason::None;
+    }
+  }
+  if (why != Reason::None) {
+    info_.backend = static_cast<int>(b);
+    localReply(503, why);
+    return;
+  }
+  const BackendRuntime& rt = snap_->backends[b];
+  if (rt.limiter) {
+    TokenBucket::Decision d = rt.limiter->take(now);
+    if (!d.allowed) {
+      std::string extra = "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n";
+      localReply(429, Reason::RateLimited, extra);
+      return;
+    }
+  }
+  if (rt.limits) {
+    Reason r = rt.limits->tryAcquireInflight();
+    if (r != Reason::None) {
+      info_.backend = static_cast<int>(b);
+      localReply(503, r);
+      return;
+    }
+    inflight_backend_ = static_cast<int>(b);
+  }
+  if (rt.budget) {
+    rt.budget->startRequest();
+    budget_backend_ = static_cast<int>(b);
+  }
+  backend_ = b;
   if (req_->expect_continue && !request_complete_) {
     conn_->transport().write("HTTP/1.1 100 Continue\r\n\r\n");
   }
   startAttempt();
 }
 
+Reason Stream::admit(uint32_t b, int64_t now_ns) const {
+  const BackendRuntime& rt = snap_->backends[b];
+  if (snap_->config->backends[b].endpoints.empty()) return Reason::NoEndpoint;
+  if (rt.health && !rt.health->anyHealthy()) return Reason::NoEndpoint;
+  if (rt.breaker && !rt.breaker->allowRequest(now_ns)) return Reason::CircuitOpen;
+  return Reason::None;
+}
+
 void Stream::startAttempt() {
   phase_ = Phase::Connecting;
   const config::Config& cfg = *snap_->config;
   const config::Backend& be = cfg.backends[backend_];
+  const BackendRuntime& rt = snap_->backends[backend_];
   info_.backend = static_cast<int>(backend_);
-  if (be.endpoints.empty()) {
+  uint32_t n = static_cast<uint32_t>(be.endpoints.size());
+  if (n == 0) {
     localReply(503, Reason::NoEndpoint);
     return;
   }
+  uint32_t e = worker_.nextEndpoint(backend_, n);
+  if (rt.health) {
+    // Round-robin over the endpoints health checks consider up.
+    uint32_t k = 0;
+    while (k < n && !rt.health->healthy(e)) {
+      e = (e + 1) % n;
+      ++k;
+    }
+    if (k == n) {
+      localReply(503, Reason::NoEndpoint);
+      return;
+    }
+  }
   ++info_.attempts;
-  endpoint_ = worker_.nextEndpoint(backend_, static_cast<uint32_t>(be.endpoints.size()));
+  endpoint_ = e;
   info_.endpoint = static_cast<int>(endpoint_);
   if (info_.upstream_start_ns == 0) info_.upstream_start_ns = monoNs();
   UpstreamPool& pool = worker_.pool(*snap_, backend_, endpoint_);
-  if (UpstreamConnection* idle = pool.takeIdle()) {
-    up_ = idle;
-    up_->attach(this);
-    sendRequestHead();
-    return;
+  if (!force_fresh_) {
+    if (UpstreamConnection* idle = pool.takeIdle()) {
+      up_ = idle;
+      up_->attach(this);
+      sendRequestHead();
+      return;
+    }
+  }
+  force_fresh_ = false;
+  if (rt.limits) {
+    Reason r = rt.limits->tryAcquireConnection();
+    if (r != Reason::None) {
+      localReply(503, r);
+      return;
+    }
+    r = rt.limits->tryAcquirePending();
+    if (r != Reason::None) {
+      rt.limits->releaseConnection();
+      localReply(503, r);
+      return;
+    }
+    pending_acquired_ = true;
   }
   up_ = pool.create();
+  up_->holdConnectionSlot(rt.limits);
   int rc = up_->connect(this, static_cast<uint32_t>(cfg.timeouts.connect.count()));
   if (rc != 0) {
     up_->close();
@@ -228,7 +316,73 @@ void Stream::startAttempt() {
   }
 }
 
-void Stream::onUpstreamConnected() { sendRequestHead(); }
+void Stream::releasePending() {
+  if (!pending_acquired_) return;
+  pending_acquired_ = false;
+  const BackendRuntime& rt = snap_->backends[backend_];
+  if (rt.limits) rt.limits->releasePending();
+}
+
+void Stream::recordOutcome(Outcome o, uint16_t status) {
+  const BackendRuntime& rt = snap_->backends[backend_];
+  if (!rt.breaker) return;
+  int64_t now = monoNs();
+  if (isFailure(rt.breaker->config(), o, status)) {
+    rt.breaker->onFailure(now);
+  } else {
+    rt.breaker->onSuccess(now);
+  }
+}
+
+bool Stream::retryAfterFailure(Outcome o, uint16_t status,
+                               std::optional<config::Duration> retry_after) {
+  if (phase_ == Phase::Done || response_started_) return false;
+  const config::Retry& policy = route_->retry;
+  if (!shouldRetry(policy, o, status, req_->idempotent(), body_started_, info_.attempts)) {
+    return false;
+  }
+  uint32_t target = backend_;
+  if (policy.retry_on_other_backend) {
+    // The other side of the split (e.g. new failed → legacy), else the fallback.
+    int64_t now = monoNs();
+    bool found = false;
+    for (const config::SplitEntry& e : route_->split) {
+      if (e.backend != backend_ && admit(e.backend, now) == Reason::None) {
+        target = e.backend;
+        found = true;
+        break;
+      }
+    }
+    if (!found && route_->fallback && *route_->fallback != backend_) target = *route_->fallback;
+  }
+  endRetry();
+  const BackendRuntime& rt = snap_->backends[target];
+  if (rt.budget && !rt.budget->tryStartRetry(policy)) return false;  // a retry storm is refused
+  retry_backend_ = static_cast<int>(target);
+  config::Duration delay = retryDelay(info_.attempts - 1, policy, retry_after, threadRng());
+  int64_t left = deadline_ms_ - worker_.nowMs();
+  if (delay.count() >= left) {
+    endRetry();
+    return false;
+  }
+  backend_ = target;
+  phase_ = Phase::Routing;
+  timer_for_backoff_ = true;
+  uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(delay.count()), 0);
+  return true;
+}
+
+void Stream::endRetry() {
+  if (retry_backend_ < 0) return;
+  const BackendRuntime& rt = snap_->backends[static_cast<size_t>(retry_backend_)];
+  if (rt.budget) rt.budget->endRetry();
+  retry_backend_ = -1;
+}
+
+void Stream::onUpstreamConnected() {
+  releasePending();
+  sendRequestHead();
+}
 
 void Stream::sendRequestHead() {
   phase_ = Phase::Sending;
@@ -349,6 +503,21 @@ void Stream::onDownstreamDrained() {
 
 void Stream::onUpstreamHead(ResponseHead& head) {
   info_.upstream_headers_ns = monoNs();
+  recordOutcome(Outcome::Status, head.status);
+  if (route_->retry.enabled) {
+    std::optional<config::Duration> retry_after;
+    std::string_view ra = head.headers.get("retry-after");
+    if (!ra.empty() && ra.size() < 6 && ra.find_first_not_of("0123456789") == std::string_view::npos) {
+      retry_after = std::chrono::seconds(std::stoi(std::string(ra)));
+    }
+    if (retryAfterFailure(Outcome::Status, head.status, retry_after)) {
+      // Drop this answer with its connection; the retry timer is running.
+      UpstreamConnection* up = up_;
+      up_ = nullptr;
+      up->close();
+      return;
+    }
+  }
   phase_ = Phase::Responding;
   // Filters see the response in reverse order, only those whose onRequest ran.
   for (size_t i = next_filter_; i > 0; --i) filters_[i - 1]->onResponse(*this, head);
@@ -401,11 +570,18 @@ void Stream::writeResponseHead(ResponseHead& head) {
     if (hopByHop(name) && !keep_upgrade) continue;
     if (conn_tokens.names(name) && !keep_upgrade) continue;
     if (iequals(name, "x-cutover-backend")) continue;
+    // A filter's header replaces the backend's (e.g. the request id the backend echoed).
+    if (!added_names_.empty() && addedByFilter(name)) continue;
     out.append(name).append(": ").append(h.value(i)).append("\r\n");
   }
   if (head_only_ && head.chunked) out.append("Transfer-Encoding: chunked\r\n");
   if (response_chunked_) out.append("Transfer-Encoding: chunked\r\n");
   out.append("x-cutover-backend: ").append(cfg.backends[backend_].name).append("\r\n");
+  if (info_.attempts > 1) {
+    out.append("x-cutover-attempts: ");
+    appendUint(out, info_.attempts);
+    out.append("\r\n");
+  }
   out.append(response_headers_);
   if (head.status == 101) {
     out.append("Connection: upgrade\r\n");
@@ -454,16 +630,32 @@ void Stream::onUpstreamComplete() {
 // ---- failures and retries -------------------------------------------------------------------
 
 void Stream::onUpstreamFailure(Failure f, int) {
+  // A pooled connection the backend had already closed: retry once on a fresh connection if
+  // nothing of the answer came back and no body byte went out.
+  bool dead_pooled = up_ != nullptr && up_->reused() && !up_->receivedBytes() &&
+                     f == Failure::Reset && !body_started_ && !fresh_retry_used_;
   up_ = nullptr;  // the connection closed itself
+  if (dead_pooled && !response_started_ && phase_ != Phase::Done) {
+    fresh_retry_used_ = true;
+    force_fresh_ = true;
+    --info_.attempts;
+    startAttempt();
+    return;
+  }
   failUpstream(f);
 }
 
 void Stream::failUpstream(Failure f) {
+  releasePending();
   if (up_ != nullptr) {
     up_->close();
     up_ = nullptr;
   }
   if (phase_ == Phase::Done) return;
+  Outcome o = f == Failure::Connect   ? Outcome::ConnectError
+              : f == Failure::Timeout ? Outcome::Timeout
+                                      : Outcome::Reset;
+  recordOutcome(o, 0);
   if (response_started_) {
     // Never let a cut-short response look complete: reset the client connection.
     response_close_ = true;
@@ -471,6 +663,7 @@ void Stream::failUpstream(Failure f) {
     finish();
     return;
   }
+  if (retryAfterFailure(o, 0, std::nullopt)) return;
   switch (f) {
     case Failure::Connect:
       localReply(502, Reason::UpstreamConnectFailure);
@@ -490,6 +683,18 @@ void Stream::failUpstream(Failure f) {
 void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
+  if (self->timer_for_backoff_) {
+    // Backoff over: the next attempt, under the same total deadline.
+    self->timer_for_backoff_ = false;
+    self->armRequestTimer();
+    Reason why = self->admit(self->backend_, monoNs());
+    if (why != Reason::None) {
+      self->localReply(503, why);
+      return;
+    }
+    self->startAttempt();
+    return;
+  }
   // Total request deadline passed.
   if (self->up_ != nullptr) {
     self->up_->close();
@@ -510,7 +715,16 @@ void Stream::onTimer(uv_timer_t* t) {
 // ---- local replies and completion -----------------------------------------------------------
 
 void Stream::addResponseHeader(std::string_view name, std::string_view value) {
+  added_names_.push_back({static_cast<uint32_t>(response_headers_.size()),
+                          static_cast<uint32_t>(name.size())});
   response_headers_.append(name).append(": ").append(value).append("\r\n");
+}
+
+bool Stream::addedByFilter(std::string_view name) const {
+  for (const auto& [off, len] : added_names_) {
+    if (iequals(std::string_view(response_headers_).substr(off, len), name)) return true;
+  }
+  return false;
 }
 
 void Stream::localReply(int status, Reason reason, std::string_view extra,
@@ -557,6 +771,11 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
         .append(snap_->config->backends[static_cast<size_t>(info_.backend)].name)
         .append("\r\n");
   }
+  if (info_.attempts > 1) {
+    out.append("x-cutover-attempts: ");
+    appendUint(out, info_.attempts);
+    out.append("\r\n");
+  }
   out.append(extra);
   out.append(response_headers_);
   out.append(response_close_ ? "Connection: close\r\n" : "");
@@ -581,6 +800,16 @@ void Stream::finish() {
     up_ = nullptr;
   }
   info_.end_ns = monoNs();
+  releasePending();
+  endRetry();
+  if (inflight_backend_ >= 0) {
+    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(inflight_backend_)];
+    if (rt.limits) rt.limits->releaseInflight();
+  }
+  if (budget_backend_ >= 0) {
+    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(budget_backend_)];
+    if (rt.budget) rt.budget->endRequest();
+  }
   for (auto& f : filters_) f->onComplete(info_);
   bool reusable = response_complete_ && request_complete_ && !response_close_;
   DownstreamConnection* conn = conn_;

@@ -15,9 +15,11 @@
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "filters/circuit_breaker.h"
 #include "filters/filter.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream.h"
@@ -75,6 +77,13 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void runFilters();
   void route();
   void startAttempt();
+  // Reason::None when backend `b` may take a request now (endpoints, health, breaker).
+  Reason admit(uint32_t b, int64_t now_ns) const;
+  void recordOutcome(Outcome o, uint16_t status);
+  // Schedules another attempt if the route's policy, the retry budget and the deadline allow.
+  bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
+  void endRetry();
+  void releasePending();
   void sendRequestHead();
   void writeBodyToUpstream(const char* data, size_t len);
   void finishUpstreamRequest();
@@ -99,6 +108,8 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   std::vector<std::unique_ptr<Filter>> filters_;
   size_t next_filter_ = 0;
   std::string response_headers_;  // preformatted extra response headers from filters
+  std::vector<std::pair<uint32_t, uint32_t>> added_names_;  // their names within it
+  bool addedByFilter(std::string_view name) const;
   std::string body_buf_;          // request body held until the upstream is ready
   UpstreamConnection* up_ = nullptr;
   Phase phase_ = Phase::Filters;
@@ -121,6 +132,12 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   bool upstream_paused_ = false;
   bool client_paused_ = false;
   bool upgrade_ = false;
+  bool pending_acquired_ = false;  // holds a max_pending slot while connecting
+  bool force_fresh_ = false;       // next attempt must not take a pooled connection
+  bool fresh_retry_used_ = false;
+  int inflight_backend_ = -1;      // backend whose in-flight slot this request holds
+  int budget_backend_ = -1;        // backend whose retry budget counts this request
+  int retry_backend_ = -1;         // backend whose retry budget holds an active retry
 };
 
 }  // namespace cutover

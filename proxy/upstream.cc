@@ -1,5 +1,6 @@
 #include "proxy/upstream.h"
 
+#include "filters/circuit_breaker.h"
 #include "proxy/worker.h"
 
 namespace cutover {
@@ -220,6 +221,10 @@ void UpstreamConnection::close() {
   if (state_ == State::Closing) return;
   state_ = State::Closing;
   owner_ = nullptr;
+  if (conn_limits_) {
+    conn_limits_->releaseConnection();
+    conn_limits_.reset();
+  }
   transport_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
   if (!transport_.initialized()) transport_closed_ = true;

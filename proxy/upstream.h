@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "proxy/http1_codec.h"
@@ -20,6 +21,7 @@ namespace cutover {
 
 class Worker;
 class UpstreamPool;
+class ConcurrencyLimits;
 
 // What a Stream hears from its upstream connection.
 class UpstreamCallbacks {
@@ -65,6 +67,10 @@ class UpstreamConnection final : public ListHook,
   void beginIdle(uint64_t idle_timeout_ms);
   void shutdownWrite() { transport_.shutdownWrite(); }
   void close();
+  // This connection counts against a backend's max_connections until it closes.
+  void holdConnectionSlot(std::shared_ptr<ConcurrencyLimits> limits) {
+    conn_limits_ = std::move(limits);
+  }
 
   State state() const { return state_; }
   bool reused() const { return reused_; }
@@ -92,6 +98,7 @@ class UpstreamConnection final : public ListHook,
   ResponseDecoder decoder_;
   uv_timer_t timer_{};
   UpstreamCallbacks* owner_ = nullptr;
+  std::shared_ptr<ConcurrencyLimits> conn_limits_;
   uint64_t idle_timeout_ms_ = 0;
   State state_ = State::Connecting;
   bool reused_ = false;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs every test: unit and integration (ctest), then the same
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   tools/test.sh            everything
+#   tools/test.sh --fast     skip the sanitizer pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fast=0
+[ "${1:-}" = "--fast" ] && fast=1
+
+tools/install_deps.sh
+jobs=$(nproc)
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs" --timeout 300)
+
+if [ "$fast" -eq 0 ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCUTOVER_SANITIZE=ON >/dev/null
+  cmake --build build-asan -j"$jobs"
+  # Sanitizers roughly double memory use; the RSS bound checks the release build above.
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=16 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CUTOVER_RSS_LIMIT_MIB=256 \
+     ctest --output-on-failure -j"$jobs" --timeout 600)
+fi
