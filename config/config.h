@@ -183,6 +183,7 @@ struct Config {
   std::vector<Backend> backends;
   std::vector<Route> routes;
   std::vector<std::string> filters;  // chain order as written, e.g. [rate_limit, router]
+  std::optional<RateLimit> rate_limit;  // chain default; a route's own rate_limit overrides it
   std::string override_header;       // empty = off; else lower-case name, e.g. x-cutover-backend
   Admin admin;
   AccessLog access_log;

@@ -1,0 +1,374 @@
+// Loading a config: reading the file, YAML documents, the top-level sections (listeners, workers,
+// timeouts, limits, filters, admin, access log). Backends and routes live in schema_backends.cc
+// and schema_routes.cc; the Loader class that ties them together is in schema.h.
+#include "config/loader.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+#include "config/schema.h"
+
+namespace cutover::config {
+
+namespace detail {
+
+namespace {
+
+constexpr uint32_t kMaxWorkers = 64;
+
+const std::vector<std::string> kKnownFilters = {"request_id", "rate_limit", "router"};
+const std::vector<std::string> kDefaultFilters = {"request_id", "rate_limit", "router"};
+
+bool isEnvName(const std::string& text) {
+  if (text.empty() || (text[0] >= '0' && text[0] <= '9')) return false;
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+}  // namespace
+
+void Loader::load(const YAML::Node& root) {
+  if (root.IsNull()) {
+    errors_.add(YAML::Mark(), "",
+                "the file is empty: expected a map with listeners, backends "
+                "and routes");
+    return;
+  }
+  MapReader top(errors_, root, "",
+                {"listeners", "workers", "timeouts", "limits", "override_header", "filters",
+                 "rate_limit", "backends", "routes", "admin", "access_log"});
+  if (!top.ok()) return;
+  // Order matters only where later sections refer to earlier ones: backends before routes.
+  loadListeners(top);
+  loadWorkers(top);
+  loadTimeouts(top);
+  loadLimits(top);
+  loadOverrideHeader(top);
+  loadFilters(top);
+  if (top.has("rate_limit")) {
+    RateLimit limit;
+    if (loadRateLimit(top.value("rate_limit"), "rate_limit", limit)) config_.rate_limit = limit;
+    rate_limits_.emplace_back(top.value("rate_limit"), "rate_limit");
+  }
+  loadBackends(top);
+  loadRoutes(top);
+  loadAdmin(top);
+  loadAccessLog(top);
+  if (!rate_limit_filter_) {
+    for (const auto& [node, path] : rate_limits_) {
+      errors_.add(node, path,
+                  "the 'rate_limit' filter is not in filters, so this limit would never apply");
+    }
+  }
+}
+
+void Loader::loadListeners(const MapReader& top) {
+  if (!top.require("listeners")) return;
+  const YAML::Node& list = top.value("listeners");
+  if (!list.IsSequence() || list.size() == 0) {
+    errors_.add(list, "listeners",
+                "expected a sequence of at least one listener, got " + describe(list));
+    return;
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string path = indexPath("listeners", i);
+    MapReader map(errors_, list[i], path, {"name", "address"});
+    if (!map.ok()) continue;
+    Listener listener;
+    bool named = map.require("name") && map.getString("name", listener.name);
+    if (named && !isName(listener.name)) {
+      errors_.add(map.value("name"), map.path("name"),
+                  "must be 1..64 letters, digits, '_', '-' or '.', got " + quoted(listener.name));
+      named = false;
+    }
+    if (named) {
+      for (const Listener& other : config_.listeners) {
+        if (other.name == listener.name) {
+          errors_.add(map.value("name"), map.path("name"),
+                      "duplicate listener name " + quoted(listener.name));
+        }
+      }
+    }
+    if (map.require("address") && map.getAddress("address", listener.address)) {
+      for (const Listener& other : config_.listeners) {
+        if (other.address.text == listener.address.text && !other.address.text.ends_with(":0")) {
+          errors_.add(map.value("address"), map.path("address"),
+                      "address " + listener.address.text + " is already used by listener " +
+                          quoted(other.name));
+        }
+      }
+    }
+    config_.listeners.push_back(std::move(listener));
+  }
+}
+
+void Loader::loadWorkers(const MapReader& top) {
+  if (!top.has("workers")) return;
+  const YAML::Node& node = top.value("workers");
+  if (node.IsScalar() && node.Scalar() == "auto") {
+    unsigned cores = std::thread::hardware_concurrency();
+    config_.workers = std::clamp<uint32_t>(cores, 1, kMaxWorkers);
+    return;
+  }
+  readUint32(errors_, node, "workers", 1, kMaxWorkers, config_.workers);
+}
+
+void Loader::loadTimeouts(const MapReader& top) {
+  if (!top.has("timeouts")) return;
+  MapReader map(errors_, top.value("timeouts"), "timeouts",
+                {"connect", "header_read", "request", "downstream_idle", "upstream_idle", "drain"},
+                true);
+  Timeouts& t = config_.timeouts;
+  map.getDuration("connect", kMinDuration, kMaxDuration, t.connect);
+  map.getDuration("header_read", kMinDuration, kMaxDuration, t.header_read);
+  map.getDuration("request", kMinDuration, kMaxDuration, t.request);
+  map.getDuration("downstream_idle", kMinDuration, kMaxDuration, t.downstream_idle);
+  map.getDuration("upstream_idle", kMinDuration, kMaxDuration, t.upstream_idle);
+  map.getDuration("drain", Duration(0), std::chrono::hours(1), t.drain);
+}
+
+void Loader::loadLimits(const MapReader& top) {
+  if (!top.has("limits")) return;
+  MapReader map(
+      errors_, top.value("limits"), "limits",
+      {"max_header_bytes", "max_uri_bytes", "max_response_header_bytes", "high_watermark"}, true);
+  constexpr uint32_t KiB = 1024;
+  constexpr uint32_t MiB = 1024 * 1024;
+  Limits& l = config_.limits;
+  map.getSize("max_header_bytes", 1 * KiB, 16 * MiB, l.max_header_bytes);
+  map.getSize("max_uri_bytes", 64, 16 * MiB, l.max_uri_bytes);
+  map.getSize("max_response_header_bytes", 1 * KiB, 16 * MiB, l.max_response_header_bytes);
+  map.getSize("high_watermark", 4 * KiB, 1024 * MiB, l.high_watermark);
+}
+
+bool Loader::readHeaderName(const YAML::Node& node, const std::string& path, std::string& out) {
+  std::string name;
+  if (!readString(errors_, node, path, name)) return false;
+  if (!isToken(name)) {
+    errors_.add(node, path,
+                "expected a header name (letters, digits, '-', ...), got " + quoted(name));
+    return false;
+  }
+  out = lowerCase(name);
+  return true;
+}
+
+void Loader::loadOverrideHeader(const MapReader& top) {
+  if (!top.has("override_header")) return;
+  const YAML::Node& node = top.value("override_header");
+  // Null or "" spell "off" explicitly (dumpYaml writes ~).
+  if (node.IsNull() || (node.IsScalar() && node.Scalar().empty())) return;
+  readHeaderName(node, "override_header", config_.override_header);
+}
+
+void Loader::loadFilters(const MapReader& top) {
+  if (!top.has("filters")) {
+    config_.filters = kDefaultFilters;
+    return;
+  }
+  const YAML::Node& list = top.value("filters");
+  if (!list.IsSequence()) {
+    errors_.add(list, "filters", "expected a sequence of filter names, got " + describe(list));
+    return;
+  }
+  bool router = false;
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string path = indexPath("filters", i);
+    std::string name;
+    if (!readString(errors_, list[i], path, name)) continue;
+    if (std::find(kKnownFilters.begin(), kKnownFilters.end(), name) == kKnownFilters.end()) {
+      errors_.add(list[i], path,
+                  "unknown filter " + quoted(name) + " (known: " + joinNames(kKnownFilters) + ")");
+      continue;
+    }
+    if (std::find(config_.filters.begin(), config_.filters.end(), name) != config_.filters.end()) {
+      errors_.add(list[i], path, "duplicate filter " + quoted(name));
+      continue;
+    }
+    if (name == "router") {
+      router = true;
+      if (i + 1 != list.size()) errors_.add(list[i], path, "router must be the last filter");
+    }
+    config_.filters.push_back(name);
+  }
+  if (!router) errors_.add(list, "filters", "the chain must end with 'router'");
+  rate_limit_filter_ = std::find(config_.filters.begin(), config_.filters.end(), "rate_limit") !=
+                       config_.filters.end();
+}
+
+void Loader::loadAdmin(const MapReader& top) {
+  Admin& admin = config_.admin;
+  parseSocketAddress("127.0.0.1:9901", admin.address);
+  if (!top.has("admin")) return;
+  MapReader map(errors_, top.value("admin"), "admin",
+                {"enabled", "address", "token_file", "token_env"}, true);
+  map.getBool("enabled", admin.enabled);
+  if (map.getAddress("address", admin.address) && admin.enabled &&
+      !admin.address.text.ends_with(":0")) {
+    for (const Listener& listener : config_.listeners) {
+      if (listener.address.text == admin.address.text) {
+        errors_.add(map.value("address"), map.path("address"),
+                    "address " + admin.address.text + " is already used by listener " +
+                        quoted(listener.name));
+      }
+    }
+  }
+  map.getString("token_file", admin.token_file);
+  if (map.getString("token_env", admin.token_env) && !admin.token_env.empty() &&
+      !isEnvName(admin.token_env)) {
+    errors_.add(map.value("token_env"), map.path("token_env"),
+                "expected an environment variable name, got " + quoted(admin.token_env));
+  }
+}
+
+void Loader::loadAccessLog(const MapReader& top) {
+  if (!top.has("access_log")) return;
+  AccessLog& log = config_.access_log;
+  MapReader map(errors_, top.value("access_log"), "access_log", {"mode", "path", "sample"}, true);
+  std::string mode;
+  if (map.getString("mode", mode)) {
+    if (mode == "all") {
+      log.mode = AccessLog::Mode::All;
+    } else if (mode == "off") {
+      log.mode = AccessLog::Mode::Off;
+    } else if (mode == "errors") {
+      log.mode = AccessLog::Mode::ErrorsOnly;
+    } else if (mode == "sampled") {
+      log.mode = AccessLog::Mode::Sampled;
+    } else {
+      errors_.add(map.value("mode"), map.path("mode"),
+                  "expected all, off, errors or sampled, got " + quoted(mode));
+    }
+  }
+  if (map.getString("path", log.path) && log.path == "-") log.path.clear();  // both mean stdout
+  map.getDouble("sample", 0.0, 1.0, log.sample);
+}
+
+// Counts documents without building nodes. yaml-cpp 0.7's LoadAll never returns on text such as
+// ",a" (the parser reports an empty document without consuming the stray token, forever, growing a
+// vector until memory runs out), so the loader counts documents itself, stops when the parser
+
+}  // namespace detail
+
+namespace {
+
+using namespace detail;
+
+constexpr size_t kMaxFileBytes = 16 * 1024 * 1024;
+
+std::string fnv1a64Hex(const std::string& bytes) {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 0x100000001b3ULL;
+  }
+  char buffer[17];
+  std::snprintf(buffer, sizeof(buffer), "%016llx", static_cast<unsigned long long>(hash));
+  return buffer;
+}
+
+// makes no progress, and lets YAML::Load build only the first document.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+
+  void OnDocumentStart(const YAML::Mark& mark) override { starts.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Checks the document structure; false (with the error reported) when it is unusable.
+bool checkDocuments(const std::string& text, Errors& errors) {
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  DocumentCounter counter;
+  // A third document start tells whether the parser is stuck on the second one.
+  while (counter.starts.size() < 3 && parser.HandleNextDocument(counter)) {
+    size_t n = counter.starts.size();
+    if (n >= 2 && counter.starts[n - 1].pos == counter.starts[n - 2].pos) {
+      const YAML::Mark& mark = counter.starts[n - 2];
+      std::string what = mark.pos >= 0 && static_cast<size_t>(mark.pos) < text.size()
+                             ? "'" + text.substr(static_cast<size_t>(mark.pos), 1) + "'"
+                             : "token";
+      errors.add(mark, "", "YAML syntax error: unexpected " + what);
+      return false;
+    }
+  }
+  if (counter.starts.size() > 1) {
+    errors.add(counter.starts[1], "", "only one YAML document is allowed per file");
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+LoadResult loadString(const std::string& text, const std::string& file) {
+  Errors errors(file);
+  auto config = std::make_shared<Config>();
+  config->file = file;
+  config->hash = fnv1a64Hex(text);
+  try {
+    if (checkDocuments(text, errors)) Loader(errors, *config).load(YAML::Load(text));
+  } catch (const YAML::ParserException& e) {
+    errors.add(e.mark, "", "YAML syntax error: " + e.msg);
+  } catch (const std::exception& e) {
+    // Not expected (the loader avoids throwing yaml-cpp calls), but never let one escape.
+    errors.add(YAML::Mark::null_mark(), "", std::string("cannot load: ") + e.what());
+  }
+  LoadResult result;
+  result.errors = errors.take();
+  if (result.errors.empty()) result.config = std::move(config);
+  return result;
+}
+
+LoadResult loadFile(const std::string& path) {
+  auto unreadable = [&](const std::string& why) {
+    LoadResult result;
+    Error error;
+    error.file = path;
+    error.message = "cannot read the file: " + why;
+    result.errors.push_back(std::move(error));
+    return result;
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return unreadable(std::strerror(errno));
+  std::string text;
+  char buffer[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int saved = errno;
+      ::close(fd);
+      return unreadable(std::strerror(saved));
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxFileBytes) {
+      ::close(fd);
+      return unreadable("larger than 16 MiB");
+    }
+  }
+  ::close(fd);
+  return loadString(text, path);
+}
+
+}  // namespace cutover::config

@@ -1,0 +1,71 @@
+// The schema reader behind loadString (internal to config/): one Loader per load, one method per
+// section, split over loader.cc (top level, listeners, filters, admin, logs), schema_backends.cc
+// and schema_routes.cc. Every method reports problems into Errors and carries on.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config/config.h"
+#include "config/yaml_util.h"
+
+namespace cutover::config::detail {
+
+constexpr Duration kMinDuration = std::chrono::milliseconds(1);
+constexpr Duration kMaxDuration = std::chrono::hours(24);
+constexpr uint32_t kMaxCount = 10'000'000;  // generic upper bound for counts and table sizes
+
+// The outcomes a breaker counts as failures or a retry policy retries on.
+struct Conditions {
+  bool connect_error = false;
+  bool timeout = false;
+  bool reset = false;
+  bool status_5xx = false;
+  std::vector<uint16_t> codes;
+};
+
+class Loader {
+ public:
+  Loader(Errors& errors, Config& config) : errors_(errors), config_(config) {}
+
+  void load(const YAML::Node& root);
+
+ private:
+  void loadListeners(const MapReader& top);
+  void loadWorkers(const MapReader& top);
+  void loadTimeouts(const MapReader& top);
+  void loadLimits(const MapReader& top);
+  void loadOverrideHeader(const MapReader& top);
+  void loadFilters(const MapReader& top);
+  bool loadRateLimit(const YAML::Node& node, const std::string& path, RateLimit& out);
+  void loadBackends(const MapReader& top);
+  void loadBackend(const YAML::Node& node, const std::string& path, Backend& backend);
+  void loadCircuitBreaker(const YAML::Node& node, const std::string& path, CircuitBreaker& out);
+  void loadHealthCheck(const YAML::Node& node, const std::string& path, HealthCheck& out);
+  void loadRoutes(const MapReader& top);
+  void loadRoute(const YAML::Node& node, const std::string& path, Route& route);
+  void loadMatch(const YAML::Node& node, const std::string& path, RouteMatch& out);
+  void loadSplit(const YAML::Node& node, const std::string& path, Route& route);
+  void loadSticky(const YAML::Node& node, const std::string& path, Sticky& out);
+  void loadRetry(const YAML::Node& node, const std::string& path, Retry& out);
+  void loadAdmin(const MapReader& top);
+  void loadAccessLog(const MapReader& top);
+  bool loadConditions(const YAML::Node& node, const std::string& path, bool for_retry,
+                      Conditions& out);
+  // Backend index for a name, reporting an unknown one; -1 when unknown or not checkable.
+  int resolveBackend(const YAML::Node& at, const std::string& path, const std::string& name);
+  // Lower-case header name, or an error.
+  bool readHeaderName(const YAML::Node& node, const std::string& path, std::string& out);
+
+  Errors& errors_;
+  Config& config_;
+  bool backends_known_ = false;  // backends parsed as a map: names can be checked
+  bool rate_limit_filter_ = true;
+  std::vector<std::pair<YAML::Node, std::string>> rate_limits_;  // where limits are configured
+};
+
+}  // namespace cutover::config::detail
