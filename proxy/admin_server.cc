@@ -23,12 +23,16 @@ std::string formatAddress(const sockaddr_storage& ss) {
   return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
 }
 
+}  // namespace
+
+class AdminConnection;
+
+// One uv_write: owns its bytes until the write callback.
 struct WriteReq {
   uv_write_t req;
-  std::string data;  // owned until the write callback
+  std::string data;
+  AdminConnection* conn;
 };
-
-}  // namespace
 
 // Shared by every copy of one AdminResponder.
 struct AdminResponderState {
@@ -140,18 +144,14 @@ class AdminConnection final : public RequestDecoderCallbacks,
   }
 
   static void onWrite(uv_write_t* req, int status) {
-    std::unique_ptr<WriteReq> w(reinterpret_cast<WriteReq*>(req));
-    auto* self = static_cast<AdminConnection*>(req->data);
-    if (self->closing_) return;
-    if (status < 0) {
-      self->close();
-      return;
-    }
-    if (!w->data.empty() && self->close_after_write_ && self->pending_writes_ == 1) {
-      self->close();
-      return;
-    }
+    std::unique_ptr<WriteReq> w(static_cast<WriteReq*>(req->data));
+    AdminConnection* self = w->conn;
     --self->pending_writes_;
+    if (self->closing_) return;
+    if (status < 0 || (self->close_after_write_ && self->pending_writes_ == 0)) {
+      self->close();
+      return;
+    }
     if (self->writing_response_ && self->pending_writes_ == 0) {
       // The answer is out: ready for the next (possibly already buffered) request.
       self->writing_response_ = false;
@@ -175,6 +175,7 @@ class AdminConnection final : public RequestDecoderCallbacks,
       size_t consumed = 0;
       const DecodeStatus status = decoder_.execute(input_.data(), input_.size(), consumed);
       input_.erase(0, consumed);
+      const bool stalled = status == DecodeStatus::Ok && consumed == 0;
       if (status == DecodeStatus::Error) {
         fail(decoder_.error().status, decoder_.error().reason);
         return;
@@ -188,6 +189,7 @@ class AdminConnection final : public RequestDecoderCallbacks,
         return;
       }
       if (status == DecodeStatus::MessageComplete) dispatch();
+      if (stalled) break;
     }
     // Pipelined requests pile up only while one is answered; stop reading past a bound.
     if (!closing_ && !reading_paused_ && input_.size() > server_.options_.max_body) {
@@ -202,7 +204,6 @@ class AdminConnection final : public RequestDecoderCallbacks,
     state->conn = weak_from_this();
     state->request_seq = ++request_seq_;
     AdminResponder responder(std::move(state));
-    // Keep the request where the handler can see it even if it answers later.
     server_.handler_(request_, std::move(responder));
   }
 
@@ -245,7 +246,8 @@ class AdminConnection final : public RequestDecoderCallbacks,
   void writeRaw(std::string data) {
     auto* w = new WriteReq;
     w->data = std::move(data);
-    w->req.data = this;
+    w->req.data = w;
+    w->conn = this;
     uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
     ++pending_writes_;
     if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWrite) < 0) {

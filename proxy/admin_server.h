@@ -60,6 +60,8 @@ class AdminResponder {
 
 class AdminServer {
  public:
+  // Runs on the loop for each complete request. The request reference is valid only during the
+  // call (copy what an asynchronous answer needs); the responder may be kept and used later.
   using Handler = std::function<void(const AdminRequest&, AdminResponder)>;
 
   struct Options {
