@@ -18,6 +18,7 @@
 #include "filters/state_store.h"
 #include "filters/token_bucket.h"
 #include "proxy/clock.h"
+#include "proxy/health_checker.h"
 #include "proxy/worker.h"
 
 namespace cutover {
@@ -81,6 +82,14 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
     BackendRuntime rt;
     if (be.circuit_breaker.enabled) {
       rt.breaker = state_->breaker(be.name, be.circuit_breaker);
+      std::string name = be.name;
+      rt.breaker->setListener([name](BreakerState from, BreakerState to, std::string_view why) {
+        logEvent(to == BreakerState::Open ? "warn" : "info", "breaker_transition",
+                 "\"backend\":\"" + jsonEscape(name) + "\",\"from\":\"" +
+                     std::string(breakerStateName(from)) + "\",\"to\":\"" +
+                     std::string(breakerStateName(to)) + "\",\"reason\":\"" + jsonEscape(why) +
+                     "\"");
+      });
     }
     rt.limits = state_->concurrency(be.name, be.circuit_breaker);
     rt.budget = state_->retryBudget(be.name);
@@ -185,6 +194,8 @@ int Server::run() {
     for (uint32_t i = 0; i < cfg.workers; ++i) workers_[i]->addListener(bl.name, bl.fds[i]);
   }
   for (auto& w : workers_) w->start();
+  health_ = std::make_unique<HealthChecker>(&loop_);
+  health_->update(*snapshot_);
   for (auto& bl : listeners_) {
     for (uint32_t i = 0; i < cfg.workers; ++i) {
       logEvent("info", "listening",
@@ -223,6 +234,7 @@ void Server::startDrain(const char* why) {
            std::string("\"why\":\"") + why + "\",\"timeout_ms\":" +
                std::to_string(cfg.timeouts.drain.count()));
   for (auto& w : workers_) w->drain();
+  health_->stop();
   uv_timer_start(&check_, onCheck, 20, 20);
   uv_timer_start(&drain_deadline_, onDrainDeadline,
                  static_cast<uint64_t>(cfg.timeouts.drain.count()), 0);

@@ -16,6 +16,7 @@ namespace cutover {
 
 class Worker;
 class StateStore;
+class HealthChecker;
 
 class Server {
  public:
@@ -46,6 +47,7 @@ class Server {
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
   uv_timer_t check_{}, drain_deadline_{};
   std::unique_ptr<StateStore> state_;
+  std::unique_ptr<HealthChecker> health_;
   std::shared_ptr<const Snapshot> snapshot_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<BoundListener> listeners_;
