@@ -1,0 +1,37 @@
+// request_id: every request carries an `x-request-id` to the backend and back to the client.
+//
+// A client-provided id is kept when it is 1..200 printable ASCII characters (0x20..0x7e) and
+// duplicates of the header are dropped; otherwise the header is replaced by 32 lower-case hex
+// characters from the worker thread's PRNG. The id is added to whatever response the client gets,
+// local replies included.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "config/config.h"
+#include "filters/filter.h"
+#include "filters/state_store.h"
+#include "proxy/clock.h"
+
+namespace cutover {
+
+// Whether a client-supplied request id may be forwarded as is.
+bool validRequestId(std::string_view id);
+
+class RequestIdFactory final : public FilterFactory {
+ public:
+  static std::unique_ptr<FilterFactory> make(const config::Config&, StateStore&, const Clock&) {
+    return std::make_unique<RequestIdFactory>();
+  }
+  std::string_view name() const override { return "request_id"; }
+  std::unique_ptr<Filter> create() const override;
+};
+
+class RequestIdFilter final : public Filter {
+ public:
+  // Runs once the request head is complete; always returns Continue.
+  FilterStatus onRequest(FilterCallbacks& cb) override;
+};
+
+}  // namespace cutover
