@@ -128,7 +128,17 @@ class AdminConnection final : public RequestDecoderCallbacks,
   static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
     auto* self = static_cast<AdminConnection*>(stream->data);
     if (nread == 0) return;
-    if (nread < 0) {  // EOF or error: nothing can be answered any more
+    if (nread < 0) {
+      // A client that half-closes after sending (nc, some scripts) still gets the answer to a
+      // request already dispatched; otherwise, or on a real error, there is nothing left to do.
+      if (nread == UV_EOF && (self->awaiting_response_ || self->writing_response_)) {
+        uv_read_stop(stream);
+        self->reading_paused_ = true;
+        self->peer_done_ = true;
+        self->keep_alive_ = false;
+        if (self->writing_response_) self->close_after_write_ = true;
+        return;
+      }
       self->close();
       return;
     }
@@ -155,6 +165,10 @@ class AdminConnection final : public RequestDecoderCallbacks,
     if (self->writing_response_ && self->pending_writes_ == 0) {
       // The answer is out: ready for the next (possibly already buffered) request.
       self->writing_response_ = false;
+      if (self->peer_done_) {
+        self->close();
+        return;
+      }
       self->decoder_.reset();
       self->reading_paused_ = false;
       uv_read_start(reinterpret_cast<uv_stream_t*>(&self->tcp_), onAlloc, onRead);
@@ -277,6 +291,7 @@ class AdminConnection final : public RequestDecoderCallbacks,
   bool keep_alive_ = true;
   bool is_head_ = false;
   bool reading_paused_ = false;
+  bool peer_done_ = false;  // the client half-closed: answer what was asked, then close
 };
 
 AdminResponderState::~AdminResponderState() {

@@ -19,7 +19,7 @@ using namespace cutover;
 namespace {
 
 // Connects to 127.0.0.1:port, sends `request`, reads until the server closes (5 s bound).
-std::string exchange(int port, const std::string& request) {
+std::string exchange(int port, const std::string& request, bool half_close = false) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -35,6 +35,7 @@ std::string exchange(int port, const std::string& request) {
       if (n <= 0) break;
       off += static_cast<size_t>(n);
     }
+    if (half_close) ::shutdown(fd, SHUT_WR);
     char buf[4096];
     for (;;) {
       ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
@@ -283,4 +284,28 @@ TEST_CASE("loopback detection for the startup warning") {
   CHECK(!isLoopback(a));
   REQUIRE(config::parseSocketAddress("10.1.2.3:9901", a));
   CHECK(!isLoopback(a));
+}
+
+TEST_CASE("a client that half-closes after its request still gets a later answer") {
+  struct Later {
+    uv_timer_t timer;
+    AdminResponder res;
+  };
+  Harness h;
+  Later later;
+  std::string got;
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        later.res = std::move(res);
+        uv_timer_init(&h.loop, &later.timer);
+        later.timer.data = &later;
+        uv_timer_start(&later.timer, [](uv_timer_t* t) {
+          static_cast<Later*>(t->data)->res.respond(200, "text/plain", "reloaded");
+          uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
+        }, 30, 0);
+      },
+      [&](int port) { got = exchange(port, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", true); });
+  CHECK(got.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(got.find("reloaded") != std::string::npos);
+  CHECK(got.find("Connection: close\r\n") != std::string::npos);
 }
