@@ -187,6 +187,7 @@ struct Config {
   std::string override_header;       // empty = off; else lower-case name, e.g. x-cutover-backend
   Admin admin;
   AccessLog access_log;
+  bool metrics_enabled = true;  // `metrics: {enabled: false}` skips per-request metric work
 
   // Index of the backend with this name, or -1.
   int backendIndex(const std::string& name) const;

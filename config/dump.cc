@@ -258,6 +258,10 @@ std::string dumpYaml(const Config& config) {
   emitDouble(out, "sample", config.access_log.sample);
   out << YAML::EndMap;
 
+  out << YAML::Key << "metrics" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "enabled" << YAML::Value << config.metrics_enabled;
+  out << YAML::EndMap;
+
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -44,7 +44,7 @@ void Loader::load(const YAML::Node& root) {
   }
   MapReader top(errors_, root, "",
                 {"listeners", "workers", "timeouts", "limits", "override_header", "filters",
-                 "rate_limit", "backends", "routes", "admin", "access_log"});
+                 "rate_limit", "backends", "routes", "admin", "access_log", "metrics"});
   if (!top.ok()) return;
   // Order matters only where later sections refer to earlier ones: backends before routes.
   loadListeners(top);
@@ -62,6 +62,10 @@ void Loader::load(const YAML::Node& root) {
   loadRoutes(top);
   loadAdmin(top);
   loadAccessLog(top);
+  if (top.has("metrics")) {
+    MapReader map(errors_, top.value("metrics"), "metrics", {"enabled"}, true);
+    map.getBool("enabled", config_.metrics_enabled);
+  }
   if (!rate_limit_filter_) {
     for (const auto& [node, path] : rate_limits_) {
       errors_.add(node, path,

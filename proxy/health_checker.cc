@@ -4,7 +4,7 @@
 
 #include "filters/health_state.h"
 #include "proxy/http1_codec.h"
-#include "proxy/server.h"
+#include "proxy/log.h"
 #include "proxy/tcp_transport.h"
 
 namespace cutover {
@@ -95,9 +95,8 @@ void HealthChecker::Probe::result(bool pass) {
   state->onCheckResult(endpoint, pass, monoNs());
   bool now = state->healthy(endpoint);
   if (was != now) {
-    logEvent(now ? "info" : "warn", "endpoint_health",
-             "\"backend\":\"" + jsonEscape(backend) + "\",\"endpoint\":\"" + jsonEscape(address) +
-                 "\",\"healthy\":" + (now ? "true" : "false"));
+    log::events().write(now ? log::Level::Info : log::Level::Warn, "endpoint_health",
+                        {{"backend", backend}, {"endpoint", address}, {"healthy", now}});
   }
   auto delay = state->nextDelay(endpoint);
   schedule(static_cast<uint64_t>(delay.count()));

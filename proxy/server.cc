@@ -5,10 +5,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
-#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <ctime>
+#include <fstream>
+#include <sstream>
 
 #include "config/loader.h"
 #include "filters/circuit_breaker.h"
@@ -17,78 +19,74 @@
 #include "filters/retry_budget.h"
 #include "filters/state_store.h"
 #include "filters/token_bucket.h"
+#include "proxy/admin_server.h"
 #include "proxy/clock.h"
+#include "proxy/config_watcher.h"
 #include "proxy/health_checker.h"
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 namespace cutover {
 
-std::string jsonEscape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out.push_back(ch);
-        }
-    }
+namespace {
+
+int64_t monoNs() { return SteadyClock::instance().nowNs(); }
+
+// Blocking read: startup only (before any loop runs).
+bool readWholeFile(const std::string& path, std::string& out, std::string& err) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    err = path + ": cannot read the file: " + strerror(errno);
+    return false;
   }
-  return out;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  out = ss.str();
+  return true;
 }
 
-void logEvent(const char* level, const char* event, const std::string& fields) {
-  auto now = std::chrono::system_clock::now();
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  time_t secs = static_cast<time_t>(ms / 1000);
-  tm t{};
-  gmtime_r(&secs, &t);
-  char ts[64];
-  snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.tm_year + 1900, t.tm_mon + 1,
-           t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, static_cast<int>(ms % 1000));
-  std::string line = std::string("{\"ts\":\"") + ts + "\",\"level\":\"" + level +
-                     "\",\"event\":\"" + event + "\"";
-  if (!fields.empty()) line += "," + fields;
-  line += "}\n";
-  // One write per line: lines from several threads never interleave.
-  ssize_t n = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)n;
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
 }
+
+}  // namespace
 
 Server::Server(std::string config_path) : config_path_(std::move(config_path)) {}
 
 Server::~Server() = default;
 
+// ---- snapshots ------------------------------------------------------------------------------
+
 std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const config::Config> cfg) {
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(cfg);
   snap->generation = ++generation_;
+  snap->rollback = rollback_;
+  snap->metrics = metrics_->forConfig(*snap->config);
+  snap->stats = stats_->forConfig(*snap->config);
   for (const std::string& name : snap->config->filters) {
     if (name == "router") continue;
     auto f = makeFilterFactory(name, *snap->config, *state_, SteadyClock::instance());
     if (f) snap->filters.push_back(std::move(f));
   }
-  for (const config::Backend& be : snap->config->backends) {
+  for (size_t b = 0; b < snap->config->backends.size(); ++b) {
+    const config::Backend& be = snap->config->backends[b];
     BackendRuntime rt;
     if (be.circuit_breaker.enabled) {
       rt.breaker = state_->breaker(be.name, be.circuit_breaker);
       std::string name = be.name;
-      rt.breaker->setListener([name](BreakerState from, BreakerState to, std::string_view why) {
-        logEvent(to == BreakerState::Open ? "warn" : "info", "breaker_transition",
-                 "\"backend\":\"" + jsonEscape(name) + "\",\"from\":\"" +
-                     std::string(breakerStateName(from)) + "\",\"to\":\"" +
-                     std::string(breakerStateName(to)) + "\",\"reason\":\"" + jsonEscape(why) +
-                     "\"");
+      BackendMetrics bm = snap->metrics ? snap->metrics->backends[b] : BackendMetrics{};
+      rt.breaker->setListener([name, bm](BreakerState from, BreakerState to, std::string_view why) {
+        if (bm.breaker_state != nullptr) bm.onBreakerTransition(to);
+        log::Level level = to == BreakerState::Open ? log::Level::Warn : log::Level::Info;
+        log::events().write(level, "breaker_transition",
+                            {{"backend", name},
+                             {"from", breakerStateName(from)},
+                             {"to", breakerStateName(to)},
+                             {"reason", why}});
       });
     }
     rt.limits = state_->concurrency(be.name, be.circuit_breaker);
@@ -103,6 +101,110 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
   }
   return snap;
 }
+
+std::string weightSignature(const config::Config& cfg) {
+  std::string s;
+  for (const auto& r : cfg.routes) {
+    s += r.name + ":";
+    for (const auto& e : r.split) {
+      s += cfg.backends[e.backend].name + "=" + std::to_string(e.weight) + ",";
+    }
+    s += ";";
+  }
+  return s;
+}
+
+std::shared_ptr<const config::Config> withRollback(const config::Config& cfg) {
+  auto out = std::make_shared<config::Config>(cfg);
+  int legacy = cfg.backendIndex("legacy");
+  for (config::Route& r : out->routes) {
+    int target = -1;
+    for (const auto& e : r.split) {
+      if (static_cast<int>(e.backend) == legacy) target = legacy;
+    }
+    if (target < 0 && r.fallback) target = static_cast<int>(*r.fallback);
+    if (target < 0) continue;  // nothing to roll back to on this route
+    bool present = false;
+    for (auto& e : r.split) {
+      e.weight = static_cast<int>(e.backend) == target ? 100 : 0;
+      present = present || static_cast<int>(e.backend) == target;
+    }
+    if (!present) r.split.push_back({static_cast<uint32_t>(target), 100});
+    uint32_t sum = 0;
+    r.thresholds.clear();
+    for (const auto& e : r.split) {
+      sum += e.weight;
+      r.thresholds.push_back(sum * 100);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> describeChanges(const config::Config& from, const config::Config& to) {
+  std::vector<std::string> out;
+  auto weightOf = [](const config::Config& c, const config::Route& r, const std::string& b) {
+    for (const auto& e : r.split) {
+      if (c.backends[e.backend].name == b) return static_cast<int>(e.weight);
+    }
+    return 0;
+  };
+  for (const auto& r : to.routes) {
+    const config::Route* old = nullptr;
+    for (const auto& o : from.routes) {
+      if (o.name == r.name) old = &o;
+    }
+    if (old == nullptr) {
+      out.push_back("route " + r.name + ": added");
+      continue;
+    }
+    for (const auto& e : r.split) {
+      const std::string& b = to.backends[e.backend].name;
+      int before = weightOf(from, *old, b);
+      if (before != static_cast<int>(e.weight)) {
+        out.push_back("route " + r.name + ": " + b + " " + std::to_string(before) + "% -> " +
+                      std::to_string(e.weight) + "%");
+      }
+    }
+  }
+  for (const auto& o : from.routes) {
+    bool kept = false;
+    for (const auto& r : to.routes) kept = kept || r.name == o.name;
+    if (!kept) out.push_back("route " + o.name + ": removed");
+  }
+  for (const auto& b : to.backends) {
+    int i = from.backendIndex(b.name);
+    if (i < 0) {
+      out.push_back("backend " + b.name + ": added");
+      continue;
+    }
+    const auto& ob = from.backends[static_cast<size_t>(i)];
+    std::string e1, e2;
+    for (const auto& e : ob.endpoints) e1 += e.text + " ";
+    for (const auto& e : b.endpoints) e2 += e.text + " ";
+    if (e1 != e2) out.push_back("backend " + b.name + ": endpoints " + trimmed(e2));
+  }
+  for (const auto& b : from.backends) {
+    if (to.backendIndex(b.name) < 0) out.push_back("backend " + b.name + ": removed");
+  }
+  for (const auto& l : to.listeners) {
+    bool found = false;
+    for (const auto& o : from.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
+    if (!found) out.push_back("listener " + l.name + ": " + l.address.text + " added");
+  }
+  for (const auto& o : from.listeners) {
+    bool found = false;
+    for (const auto& l : to.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
+    if (!found) out.push_back("listener " + o.name + ": " + o.address.text + " removed");
+  }
+  return out;
+}
+
+std::shared_ptr<const config::Config> Server::effective(
+    std::shared_ptr<const config::Config> file) const {
+  return rollback_ ? withRollback(*file) : file;
+}
+
+// ---- listeners ------------------------------------------------------------------------------
 
 int Server::bindListener(const config::Listener& l, uint32_t workers, BoundListener& out) {
   out.name = l.name;
@@ -120,6 +222,8 @@ int Server::bindListener(const config::Listener& l, uint32_t workers, BoundListe
     if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 4096) != 0) {
       int err = errno;
       ::close(fd);
+      for (int f : out.fds) ::close(f);
+      out.fds.clear();
       return -err;
     }
     if (i == 0) {
@@ -128,17 +232,14 @@ int Server::bindListener(const config::Listener& l, uint32_t workers, BoundListe
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen);
       len = alen;
       char host[INET6_ADDRSTRLEN] = {0};
-      uint16_t port = 0;
       if (addr.ss_family == AF_INET) {
         auto* a = reinterpret_cast<sockaddr_in*>(&addr);
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-        port = ntohs(a->sin_port);
-        out.bound = std::string(host) + ":" + std::to_string(port);
+        out.bound = std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
       } else {
         auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-        port = ntohs(a->sin6_port);
-        out.bound = "[" + std::string(host) + "]:" + std::to_string(port);
+        out.bound = "[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
       }
     }
     out.fds.push_back(fd);
@@ -146,17 +247,41 @@ int Server::bindListener(const config::Listener& l, uint32_t workers, BoundListe
   return 0;
 }
 
+void Server::startListener(BoundListener& b) {
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    workers_[i]->addListener(b.name, b.fds[i]);
+    log::info("listening", {{"listener", b.name}, {"address", b.bound}, {"worker", i}});
+  }
+}
+
+// ---- startup --------------------------------------------------------------------------------
+
 int Server::run() {
-  config::LoadResult res = config::loadFile(config_path_);
-  if (!res.ok()) {
-    for (const auto& e : res.errors) {
-      logEvent("error", "config_error", "\"error\":\"" + jsonEscape(e.str()) + "\"");
-    }
+  std::string text, err;
+  if (!readWholeFile(config_path_, text, err)) {
+    log::error("config_error", {{"error", err}});
     return 1;
   }
+  config::LoadResult res = config::loadString(text, config_path_);
+  if (!res.ok()) {
+    for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
+    return 1;
+  }
+  file_config_ = res.config;
+  const config::Config& cfg = *file_config_;
+  metrics_ = std::make_unique<Metrics>(CUTOVER_VERSION, cfg.metrics_enabled);
+  stats_ = std::make_unique<Stats>();
   state_ = std::make_unique<StateStore>();
-  snapshot_ = buildSnapshot(res.config);
-  const config::Config& cfg = *snapshot_->config;
+  snapshot_ = buildSnapshot(file_config_);
+  loaded_at_ms_ = wallClockMs();
+  metrics_->setConfigInfo(cfg, snapshot_->generation);
+  metrics_->setWeights(cfg, false);
+
+  access_sink_ = AccessLogSink::open(cfg.access_log.path, err);
+  if (!access_sink_) {
+    log::error("access_log_error", {{"path", cfg.access_log.path}, {"error", err}});
+    return 1;
+  }
 
   uv_loop_init(&loop_);
   // Signals first: a SIGTERM right after "listening" must drain, not kill.
@@ -170,57 +295,279 @@ int Server::run() {
   uv_timer_init(&loop_, &check_);
   uv_timer_init(&loop_, &drain_deadline_);
   check_.data = drain_deadline_.data = this;
+
   for (const config::Listener& l : cfg.listeners) {
     BoundListener b;
     int rc = bindListener(l, cfg.workers, b);
     if (rc != 0) {
-      logEvent("error", "listen_failed",
-               "\"listener\":\"" + jsonEscape(l.name) + "\",\"address\":\"" +
-                   jsonEscape(l.address.text) + "\",\"error\":\"" + jsonEscape(strerror(-rc)) +
-                   "\"");
+      log::error("listen_failed", {{"listener", l.name},
+                                   {"address", l.address.text},
+                                   {"error", strerror(-rc)}});
       for (auto& bl : listeners_) {
         for (int fd : bl.fds) ::close(fd);
       }
-      for (int fd : b.fds) ::close(fd);
+      closeMainHandles();
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      uv_loop_close(&loop_);
       return 1;
     }
     listeners_.push_back(std::move(b));
   }
 
   for (uint32_t i = 0; i < cfg.workers; ++i) {
-    workers_.push_back(std::make_unique<Worker>(*this, i, snapshot_));
-  }
-  for (auto& bl : listeners_) {
-    for (uint32_t i = 0; i < cfg.workers; ++i) workers_[i]->addListener(bl.name, bl.fds[i]);
+    workers_.push_back(std::make_unique<Worker>(i, snapshot_, access_sink_));
   }
   for (auto& w : workers_) w->start();
+  for (auto& bl : listeners_) startListener(bl);
+
   health_ = std::make_unique<HealthChecker>(&loop_);
   health_->update(*snapshot_);
-  for (auto& bl : listeners_) {
-    for (uint32_t i = 0; i < cfg.workers; ++i) {
-      logEvent("info", "listening",
-               "\"listener\":\"" + jsonEscape(bl.name) + "\",\"address\":\"" + bl.bound +
-                   "\",\"worker\":" + std::to_string(i));
-    }
+  startAdmin();
+  watcher_ = std::make_unique<ConfigWatcher>(
+      &loop_, config_path_,
+      [this](std::string contents) {
+        ReloadResult r = applyText(contents, "file_change");
+        (void)r;
+      },
+      [](int uv_err, const std::string& what) {
+        log::warn("config_watch_error", {{"error", uv_strerror(uv_err)}, {"what", what}});
+      });
+  watcher_->prime(text);
+  if (int rc = watcher_->start(); rc != 0) {
+    log::warn("config_watch_error", {{"error", uv_strerror(rc)}, {"what", config_path_}});
   }
-  logEvent("info", "started",
-           "\"workers\":" + std::to_string(cfg.workers) + ",\"config\":\"" +
-               jsonEscape(config_path_) + "\",\"generation\":" +
-               std::to_string(snapshot_->generation));
-
+  ready_ = true;
+  log::info("started", {{"workers", cfg.workers},
+                        {"config", config_path_},
+                        {"generation", snapshot_->generation},
+                        {"hash", cfg.hash},
+                        {"version", CUTOVER_VERSION}});
 
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->join();
   workers_.clear();
   uv_loop_close(&loop_);
-  logEvent("info", "stopped", "");
+  log::info("stopped");
   return 0;
 }
+
+void Server::startAdmin() {
+  const config::Config& cfg = *file_config_;
+  if (!cfg.admin.enabled) return;
+  if (!cfg.admin.token_file.empty()) {
+    std::string err;
+    if (!readWholeFile(cfg.admin.token_file, admin_token_, err)) {
+      log::error("admin_token_error", {{"error", err}});
+    }
+    admin_token_ = trimmed(admin_token_);
+  } else if (!cfg.admin.token_env.empty()) {
+    const char* v = getenv(cfg.admin.token_env.c_str());
+    if (v != nullptr) admin_token_ = trimmed(v);
+  }
+  if (!isLoopback(cfg.admin.address) && admin_token_.empty()) {
+    log::warn("admin_unprotected",
+              {{"address", cfg.admin.address.text},
+               {"hint", "set admin.token_file or admin.token_env: mutations are open to anyone "
+                        "who can reach this address"}});
+  }
+  admin_ = std::make_unique<AdminServer>(
+      &loop_, cfg.admin.address,
+      [this](const AdminRequest& req, AdminResponder res) { handleAdmin(req, std::move(res)); });
+  std::string bound;
+  int rc = admin_->start(bound);
+  if (rc != 0) {
+    log::error("admin_listen_failed",
+               {{"address", cfg.admin.address.text}, {"error", uv_strerror(rc)}});
+    admin_.reset();
+    return;
+  }
+  log::info("admin_listening", {{"address", bound}});
+}
+
+// ---- reload and rollback --------------------------------------------------------------------
+
+void Server::reload(const char* trigger, std::function<void(const ReloadResult&)> done) {
+  if (!watcher_) {
+    ReloadResult r;
+    r.errors.push_back("not running");
+    done(r);
+    return;
+  }
+  std::string why = trigger;
+  watcher_->readNow([this, why, done = std::move(done)](int err, std::string contents) {
+    ReloadResult r;
+    if (err != 0) {
+      r.errors.push_back(config_path_ + ": cannot read the file: " + uv_strerror(err));
+      last_reload_error_ = r.errors.back();
+      metrics_->onReloadResult(false);
+      log::error("config_reload_rejected", {{"trigger", why}, {"error", r.errors.back()}});
+    } else {
+      r = applyText(contents, why.c_str());
+    }
+    if (done) done(r);
+  });
+}
+
+Server::ReloadResult Server::applyText(const std::string& text, const char* trigger) {
+  ReloadResult r;
+  if (draining_) {
+    r.errors.push_back("draining: reload ignored");
+    return r;
+  }
+  config::LoadResult res = config::loadString(text, config_path_);
+  if (!res.ok()) {
+    std::string joined;
+    for (const auto& e : res.errors) {
+      r.errors.push_back(e.str());
+      joined += (joined.empty() ? "" : "\n") + e.str();
+      log::error("config_reload_rejected", {{"trigger", trigger}, {"error", e.str()}});
+    }
+    last_reload_error_ = joined;
+    metrics_->onReloadResult(false);
+    return r;
+  }
+  r.ok = true;
+  r.changes = describeChanges(*file_config_, *res.config);
+  r.changed = res.config->hash != file_config_->hash;
+  if (res.config->workers != file_config_->workers) {
+    log::warn("config_needs_restart", {{"key", "workers"},
+                                       {"running", file_config_->workers},
+                                       {"file", res.config->workers}});
+  }
+  if (res.config->admin.address.text != file_config_->admin.address.text ||
+      res.config->admin.enabled != file_config_->admin.enabled) {
+    log::warn("config_needs_restart", {{"key", "admin"}});
+  }
+  if (rollback_ && weightSignature(*res.config) != rollback_weights_) {
+    // The file itself now sets new weights: that is the operator's new intent.
+    rollback_ = false;
+    log::info("rollback_cleared", {{"trigger", "file sets new weights"}});
+  }
+  swapIn(res.config);
+  last_reload_error_.clear();
+  metrics_->onReloadResult(true);
+  std::string summary;
+  for (const auto& c : r.changes) summary += (summary.empty() ? "" : "; ") + c;
+  log::info("config_reloaded", {{"trigger", trigger},
+                                {"generation", snapshot_->generation},
+                                {"hash", file_config_->hash},
+                                {"changes", summary.empty() ? "none" : summary}});
+  return r;
+}
+
+void Server::swapIn(std::shared_ptr<const config::Config> file_cfg) {
+  std::shared_ptr<const config::Config> old_file = file_config_;
+  file_config_ = std::move(file_cfg);
+  auto snap = buildSnapshot(effective(file_config_));
+  const config::Config& cfg = *snap->config;
+
+  // Listeners: start the added ones before the swap, stop the removed ones after.
+  std::vector<BoundListener> keep;
+  std::vector<std::string> removed;
+  for (auto& bl : listeners_) {
+    bool still = false;
+    for (const auto& l : cfg.listeners) still = still || (l.name == bl.name && l.address.text == bl.address);
+    if (still) {
+      keep.push_back(std::move(bl));
+    } else {
+      removed.push_back(bl.name);
+    }
+  }
+  for (const auto& l : cfg.listeners) {
+    bool have = false;
+    for (const auto& bl : keep) have = have || (bl.name == l.name && bl.address == l.address.text);
+    if (have) continue;
+    BoundListener b;
+    int rc = bindListener(l, static_cast<uint32_t>(workers_.size()), b);
+    if (rc != 0) {
+      log::error("listen_failed",
+                 {{"listener", l.name}, {"address", l.address.text}, {"error", strerror(-rc)}});
+      continue;
+    }
+    startListener(b);
+    keep.push_back(std::move(b));
+  }
+  listeners_ = std::move(keep);
+
+  snapshot_ = snap;
+  loaded_at_ms_ = wallClockMs();
+  for (auto& w : workers_) w->setSnapshot(snapshot_);
+  for (const std::string& name : removed) {
+    for (auto& w : workers_) w->removeListener(name);
+    log::info("listener_removed", {{"listener", name}});
+  }
+  if (health_) health_->update(*snapshot_);
+  state_->sweep();
+  metrics_->setWeights(*file_config_, rollback_);
+  metrics_->setConfigInfo(*file_config_, snapshot_->generation);
+}
+
+bool Server::rollback(const char* trigger) {
+  if (rollback_) return false;
+  rollback_ = true;
+  rollback_weights_ = weightSignature(*file_config_);
+  swapIn(file_config_);
+  log::warn("rollback", {{"trigger", trigger}, {"generation", snapshot_->generation}});
+  return true;
+}
+
+bool Server::clearRollback(const char* trigger) {
+  if (!rollback_) return false;
+  rollback_ = false;
+  swapIn(file_config_);
+  log::info("rollback_cleared", {{"trigger", trigger}, {"generation", snapshot_->generation}});
+  return true;
+}
+
+// ---- views for the admin API ----------------------------------------------------------------
+
+std::string Server::configYaml() const {
+  std::string out = "# cutover effective config\n";
+  out += "generation: " + std::to_string(snapshot_->generation) + "\n";
+  out += "hash: \"" + file_config_->hash + "\"\n";
+  std::string ts;
+  appendJsonTimestamp(ts, loaded_at_ms_);
+  out += "loaded_at: " + ts + "\n";
+  out += "file: \"" + config_path_ + "\"\n";
+  out += std::string("rollback_active: ") + (rollback_ ? "true" : "false") + "\n";
+  if (last_reload_error_.empty()) {
+    out += "last_reload_error: null\n";
+  } else {
+    out += "last_reload_error: |\n";
+    std::istringstream lines(last_reload_error_);
+    for (std::string line; std::getline(lines, line);) out += "  " + line + "\n";
+  }
+  out += "config:\n";
+  std::istringstream dump(config::dumpYaml(*snapshot_->config));
+  for (std::string line; std::getline(dump, line);) out += "  " + line + "\n";
+  return out;
+}
+
+std::string Server::statsJson() const { return stats_->json(*snapshot_, monoNs()); }
+
+void Server::resetStats() { stats_->reset(); }
+
+std::string Server::metricsText() const {
+  // Gauges read at scrape time rather than kept current on the hot path.
+  const config::Config& cfg = *snapshot_->config;
+  if (snapshot_->metrics) {
+    for (size_t b = 0; b < cfg.backends.size(); ++b) {
+      const auto& breaker = snapshot_->backends[b].breaker;
+      auto* g = snapshot_->metrics->backends[b].breaker_state;
+      if (g == nullptr) continue;
+      BreakerState s = breaker ? breaker->state(monoNs()) : BreakerState::Closed;
+      g->Set(s == BreakerState::Open ? 2 : s == BreakerState::HalfOpen ? 1 : 0);
+    }
+  }
+  return metrics_->serialize();
+}
+
+// ---- signals and drain ----------------------------------------------------------------------
 
 void Server::onSignal(uv_signal_t* s, int signum) {
   auto* self = static_cast<Server*>(s->data);
   if (signum == SIGHUP) {
-    logEvent("info", "sighup", "");
+    self->reload("SIGHUP", [](const ReloadResult&) {});
     return;
   }
   self->startDrain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -230,11 +577,9 @@ void Server::startDrain(const char* why) {
   if (draining_) return;
   draining_ = true;
   const config::Config& cfg = *snapshot_->config;
-  logEvent("info", "drain_started",
-           std::string("\"why\":\"") + why + "\",\"timeout_ms\":" +
-               std::to_string(cfg.timeouts.drain.count()));
+  log::info("drain_started", {{"why", why}, {"timeout_ms", cfg.timeouts.drain.count()}});
   for (auto& w : workers_) w->drain();
-  health_->stop();
+  if (health_) health_->stop();
   uv_timer_start(&check_, onCheck, 20, 20);
   uv_timer_start(&drain_deadline_, onDrainDeadline,
                  static_cast<uint64_t>(cfg.timeouts.drain.count()), 0);
@@ -245,17 +590,25 @@ void Server::onCheck(uv_timer_t* t) {
   for (auto& w : self->workers_) {
     if (!w->finished()) return;
   }
-  logEvent("info", "drained", "");
-  uv_close(reinterpret_cast<uv_handle_t*>(&self->check_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&self->drain_deadline_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&self->sigterm_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&self->sigint_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&self->sighup_), nullptr);
+  log::info("drained");
+  self->closeMainHandles();
+}
+
+void Server::closeMainHandles() {
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&check_),
+                         reinterpret_cast<uv_handle_t*>(&drain_deadline_),
+                         reinterpret_cast<uv_handle_t*>(&sigterm_),
+                         reinterpret_cast<uv_handle_t*>(&sigint_),
+                         reinterpret_cast<uv_handle_t*>(&sighup_)}) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }
+  if (admin_) admin_->close([] {});
+  if (watcher_) watcher_->close([] {});
 }
 
 void Server::onDrainDeadline(uv_timer_t* t) {
   auto* self = static_cast<Server*>(t->data);
-  logEvent("warn", "drain_timeout", "");
+  log::warn("drain_timeout");
   for (auto& w : self->workers_) w->stopNow();
 }
 

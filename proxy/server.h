@@ -1,9 +1,17 @@
 // The main thread: owns the running snapshot, the listening sockets, the workers, signals, the
-// admin listener and config reloads. Workers never call into it on the hot path.
+// admin listener, health checks and config reloads. Workers never call into it on the hot path;
+// it talks to them through Worker::post().
+//
+// Reload (file change, SIGHUP, POST /reload):
+//   read file (async) ─▶ parse + validate ─▶ invalid: log file:line:key, count rejected, keep
+//                                          └▶ valid: build snapshot (state carried by name)
+//                                               ─▶ start added listeners ─▶ swap into workers
+//                                               ─▶ stop removed listeners ─▶ log the diff
 #pragma once
 
 #include <uv.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +25,13 @@ namespace cutover {
 class Worker;
 class StateStore;
 class HealthChecker;
+class Metrics;
+class Stats;
+class AdminServer;
+class ConfigWatcher;
+class AccessLogSink;
+struct AdminRequest;
+class AdminResponder;
 
 class Server {
  public:
@@ -28,6 +43,27 @@ class Server {
   // Loads the config, binds, starts the workers and runs until drained. Returns the exit code.
   int run();
 
+  // ---- for the admin API (main thread) ----
+  struct ReloadResult {
+    bool ok = false;
+    bool changed = false;
+    std::vector<std::string> errors;   // file:line:col: path: message
+    std::vector<std::string> changes;  // "route kibana: new 10% -> 25%"
+  };
+  // Re-reads the config file (asynchronously) and applies it; `done` runs once, later.
+  void reload(const char* trigger, std::function<void(const ReloadResult&)> done);
+  // Every route 100% legacy, in memory, at once. Returns false if already active.
+  bool rollback(const char* trigger);
+  bool clearRollback(const char* trigger);
+  void startDrain(const char* why);
+  bool ready() const { return ready_ && !draining_; }
+  const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
+  std::string configYaml() const;
+  std::string statsJson() const;
+  void resetStats();
+  std::string metricsText() const;
+  const std::string& adminToken() const { return admin_token_; }
+
  private:
   struct BoundListener {
     std::string name;
@@ -36,11 +72,18 @@ class Server {
     std::vector<int> fds;     // one SO_REUSEPORT socket per worker
   };
   std::shared_ptr<const Snapshot> buildSnapshot(std::shared_ptr<const config::Config> cfg);
+  // The config requests run on: the file's, with rollback applied when active.
+  std::shared_ptr<const config::Config> effective(std::shared_ptr<const config::Config> file) const;
+  ReloadResult applyText(const std::string& text, const char* trigger);
+  void swapIn(std::shared_ptr<const config::Config> file_cfg);
   int bindListener(const config::Listener& l, uint32_t workers, BoundListener& out);
-  void startDrain(const char* why);
+  void startListener(BoundListener& b);
+  void startAdmin();
+  void handleAdmin(const AdminRequest& req, AdminResponder res);
   static void onSignal(uv_signal_t* s, int signum);
   static void onCheck(uv_timer_t* t);
   static void onDrainDeadline(uv_timer_t* t);
+  void closeMainHandles();
 
   std::string config_path_;
   uv_loop_t loop_{};
@@ -48,16 +91,30 @@ class Server {
   uv_timer_t check_{}, drain_deadline_{};
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<HealthChecker> health_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<Stats> stats_;
+  std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<ConfigWatcher> watcher_;
+  std::shared_ptr<AccessLogSink> access_sink_;
+  std::shared_ptr<const config::Config> file_config_;  // as the file says
   std::shared_ptr<const Snapshot> snapshot_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<BoundListener> listeners_;
   uint64_t generation_ = 0;
+  int64_t loaded_at_ms_ = 0;
+  std::string last_reload_error_;
+  bool rollback_ = false;
+  std::string rollback_weights_;  // the file's weights when rollback began
+  std::string admin_token_;
+  bool ready_ = false;
   bool draining_ = false;
 };
 
-// One JSON line on stderr for an application event. `fields` is preformatted JSON members
-// (`"k":"v","n":1`), may be empty.
-void logEvent(const char* level, const char* event, const std::string& fields);
-std::string jsonEscape(std::string_view s);
+// Weights of every route as one comparable string ("kibana:new=10,legacy=90;...").
+std::string weightSignature(const config::Config& cfg);
+// Human-readable differences between two configs, for the reload log line.
+std::vector<std::string> describeChanges(const config::Config& from, const config::Config& to);
+// A copy of `cfg` with every route sending 100% to "legacy" (or its fallback).
+std::shared_ptr<const config::Config> withRollback(const config::Config& cfg);
 
 }  // namespace cutover

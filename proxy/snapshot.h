@@ -20,6 +20,8 @@ class ConcurrencyLimits;
 class RetryBudget;
 class HealthState;
 class TokenBucket;
+struct SnapshotMetrics;
+struct SnapshotStats;
 }  // namespace cutover
 
 namespace cutover {
@@ -41,6 +43,8 @@ struct Snapshot {
   // Chain before the router, in configured order.
   std::vector<std::unique_ptr<FilterFactory>> filters;
   std::vector<BackendRuntime> backends;  // parallel to config->backends
+  std::shared_ptr<const SnapshotMetrics> metrics;  // null = metrics off
+  std::shared_ptr<const SnapshotStats> stats;
 };
 
 }  // namespace cutover

@@ -8,6 +8,9 @@
 #include "filters/retry_budget.h"
 #include "filters/token_bucket.h"
 #include "proxy/downstream_connection.h"
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+#include "proxy/stats.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
 
@@ -365,6 +368,10 @@ bool Stream::retryAfterFailure(Outcome o, uint16_t status,
     endRetry();
     return false;
   }
+  if (snap_->metrics) {
+    snap_->metrics->route(info_.route).retries[snap_->metrics->backendSlot(static_cast<int>(target))]
+        ->Increment();
+  }
   backend_ = target;
   phase_ = Phase::Routing;
   timer_for_backoff_ = true;
@@ -656,6 +663,16 @@ void Stream::failUpstream(Failure f) {
               : f == Failure::Timeout ? Outcome::Timeout
                                       : Outcome::Reset;
   recordOutcome(o, 0);
+  if (snap_->metrics) {
+    const BackendMetrics& bm = snap_->metrics->backends[backend_];
+    if (f == Failure::Connect) {
+      bm.connect_failures->Increment();
+    } else if (f == Failure::Timeout) {
+      bm.timeouts->Increment();
+    } else if (f == Failure::Reset) {
+      bm.resets->Increment();
+    }
+  }
   if (response_started_) {
     // Never let a cut-short response look complete: reset the client connection.
     response_close_ = true;
@@ -740,8 +757,11 @@ void Stream::localReply(int status, Reason reason, std::string_view extra,
     finish();
     return;
   }
-  // A request whose body is still arriving cannot share the connection with the next one.
-  if (!request_complete_) response_close_ = true;
+  // A request whose body is still arriving cannot share the connection with the next one (a
+  // bodyless request completes right after its head, so it keeps the connection).
+  if (!request_complete_ && (req_ == nullptr || req_->hasBody() || upgrade_)) {
+    response_close_ = true;
+  }
   writeLocalReply(status, reason, extra, body);
   response_complete_ = true;
   phase_ = Phase::Responding;
@@ -811,10 +831,45 @@ void Stream::finish() {
     if (rt.budget) rt.budget->endRequest();
   }
   for (auto& f : filters_) f->onComplete(info_);
+  if (snap_->metrics) snap_->metrics->recordRequest(info_);
+  if (snap_->stats) snap_->stats->record(info_);
+  writeAccessLog();
   bool reusable = response_complete_ && request_complete_ && !response_close_;
   DownstreamConnection* conn = conn_;
   reset();
   conn->onStreamDone(reusable);  // may release this stream: nothing after this line
+}
+
+void Stream::writeAccessLog() {
+  AccessLog* log = worker_.accessLog();
+  if (log == nullptr || req_ == nullptr || !log->wants(info_.status, info_.reason)) return;
+  const config::Config& cfg = *snap_->config;
+  AccessRecord rec;
+  rec.request_id = req_->headers.get("x-request-id");
+  rec.client = conn_->peer();
+  rec.method = req_->method;
+  rec.path = req_->target;
+  if (route_ != nullptr) rec.route = route_->name;
+  if (info_.backend >= 0) {
+    const config::Backend& be = cfg.backends[static_cast<size_t>(info_.backend)];
+    rec.backend = be.name;
+    if (info_.endpoint >= 0 && static_cast<size_t>(info_.endpoint) < be.endpoints.size()) {
+      rec.endpoint = be.endpoints[static_cast<size_t>(info_.endpoint)].text;
+    }
+  }
+  rec.status = info_.status;
+  rec.duration_ms = static_cast<double>(info_.end_ns - info_.start_ns) / 1e6;
+  if (info_.upstream_headers_ns > 0 && info_.upstream_start_ns > 0) {
+    rec.upstream_ms = static_cast<double>(info_.upstream_headers_ns - info_.upstream_start_ns) / 1e6;
+  }
+  rec.bytes_in = info_.bytes_in;
+  rec.bytes_out = info_.bytes_out;
+  rec.attempts = info_.attempts;
+  rec.reason = info_.reason;
+  rec.rate_limited_dry_run = info_.rate_limited_dry_run;
+  rec.failover = info_.failover;
+  rec.client_aborted = info_.client_aborted;
+  log->appendUnfiltered(rec);
 }
 
 void Stream::onRequestError(int status) {

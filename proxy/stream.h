@@ -92,6 +92,7 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void writeResponseHead(ResponseHead& head);
   void writeLocalReply(int status, Reason reason, std::string_view extra, std::string_view body);
   void maybeFinish();
+  void writeAccessLog();
   void finish();
   void reset();
   void armRequestTimer();

@@ -4,6 +4,8 @@
 
 #include "proxy/downstream_connection.h"
 #include "proxy/http1_codec.h"
+#include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/stream.h"
 #include "proxy/upstream.h"
 
@@ -22,10 +24,11 @@ struct NullRequestCallbacks final : RequestDecoderCallbacks {
 };
 }  // namespace
 
-Worker::Worker(Server& server, uint32_t id, std::shared_ptr<const Snapshot> snapshot)
-    : server_(server),
-      id_(id),
+Worker::Worker(uint32_t id, std::shared_ptr<const Snapshot> snapshot,
+               std::shared_ptr<AccessLogSink> access_sink)
+    : id_(id),
       snapshot_(std::move(snapshot)),
+      access_sink_(std::move(access_sink)),
       read_buf_(new char[kReadBufferSize]),
       rng_(static_cast<uint64_t>(
                std::chrono::steady_clock::now().time_since_epoch().count()) ^
@@ -51,6 +54,12 @@ void Worker::join() {
 
 void Worker::run() {
   uv_timer_start(&sweep_, onSweep, kSweepMs, kSweepMs);
+  const config::AccessLog& al = snapshot_->config->access_log;
+  AccessLog::Options opts;
+  opts.mode = al.mode;
+  opts.sample = al.sample;
+  opts.seed ^= static_cast<uint64_t>(id_) << 17;
+  access_log_ = std::make_unique<AccessLog>(&loop_, access_sink_, opts);
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Every handle is closed by now; the loop itself can go.
   uv_loop_close(&loop_);
@@ -79,6 +88,9 @@ void Worker::setSnapshot(std::shared_ptr<const Snapshot> s) {
   post([s = std::move(s)](Worker& w) {
     w.snapshot_ = s;
     w.pool_table_snapshot_ = nullptr;
+    if (w.access_log_) {
+      w.access_log_->configure(s->config->access_log.mode, s->config->access_log.sample);
+    }
   });
 }
 
@@ -173,6 +185,8 @@ void Worker::maybeFinish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   for (Stream* s : free_streams_) s->closeHandles();
   free_streams_.clear();
+  // Flushes what is buffered; the loop ends once its timer and last write are done.
+  if (access_log_) access_log_->close([] {});
 }
 
 void Worker::onSweep(uv_timer_t* t) {
@@ -207,17 +221,27 @@ void Worker::moveConnection(DownstreamConnection* c, ConnList to) {
   }
 }
 
-void Worker::connectionOpened() { ++connections_; }
+void Worker::connectionOpened() {
+  ++connections_;
+  if (snapshot_->metrics) snapshot_->metrics->downstream_connections->Increment();
+}
 
 void Worker::connectionClosed(DownstreamConnection* c) {
   moveConnection(c, ConnList::None);
   --connections_;
+  if (snapshot_->metrics) snapshot_->metrics->downstream_connections->Decrement();
   delete c;
   maybeFinish();
 }
 
+void Worker::upstreamCreated() {
+  ++upstream_count_;
+  if (snapshot_->metrics) snapshot_->metrics->upstream_connections->Increment();
+}
+
 void Worker::upstreamClosed(UpstreamConnection* u) {
   --upstream_count_;
+  if (snapshot_->metrics) snapshot_->metrics->upstream_connections->Decrement();
   delete u;
 }
 

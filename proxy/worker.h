@@ -27,11 +27,13 @@ class UpstreamPool;
 class Stream;
 class RequestDecoder;
 class RequestDecoderCallbacks;
-class Server;
+class AccessLog;
+class AccessLogSink;
 
 class Worker {
  public:
-  Worker(Server& server, uint32_t id, std::shared_ptr<const Snapshot> snapshot);
+  Worker(uint32_t id, std::shared_ptr<const Snapshot> snapshot,
+         std::shared_ptr<AccessLogSink> access_sink);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -61,6 +63,8 @@ class Worker {
   static constexpr size_t kReadBufferSize = 64 * 1024;
   FastRng& rng() { return rng_; }
   std::string& scratch() { return scratch_; }
+  // This worker's access log (null when the loop is not running).
+  AccessLog* accessLog() { return access_log_.get(); }
   int64_t nowMs() const { return static_cast<int64_t>(uv_now(const_cast<uv_loop_t*>(&loop_))); }
 
   // Pool for endpoint `e` of backend `b` of `snap` (pools outlive snapshots: keyed by address).
@@ -80,7 +84,7 @@ class Worker {
   void moveConnection(DownstreamConnection* c, ConnList to);
   void connectionClosed(DownstreamConnection* c);  // frees it
   void upstreamClosed(UpstreamConnection* u);       // frees it
-  void upstreamCreated() { ++upstream_count_; }
+  void upstreamCreated();
   void connectionOpened();
   size_t connectionCount() const { return connections_; }
 
@@ -99,7 +103,6 @@ class Worker {
   void maybeFinish();
   void rebuildPoolTable();
 
-  Server& server_;
   uint32_t id_;
   uv_loop_t loop_{};
   uv_async_t async_{};
@@ -110,6 +113,8 @@ class Worker {
   std::atomic<bool> finished_{false};
 
   std::shared_ptr<const Snapshot> snapshot_;
+  std::shared_ptr<AccessLogSink> access_sink_;
+  std::unique_ptr<AccessLog> access_log_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<char[]> read_buf_;
   std::string scratch_;

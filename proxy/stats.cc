@@ -1,0 +1,200 @@
+#include "proxy/stats.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "filters/circuit_breaker.h"
+#include "proxy/log.h"
+#include "proxy/snapshot.h"
+
+namespace cutover {
+
+namespace {
+constexpr const char* kNone = "(none)";
+
+size_t bucketFor(int64_t us) {
+  // Bounds are 100 µs × 1.25^i; a log computes the index, the loop below fixes rounding.
+  if (us <= 100) return 0;
+  size_t i = static_cast<size_t>(std::log(static_cast<double>(us) / 100.0) / std::log(1.25));
+  while (i > 0 && StatsCell::bucketUpperUs(i - 1) >= us) --i;
+  while (i < StatsCell::kBuckets - 1 && StatsCell::bucketUpperUs(i) < us) ++i;
+  return i < StatsCell::kBuckets ? i : StatsCell::kBuckets - 1;
+}
+
+void appendDouble(std::string& out, double v) {
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.3f", v);
+  out += buf;
+}
+}  // namespace
+
+int64_t StatsCell::bucketUpperUs(size_t i) {
+  return static_cast<int64_t>(std::llround(100.0 * std::pow(1.25, static_cast<double>(i))));
+}
+
+void StatsCell::record(uint16_t status, int64_t duration_ns, bool rate_limited) {
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  if (status > 0 && status < 500) successes_.fetch_add(1, std::memory_order_relaxed);
+  if (rate_limited) rate_limited_.fetch_add(1, std::memory_order_relaxed);
+  int64_t us = duration_ns / 1000;
+  if (us < 0) us = 0;
+  latency_sum_us_.fetch_add(static_cast<uint64_t>(us), std::memory_order_relaxed);
+  hist_[bucketFor(us)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void StatsCell::reset() {
+  requests_.store(0, std::memory_order_relaxed);
+  successes_.store(0, std::memory_order_relaxed);
+  rate_limited_.store(0, std::memory_order_relaxed);
+  latency_sum_us_.store(0, std::memory_order_relaxed);
+  for (auto& h : hist_) h.store(0, std::memory_order_relaxed);
+}
+
+StatsCell::Totals StatsCell::totals() const {
+  Totals t;
+  t.requests = requests_.load(std::memory_order_relaxed);
+  t.successes = successes_.load(std::memory_order_relaxed);
+  t.rate_limited = rate_limited_.load(std::memory_order_relaxed);
+  uint64_t sum = latency_sum_us_.load(std::memory_order_relaxed);
+  uint64_t total = 0;
+  std::array<uint64_t, kBuckets> h{};
+  for (size_t i = 0; i < kBuckets; ++i) {
+    h[i] = hist_[i].load(std::memory_order_relaxed);
+    total += h[i];
+  }
+  if (total > 0) {
+    t.avg_ms = static_cast<double>(sum) / static_cast<double>(total) / 1000.0;
+    uint64_t rank = static_cast<uint64_t>(std::ceil(0.99 * static_cast<double>(total)));
+    uint64_t seen = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+      seen += h[i];
+      if (seen >= rank) {
+        t.p99_ms = static_cast<double>(bucketUpperUs(i)) / 1000.0;
+        break;
+      }
+    }
+  }
+  return t;
+}
+
+void SnapshotStats::record(const StreamInfo& info) const {
+  if (cells.empty()) return;
+  size_t r = info.route >= 0 && static_cast<size_t>(info.route) + 1 < cells.size()
+                 ? static_cast<size_t>(info.route)
+                 : cells.size() - 1;
+  size_t b = info.backend >= 0 && static_cast<size_t>(info.backend) < backends
+                 ? static_cast<size_t>(info.backend)
+                 : backends;
+  int64_t d = info.end_ns > info.start_ns && info.start_ns > 0 ? info.end_ns - info.start_ns : 0;
+  cells[r][b]->record(info.status, d, info.reason == Reason::RateLimited);
+}
+
+StatsCell* Stats::cell(const std::string& route, const std::string& backend) {
+  auto& slot = cells_[route + "|" + backend];
+  if (!slot) slot = std::make_unique<StatsCell>();
+  return slot.get();
+}
+
+std::shared_ptr<const SnapshotStats> Stats::forConfig(const config::Config& cfg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (since_ms_ == 0) since_ms_ = wallClockMs();
+  auto s = std::make_shared<SnapshotStats>();
+  s->backends = cfg.backends.size();
+  std::vector<std::string> routes;
+  for (const auto& r : cfg.routes) routes.push_back(r.name);
+  routes.push_back(kNone);
+  for (const std::string& r : routes) {
+    std::vector<StatsCell*> row;
+    for (const auto& b : cfg.backends) row.push_back(cell(r, b.name));
+    row.push_back(cell(r, kNone));
+    s->cells.push_back(std::move(row));
+  }
+  return s;
+}
+
+void Stats::reset() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [k, c] : cells_) c->reset();
+  since_ms_ = wallClockMs();
+}
+
+std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const config::Config& cfg = *snap.config;
+  std::string out = "{\"since\":";
+  appendJsonTimestamp(out, since_ms_);
+  out += ",\"generation\":" + std::to_string(snap.generation);
+  out += ",\"rollback_active\":";
+  out += snap.rollback ? "true" : "false";
+  out += ",\"routes\":[";
+  std::vector<StatsCell::Totals> per_backend(cfg.backends.size());
+  for (size_t r = 0; r < cfg.routes.size(); ++r) {
+    const config::Route& route = cfg.routes[r];
+    if (r > 0) out += ",";
+    out += "{\"name\":";
+    appendJsonString(out, route.name);
+    out += ",\"backends\":[";
+    for (size_t i = 0; i < route.split.size(); ++i) {
+      uint32_t b = route.split[i].backend;
+      const std::string& bname = cfg.backends[b].name;
+      auto it = cells_.find(route.name + "|" + bname);
+      StatsCell::Totals t = it != cells_.end() ? it->second->totals() : StatsCell::Totals{};
+      per_backend[b].requests += t.requests;
+      per_backend[b].successes += t.successes;
+      per_backend[b].rate_limited += t.rate_limited;
+      if (i > 0) out += ",";
+      out += "{\"backend\":";
+      appendJsonString(out, bname);
+      out += ",\"weight\":" + std::to_string(route.split[i].weight);
+      out += ",\"requests\":" + std::to_string(t.requests);
+      out += ",\"success_rate\":";
+      if (t.requests > 0) {
+        appendDouble(out, static_cast<double>(t.successes) / static_cast<double>(t.requests));
+      } else {
+        out += "null";
+      }
+      out += ",\"avg_ms\":";
+      appendDouble(out, t.avg_ms);
+      out += ",\"p99_ms\":";
+      appendDouble(out, t.p99_ms);
+      out += "}";
+    }
+    auto none = cells_.find(route.name + "|" + kNone);
+    uint64_t limited = 0;
+    for (const auto& e : route.split) {
+      auto it = cells_.find(route.name + "|" + cfg.backends[e.backend].name);
+      if (it != cells_.end()) limited += it->second->totals().rate_limited;
+    }
+    if (none != cells_.end()) limited += none->second->totals().rate_limited;
+    out += "],\"rate_limited\":" + std::to_string(limited) + "}";
+  }
+  out += "],\"backends\":[";
+  for (size_t b = 0; b < cfg.backends.size(); ++b) {
+    if (b > 0) out += ",";
+    out += "{\"name\":";
+    appendJsonString(out, cfg.backends[b].name);
+    out += ",\"requests\":" + std::to_string(per_backend[b].requests);
+    out += ",\"success_rate\":";
+    if (per_backend[b].requests > 0) {
+      appendDouble(out, static_cast<double>(per_backend[b].successes) /
+                            static_cast<double>(per_backend[b].requests));
+    } else {
+      out += "null";
+    }
+    const auto& breaker = snap.backends[b].breaker;
+    out += ",\"breaker\":";
+    if (breaker) {
+      out += "{\"state\":\"";
+      out += breakerStateName(breaker->state(now_ns));
+      out += "\",\"trips\":" + std::to_string(breaker->trips()) + "}";
+    } else {
+      out += "null";
+    }
+    out += "}";
+  }
+  out += "]}";
+  return out;
+}
+
+}  // namespace cutover
