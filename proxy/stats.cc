@@ -125,7 +125,7 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
   std::string out = "{\"since\":";
   appendJsonTimestamp(out, since_ms_);
   out += ",\"generation\":" + std::to_string(snap.generation);
-  out += ",\"rollback_active\":";
+  out += ",\"rollback\":";
   out += snap.rollback ? "true" : "false";
   out += ",\"routes\":[";
   std::vector<StatsCell::Totals> per_backend(cfg.backends.size());
@@ -144,7 +144,7 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
       per_backend[b].successes += t.successes;
       per_backend[b].rate_limited += t.rate_limited;
       if (i > 0) out += ",";
-      out += "{\"backend\":";
+      out += "{\"name\":";
       appendJsonString(out, bname);
       out += ",\"weight\":" + std::to_string(route.split[i].weight);
       out += ",\"requests\":" + std::to_string(t.requests);
@@ -185,11 +185,11 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
     const auto& breaker = snap.backends[b].breaker;
     out += ",\"breaker\":";
     if (breaker) {
-      out += "{\"state\":\"";
+      out += "\"";
       out += breakerStateName(breaker->state(now_ns));
-      out += "\",\"trips\":" + std::to_string(breaker->trips()) + "}";
+      out += "\",\"trips\":" + std::to_string(breaker->trips());
     } else {
-      out += "null";
+      out += "null,\"trips\":0";
     }
     out += "}";
   }
