@@ -300,14 +300,32 @@ struct Http1Trampolines {
 
 namespace {
 
-// True if the head contains a folded line. Scans only until the head's terminating CRLFCRLF.
+// True if the head contains a folded line. Scans only until the head's terminating CRLFCRLF,
+// jumping from line feed to line feed (memchr) since only the bytes around them matter.
 bool foldInHead(Http1ParserState& s, const char* data, size_t len) {
-  for (size_t i = 0; i < len && !s.head_scanned; ++i) {
-    char c = data[i];
-    // A line starting with whitespace: obs-fold (or whitespace before the first header).
-    if ((c == ' ' || c == '\t') && (s.tail & 0xff) == '\n') return true;
-    s.tail = (s.tail << 8) | static_cast<unsigned char>(c);
-    if (s.tail == 0x0d0a0d0a) s.head_scanned = true;
+  if (len == 0) return false;
+  // A line feed at the end of the previous chunk: this chunk's first byte starts a line.
+  size_t i = 0;
+  if ((s.tail & 0xff) == '\n' && (data[0] == ' ' || data[0] == '\t')) return true;
+  while (i < len) {
+    const void* p = memchr(data + i, '\n', len - i);
+    if (p == nullptr) break;
+    size_t lf = static_cast<size_t>(static_cast<const char*>(p) - data);
+    // The 3 bytes before this LF, from this chunk or the carried tail.
+    uint32_t prev = s.tail;
+    for (size_t k = (lf >= 3 ? lf - 3 : 0); k < lf; ++k) {
+      prev = (prev << 8) | static_cast<unsigned char>(data[k]);
+    }
+    if ((((prev << 8) | '\n') & 0xffffffff) == 0x0d0a0d0a) {
+      s.head_scanned = true;
+      return false;
+    }
+    if (lf + 1 < len && (data[lf + 1] == ' ' || data[lf + 1] == '\t')) return true;
+    i = lf + 1;
+  }
+  // Keep the last bytes for a boundary that falls between chunks.
+  for (size_t k = (len >= 4 ? len - 4 : 0); k < len; ++k) {
+    s.tail = (s.tail << 8) | static_cast<unsigned char>(data[k]);
   }
   return false;
 }

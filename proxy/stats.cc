@@ -1,5 +1,6 @@
 #include "proxy/stats.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,13 +14,21 @@ namespace cutover {
 namespace {
 constexpr const char* kNone = "(none)";
 
+const std::array<int64_t, StatsCell::kBuckets>& bounds() {
+  static const std::array<int64_t, StatsCell::kBuckets> table = [] {
+    std::array<int64_t, StatsCell::kBuckets> t{};
+    for (size_t i = 0; i < t.size(); ++i) {
+      t[i] = static_cast<int64_t>(std::llround(100.0 * std::pow(1.25, static_cast<double>(i))));
+    }
+    return t;
+  }();
+  return table;
+}
+
 size_t bucketFor(int64_t us) {
-  // Bounds are 100 µs × 1.25^i; a log computes the index, the loop below fixes rounding.
-  if (us <= 100) return 0;
-  size_t i = static_cast<size_t>(std::log(static_cast<double>(us) / 100.0) / std::log(1.25));
-  while (i > 0 && StatsCell::bucketUpperUs(i - 1) >= us) --i;
-  while (i < StatsCell::kBuckets - 1 && StatsCell::bucketUpperUs(i) < us) ++i;
-  return i < StatsCell::kBuckets ? i : StatsCell::kBuckets - 1;
+  const auto& t = bounds();
+  auto it = std::lower_bound(t.begin(), t.end(), us);
+  return it == t.end() ? t.size() - 1 : static_cast<size_t>(it - t.begin());
 }
 
 void appendDouble(std::string& out, double v) {
@@ -29,9 +38,7 @@ void appendDouble(std::string& out, double v) {
 }
 }  // namespace
 
-int64_t StatsCell::bucketUpperUs(size_t i) {
-  return static_cast<int64_t>(std::llround(100.0 * std::pow(1.25, static_cast<double>(i))));
-}
+int64_t StatsCell::bucketUpperUs(size_t i) { return bounds()[i]; }
 
 void StatsCell::record(uint16_t status, int64_t duration_ns, bool rate_limited) {
   requests_.fetch_add(1, std::memory_order_relaxed);

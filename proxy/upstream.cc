@@ -1,5 +1,7 @@
 #include "proxy/upstream.h"
 
+#include <algorithm>
+
 #include "filters/circuit_breaker.h"
 #include "proxy/worker.h"
 
@@ -40,6 +42,9 @@ void UpstreamConnection::beginExchange(std::string_view method, uint32_t idle_ti
   complete_ = false;
   unusable_ = false;
   idle_timeout_ms_ = idle_timeout_ms;
+  exchange_start_ms_ = uv_now(worker_.loop());
+  last_read_ms_ = 0;
+  read_paused_ = false;
   armTimer(idle_timeout_ms);
   transport_.readStart();
 }
@@ -52,8 +57,10 @@ void UpstreamConnection::armTimer(uint64_t ms) {
 
 void UpstreamConnection::resumeReading() {
   if (state_ == State::Closing) return;
+  read_paused_ = false;
   transport_.readStart();
-  if (state_ == State::Active && idle_timeout_ms_ > 0) armTimer(idle_timeout_ms_);
+  // Paused reading is our doing, not the backend's silence: restart the idle clock.
+  if (state_ == State::Active) last_read_ms_ = uv_now(worker_.loop());
 }
 
 void UpstreamConnection::onTimer(uv_timer_t* t) {
@@ -63,9 +70,21 @@ void UpstreamConnection::onTimer(uv_timer_t* t) {
     case State::Connecting:
       self->fail(UpstreamCallbacks::Failure::Connect, UV_ETIMEDOUT);
       break;
-    case State::Active:
+    case State::Active: {
+      if (self->complete_) break;
+      if (self->read_paused_) {
+        self->armTimer(self->idle_timeout_ms_);
+        break;
+      }
+      uint64_t now = uv_now(self->worker_.loop());
+      uint64_t quiet = now - std::max(self->last_read_ms_, self->exchange_start_ms_);
+      if (quiet < self->idle_timeout_ms_) {
+        self->armTimer(self->idle_timeout_ms_ - quiet);  // bytes came meanwhile
+        break;
+      }
       self->fail(UpstreamCallbacks::Failure::Timeout, UV_ETIMEDOUT);
       break;
+    }
     case State::Idle:
       self->pool_.removeIdle(self);
       self->close();
@@ -95,7 +114,8 @@ void UpstreamConnection::onTransportData(const char* data, size_t len) {
   }
   if (state_ != State::Active) return;
   received_bytes_ = true;
-  if (idle_timeout_ms_ > 0) armTimer(idle_timeout_ms_);
+  // The idle timer is not re-armed per read: it checks this when it fires.
+  last_read_ms_ = uv_now(worker_.loop());
   while (len > 0 && state_ == State::Active) {
     size_t used = 0;
     DecodeStatus st = decoder_.execute(data, len, used);
@@ -134,9 +154,8 @@ void UpstreamConnection::onResponseBody(const char* data, size_t len) {
 }
 
 void UpstreamConnection::onResponseComplete() {
+  // The timer is left running: release() re-arms it for the pool's idle timeout or closes it.
   complete_ = true;
-  uv_timer_stop(&timer_);
-  timer_armed_ = false;
 }
 
 void UpstreamConnection::onTransportEof() {

@@ -57,7 +57,10 @@ class UpstreamConnection final : public ListHook,
   void write(const char* data, size_t len) { transport_.write(data, len); }
   void write(std::string_view s) { transport_.write(s); }
   size_t pendingBytes() const { return transport_.pendingBytes(); }
-  void pauseReading() { transport_.readStop(); }
+  void pauseReading() {
+    read_paused_ = true;
+    transport_.readStop();
+  }
   void resumeReading();
   // Exchange finished: back to the pool if `reusable`, else close.
   void release(bool reusable);
@@ -100,6 +103,9 @@ class UpstreamConnection final : public ListHook,
   UpstreamCallbacks* owner_ = nullptr;
   std::shared_ptr<ConcurrencyLimits> conn_limits_;
   uint64_t idle_timeout_ms_ = 0;
+  uint64_t exchange_start_ms_ = 0;
+  uint64_t last_read_ms_ = 0;
+  bool read_paused_ = false;  // backpressure from the client: silence is not the backend's
   State state_ = State::Connecting;
   bool reused_ = false;
   bool received_bytes_ = false;
