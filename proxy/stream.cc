@@ -113,6 +113,8 @@ void Stream::reset() {
   next_filter_ = 0;
   response_headers_.clear();
   added_names_.clear();
+  head_pending_ = false;
+  if (head_buf_.capacity() > 16 * 1024) std::string().swap(head_buf_);
   if (body_buf_.capacity() > 64 * 1024) {
     std::string().swap(body_buf_);
   } else {
@@ -560,7 +562,8 @@ void Stream::writeResponseHead(ResponseHead& head) {
   }
   if (worker_.draining()) response_close_ = true;
 
-  std::string& out = worker_.scratch();
+  // Held back until the first body bytes (or the end of this read) so both leave in one write.
+  std::string& out = head_buf_;
   out.clear();
   out.append("HTTP/1.1 ");
   appendUint(out, head.status);
@@ -599,8 +602,20 @@ void Stream::writeResponseHead(ResponseHead& head) {
   }
   out.append("\r\n");
   response_started_ = true;
-  conn_->transport().write(out);
+  head_pending_ = true;
+  if (head.status == 101) flushHead({});
 }
+
+void Stream::flushHead(std::string_view first_body) {
+  if (!head_pending_) {
+    if (!first_body.empty()) conn_->transport().write(first_body);
+    return;
+  }
+  head_pending_ = false;
+  conn_->transport().write2(head_buf_, first_body);
+}
+
+void Stream::onUpstreamReadDone() { flushHead({}); }
 
 void Stream::onUpstreamBody(const char* data, size_t len) {
   info_.bytes_out += len;
@@ -612,9 +627,9 @@ void Stream::onUpstreamBody(const char* data, size_t len) {
     appendChunkHeader(out, len);
     out.append(data, len);
     out.append(kCrlf);
-    t.write(out);
+    flushHead(out);
   } else {
-    t.write(data, len);
+    flushHead(std::string_view(data, len));
   }
   if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
       up_ != nullptr) {
@@ -624,7 +639,7 @@ void Stream::onUpstreamBody(const char* data, size_t len) {
 }
 
 void Stream::onUpstreamComplete() {
-  if (response_chunked_) conn_->transport().write(kChunkEnd);
+  flushHead(response_chunked_ ? kChunkEnd : std::string_view());
   response_complete_ = true;
   UpstreamConnection* up = up_;
   up_ = nullptr;

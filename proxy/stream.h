@@ -71,6 +71,9 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void onUpstreamComplete() override;
   void onUpstreamFailure(Failure f, int err) override;
   void onUpstreamDrained() override;
+  void onUpstreamReadDone() override;
+  // Writes the held-back response head, with `first_body` in the same system call.
+  void flushHead(std::string_view first_body);
   void onUpstreamTunnelData(const char* data, size_t len) override;
   void onUpstreamTunnelClosed() override;
 
@@ -111,6 +114,8 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   std::string response_headers_;  // preformatted extra response headers from filters
   std::vector<std::pair<uint32_t, uint32_t>> added_names_;  // their names within it
   bool addedByFilter(std::string_view name) const;
+  std::string head_buf_;           // response head waiting for its first body bytes
+  bool head_pending_ = false;
   std::string body_buf_;          // request body held until the upstream is ready
   UpstreamConnection* up_ = nullptr;
   Phase phase_ = Phase::Filters;

@@ -131,6 +131,30 @@ void TcpTransport::write(const char* data, size_t len) {
   if (!ws_->writing) startWrite();
 }
 
+void TcpTransport::write2(std::string_view a, std::string_view b) {
+  if (closing_) return;
+  if (b.empty() || a.empty() || (ws_ != nullptr && (ws_->writing || !ws_->queued.empty()))) {
+    write(a.data(), a.size());
+    write(b.data(), b.size());
+    return;
+  }
+  uv_buf_t bufs[2] = {uv_buf_init(const_cast<char*>(a.data()), static_cast<unsigned>(a.size())),
+                      uv_buf_init(const_cast<char*>(b.data()), static_cast<unsigned>(b.size()))};
+  int n = uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, 2);
+  if (n < 0 && n != UV_EAGAIN) {
+    pending_error_ = n;
+    close();
+    return;
+  }
+  size_t done = n > 0 ? static_cast<size_t>(n) : 0;
+  if (done < a.size()) {
+    write(a.data() + done, a.size() - done);  // queues: the kernel took what it could
+    write(b.data(), b.size());
+  } else if (done - a.size() < b.size()) {
+    write(b.data() + (done - a.size()), b.size() - (done - a.size()));
+  }
+}
+
 void TcpTransport::startWrite() {
   ws_->inflight.swap(ws_->queued);
   ws_->queued.clear();

@@ -31,6 +31,7 @@ class TcpTransport final : public Transport {
   int readStart() override;
   void readStop() override;
   void write(const char* data, size_t len) override;
+  void write2(std::string_view a, std::string_view b) override;
   using Transport::write;
   size_t pendingBytes() const override;
   void shutdownWrite() override;

@@ -41,6 +41,8 @@ class Transport {
   // reported through onTransportError on a later loop turn.
   virtual void write(const char* data, size_t len) = 0;
   void write(std::string_view s) { write(s.data(), s.size()); }
+  // Two pieces in one system call when possible (a response head and the first body bytes).
+  virtual void write2(std::string_view a, std::string_view b) = 0;
   virtual size_t pendingBytes() const = 0;
   // Sends FIN once pending bytes are written.
   virtual void shutdownWrite() = 0;

@@ -116,6 +116,13 @@ void UpstreamConnection::onTransportData(const char* data, size_t len) {
   received_bytes_ = true;
   // The idle timer is not re-armed per read: it checks this when it fires.
   last_read_ms_ = uv_now(worker_.loop());
+  UpstreamCallbacks* owner = owner_;
+  decodeResponse(data, len);
+  // Still ours and still exchanging: let the owner flush what it held back during this read.
+  if (owner != nullptr && owner_ == owner && state_ == State::Active) owner->onUpstreamReadDone();
+}
+
+void UpstreamConnection::decodeResponse(const char* data, size_t len) {
   while (len > 0 && state_ == State::Active) {
     size_t used = 0;
     DecodeStatus st = decoder_.execute(data, len, used);

@@ -35,6 +35,8 @@ class UpstreamCallbacks {
   enum class Failure { Connect, Timeout, Reset, BadResponse };
   virtual void onUpstreamFailure(Failure f, int err) = 0;
   virtual void onUpstreamDrained() = 0;
+  // The bytes of one read were all handed over (a chance to flush what was held for batching).
+  virtual void onUpstreamReadDone() {}
   // Tunnel mode only: bytes from the backend after a 101.
   virtual void onUpstreamTunnelData(const char* data, size_t len) = 0;
   virtual void onUpstreamTunnelClosed() = 0;
@@ -93,6 +95,7 @@ class UpstreamConnection final : public ListHook,
   static void onTimer(uv_timer_t* t);
   static void onTimerClosed(uv_handle_t* h);
   void fail(UpstreamCallbacks::Failure f, int err);
+  void decodeResponse(const char* data, size_t len);
   void armTimer(uint64_t ms);
 
   Worker& worker_;
