@@ -8,6 +8,13 @@
 
 namespace cutover {
 
+// Monotonic nanoseconds, for code that reads the real clock directly (the request path).
+inline int64_t monotonicNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Monotonic nanoseconds. Implementations must be thread-safe (shared limiters read it from every
 // worker).
 class Clock {
@@ -19,9 +26,7 @@ class Clock {
 class SteadyClock final : public Clock {
  public:
   int64_t nowNs() const override {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
+    return monotonicNs();
   }
   static const SteadyClock& instance() {
     static const SteadyClock clock;

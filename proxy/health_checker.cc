@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "filters/health_state.h"
+#include "proxy/clock.h"
 #include "proxy/http1_codec.h"
 #include "proxy/log.h"
 #include "proxy/tcp_transport.h"
@@ -10,11 +11,6 @@
 namespace cutover {
 
 namespace {
-int64_t monoNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 constexpr size_t kCheckReadBuffer = 4096;
 }  // namespace
 
@@ -92,7 +88,7 @@ void HealthChecker::Probe::result(bool pass) {
     return;
   }
   bool was = state->healthy(endpoint);
-  state->onCheckResult(endpoint, pass, monoNs());
+  state->onCheckResult(endpoint, pass, monotonicNs());
   bool now = state->healthy(endpoint);
   if (was != now) {
     log::events().write(now ? log::Level::Info : log::Level::Warn, "endpoint_health",

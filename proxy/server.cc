@@ -21,6 +21,7 @@
 #include "filters/token_bucket.h"
 #include "proxy/admin_server.h"
 #include "proxy/clock.h"
+#include "proxy/config_diff.h"
 #include "proxy/config_watcher.h"
 #include "proxy/health_checker.h"
 #include "proxy/log.h"
@@ -31,8 +32,6 @@
 namespace cutover {
 
 namespace {
-
-int64_t monoNs() { return SteadyClock::instance().nowNs(); }
 
 // Blocking read: startup only (before any loop runs).
 bool readWholeFile(const std::string& path, std::string& out, std::string& err) {
@@ -100,103 +99,6 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
     snap->backends.push_back(std::move(rt));
   }
   return snap;
-}
-
-std::string weightSignature(const config::Config& cfg) {
-  std::string s;
-  for (const auto& r : cfg.routes) {
-    s += r.name + ":";
-    for (const auto& e : r.split) {
-      s += cfg.backends[e.backend].name + "=" + std::to_string(e.weight) + ",";
-    }
-    s += ";";
-  }
-  return s;
-}
-
-std::shared_ptr<const config::Config> withRollback(const config::Config& cfg) {
-  auto out = std::make_shared<config::Config>(cfg);
-  int legacy = cfg.backendIndex("legacy");
-  for (config::Route& r : out->routes) {
-    int target = -1;
-    for (const auto& e : r.split) {
-      if (static_cast<int>(e.backend) == legacy) target = legacy;
-    }
-    if (target < 0 && r.fallback) target = static_cast<int>(*r.fallback);
-    if (target < 0) continue;  // nothing to roll back to on this route
-    bool present = false;
-    for (auto& e : r.split) {
-      e.weight = static_cast<int>(e.backend) == target ? 100 : 0;
-      present = present || static_cast<int>(e.backend) == target;
-    }
-    if (!present) r.split.push_back({static_cast<uint32_t>(target), 100});
-    uint32_t sum = 0;
-    r.thresholds.clear();
-    for (const auto& e : r.split) {
-      sum += e.weight;
-      r.thresholds.push_back(sum * 100);
-    }
-  }
-  return out;
-}
-
-std::vector<std::string> describeChanges(const config::Config& from, const config::Config& to) {
-  std::vector<std::string> out;
-  auto weightOf = [](const config::Config& c, const config::Route& r, const std::string& b) {
-    for (const auto& e : r.split) {
-      if (c.backends[e.backend].name == b) return static_cast<int>(e.weight);
-    }
-    return 0;
-  };
-  for (const auto& r : to.routes) {
-    const config::Route* old = nullptr;
-    for (const auto& o : from.routes) {
-      if (o.name == r.name) old = &o;
-    }
-    if (old == nullptr) {
-      out.push_back("route " + r.name + ": added");
-      continue;
-    }
-    for (const auto& e : r.split) {
-      const std::string& b = to.backends[e.backend].name;
-      int before = weightOf(from, *old, b);
-      if (before != static_cast<int>(e.weight)) {
-        out.push_back("route " + r.name + ": " + b + " " + std::to_string(before) + "% -> " +
-                      std::to_string(e.weight) + "%");
-      }
-    }
-  }
-  for (const auto& o : from.routes) {
-    bool kept = false;
-    for (const auto& r : to.routes) kept = kept || r.name == o.name;
-    if (!kept) out.push_back("route " + o.name + ": removed");
-  }
-  for (const auto& b : to.backends) {
-    int i = from.backendIndex(b.name);
-    if (i < 0) {
-      out.push_back("backend " + b.name + ": added");
-      continue;
-    }
-    const auto& ob = from.backends[static_cast<size_t>(i)];
-    std::string e1, e2;
-    for (const auto& e : ob.endpoints) e1 += e.text + " ";
-    for (const auto& e : b.endpoints) e2 += e.text + " ";
-    if (e1 != e2) out.push_back("backend " + b.name + ": endpoints " + trimmed(e2));
-  }
-  for (const auto& b : from.backends) {
-    if (to.backendIndex(b.name) < 0) out.push_back("backend " + b.name + ": removed");
-  }
-  for (const auto& l : to.listeners) {
-    bool found = false;
-    for (const auto& o : from.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
-    if (!found) out.push_back("listener " + l.name + ": " + l.address.text + " added");
-  }
-  for (const auto& o : from.listeners) {
-    bool found = false;
-    for (const auto& l : to.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
-    if (!found) out.push_back("listener " + o.name + ": " + o.address.text + " removed");
-  }
-  return out;
 }
 
 std::shared_ptr<const config::Config> Server::effective(
@@ -543,7 +445,7 @@ std::string Server::configYaml() const {
   return out;
 }
 
-std::string Server::statsJson() const { return stats_->json(*snapshot_, monoNs()); }
+std::string Server::statsJson() const { return stats_->json(*snapshot_, monotonicNs()); }
 
 void Server::resetStats() { stats_->reset(); }
 
@@ -555,7 +457,7 @@ std::string Server::metricsText() const {
       const auto& breaker = snapshot_->backends[b].breaker;
       auto* g = snapshot_->metrics->backends[b].breaker_state;
       if (g == nullptr) continue;
-      BreakerState s = breaker ? breaker->state(monoNs()) : BreakerState::Closed;
+      BreakerState s = breaker ? breaker->state(monotonicNs()) : BreakerState::Closed;
       g->Set(s == BreakerState::Open ? 2 : s == BreakerState::HalfOpen ? 1 : 0);
     }
   }

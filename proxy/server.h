@@ -110,11 +110,4 @@ class Server {
   bool draining_ = false;
 };
 
-// Weights of every route as one comparable string ("kibana:new=10,legacy=90;...").
-std::string weightSignature(const config::Config& cfg);
-// Human-readable differences between two configs, for the reload log line.
-std::vector<std::string> describeChanges(const config::Config& from, const config::Config& to);
-// A copy of `cfg` with every route sending 100% to "legacy" (or its fallback).
-std::shared_ptr<const config::Config> withRollback(const config::Config& cfg);
-
 }  // namespace cutover

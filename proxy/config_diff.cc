@@ -1,0 +1,109 @@
+#include "proxy/config_diff.h"
+
+namespace cutover {
+
+namespace {
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == ' ')) s.pop_back();
+  return s;
+}
+}  // namespace
+
+std::string weightSignature(const config::Config& cfg) {
+  std::string s;
+  for (const auto& r : cfg.routes) {
+    s += r.name + ":";
+    for (const auto& e : r.split) {
+      s += cfg.backends[e.backend].name + "=" + std::to_string(e.weight) + ",";
+    }
+    s += ";";
+  }
+  return s;
+}
+
+std::shared_ptr<const config::Config> withRollback(const config::Config& cfg) {
+  auto out = std::make_shared<config::Config>(cfg);
+  int legacy = cfg.backendIndex("legacy");
+  for (config::Route& r : out->routes) {
+    int target = -1;
+    for (const auto& e : r.split) {
+      if (static_cast<int>(e.backend) == legacy) target = legacy;
+    }
+    if (target < 0 && r.fallback) target = static_cast<int>(*r.fallback);
+    if (target < 0) continue;  // nothing to roll back to on this route
+    bool present = false;
+    for (auto& e : r.split) {
+      e.weight = static_cast<int>(e.backend) == target ? 100 : 0;
+      present = present || static_cast<int>(e.backend) == target;
+    }
+    if (!present) r.split.push_back({static_cast<uint32_t>(target), 100});
+    uint32_t sum = 0;
+    r.thresholds.clear();
+    for (const auto& e : r.split) {
+      sum += e.weight;
+      r.thresholds.push_back(sum * 100);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> describeChanges(const config::Config& from, const config::Config& to) {
+  std::vector<std::string> out;
+  auto weightOf = [](const config::Config& c, const config::Route& r, const std::string& b) {
+    for (const auto& e : r.split) {
+      if (c.backends[e.backend].name == b) return static_cast<int>(e.weight);
+    }
+    return 0;
+  };
+  for (const auto& r : to.routes) {
+    const config::Route* old = nullptr;
+    for (const auto& o : from.routes) {
+      if (o.name == r.name) old = &o;
+    }
+    if (old == nullptr) {
+      out.push_back("route " + r.name + ": added");
+      continue;
+    }
+    for (const auto& e : r.split) {
+      const std::string& b = to.backends[e.backend].name;
+      int before = weightOf(from, *old, b);
+      if (before != static_cast<int>(e.weight)) {
+        out.push_back("route " + r.name + ": " + b + " " + std::to_string(before) + "% -> " +
+                      std::to_string(e.weight) + "%");
+      }
+    }
+  }
+  for (const auto& o : from.routes) {
+    bool kept = false;
+    for (const auto& r : to.routes) kept = kept || r.name == o.name;
+    if (!kept) out.push_back("route " + o.name + ": removed");
+  }
+  for (const auto& b : to.backends) {
+    int i = from.backendIndex(b.name);
+    if (i < 0) {
+      out.push_back("backend " + b.name + ": added");
+      continue;
+    }
+    const auto& ob = from.backends[static_cast<size_t>(i)];
+    std::string e1, e2;
+    for (const auto& e : ob.endpoints) e1 += e.text + " ";
+    for (const auto& e : b.endpoints) e2 += e.text + " ";
+    if (e1 != e2) out.push_back("backend " + b.name + ": endpoints " + trimmed(e2));
+  }
+  for (const auto& b : from.backends) {
+    if (to.backendIndex(b.name) < 0) out.push_back("backend " + b.name + ": removed");
+  }
+  for (const auto& l : to.listeners) {
+    bool found = false;
+    for (const auto& o : from.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
+    if (!found) out.push_back("listener " + l.name + ": " + l.address.text + " added");
+  }
+  for (const auto& o : from.listeners) {
+    bool found = false;
+    for (const auto& l : to.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
+    if (!found) out.push_back("listener " + o.name + ": " + o.address.text + " removed");
+  }
+  return out;
+}
+
+}  // namespace cutover

@@ -1,0 +1,53 @@
+// Reload diffs and rollback rewriting.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "config/loader.h"
+#include "proxy/config_diff.h"
+#include "proxy/router.h"
+
+using namespace cutover;
+
+namespace {
+std::shared_ptr<const config::Config> load(int new_weight, const char* extra_route = "") {
+  std::string yaml =
+      "listeners: [{name: p, address: 127.0.0.1:0}]\n"
+      "backends:\n"
+      "  legacy: {endpoints: [\"127.0.0.1:1\"]}\n"
+      "  new: {endpoints: [\"127.0.0.1:2\"]}\n"
+      "routes:\n"
+      "  - {name: kibana, match: {prefix: /k}, split: {new: " + std::to_string(new_weight) +
+      ", legacy: " + std::to_string(100 - new_weight) + "}}\n" + extra_route;
+  config::LoadResult r = config::loadString(yaml, "t.yaml");
+  REQUIRE(r.ok());
+  return r.config;
+}
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+}  // namespace
+
+TEST_CASE("a weight change is described as 'route kibana: new 10% -> 25%'") {
+  auto a = load(10);
+  auto b = load(25, "  - {name: extra, match: {prefix: /}, split: {legacy: 100}}\n");
+  auto changes = describeChanges(*a, *b);
+  CHECK(has(changes, "route kibana: new 10% -> 25%"));
+  CHECK(has(changes, "route kibana: legacy 90% -> 75%"));
+  CHECK(has(changes, "route extra: added"));
+  CHECK(describeChanges(*a, *a).empty());
+  CHECK(has(describeChanges(*b, *a), "route extra: removed"));
+}
+
+TEST_CASE("rollback sends every bucket of every route to legacy, and the signature ignores it") {
+  auto cfg = load(60);
+  auto rolled = withRollback(*cfg);
+  const config::Route& r = rolled->routes[0];
+  for (uint32_t bucket : {0u, 1u, 5999u, 6000u, 9999u}) {
+    CHECK(rolled->backends[r.split[pickSplit(r, bucket)].backend].name == "legacy");
+  }
+  CHECK(r.thresholds.back() == 10000);
+  CHECK(weightSignature(*cfg) != weightSignature(*rolled));
+  CHECK(weightSignature(*cfg) == weightSignature(*load(60)));
+  CHECK(weightSignature(*cfg) != weightSignature(*load(70)));
+}
