@@ -46,6 +46,20 @@ bool readWholeFile(const std::string& path, std::string& out, std::string& err) 
   return true;
 }
 
+// SO_REUSEPORT would let a second cutover (or anything else with the option set) share a port
+// silently and take half its traffic; a probe bind without the option refuses that, as
+// HAProxy and NGINX do by default.
+bool portIsFree(const sockaddr_storage& addr, socklen_t len) {
+  int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return true;  // the real bind will report the problem
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  bool free = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0 || errno != EADDRINUSE;
+  ::close(fd);
+  return free;
+}
+
 std::string trimmed(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
   return s;
@@ -113,6 +127,7 @@ int Server::bindListener(const config::Listener& l, uint32_t workers, BoundListe
   out.address = l.address.text;
   sockaddr_storage addr = l.address.addr;
   socklen_t len = l.address.len;
+  if (!portIsFree(addr, len)) return -EADDRINUSE;
   for (uint32_t i = 0; i < workers; ++i) {
     int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;

@@ -169,7 +169,8 @@ void Stream::runFilters() {
     FilterStatus st = filters_[next_filter_]->onRequest(*this);
     in_filter_ = false;
     ++next_filter_;
-    if (st == FilterStatus::Responded) {
+    if (st == FilterStatus::Responded || response_complete_) {
+      // (A filter that answered but said Continue is treated as having said Responded.)
       maybeFinish();
       return;
     }
