@@ -252,6 +252,11 @@ int Server::run() {
   watcher_->prime(text);
   if (int rc = watcher_->start(); rc != 0) {
     log::warn("config_watch_error", {{"error", uv_strerror(rc)}, {"what", config_path_}});
+  } else {
+    // An edit between the startup read and the watch would otherwise go unnoticed.
+    watcher_->readNow([this, text](int err, std::string contents) {
+      if (err == 0 && contents != text) applyText(contents, "file_change");
+    });
   }
   ready_ = true;
   log::info("started", {{"workers", cfg.workers},
