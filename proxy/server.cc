@@ -254,8 +254,8 @@ int Server::run() {
     log::warn("config_watch_error", {{"error", uv_strerror(rc)}, {"what", config_path_}});
   } else {
     // An edit between the startup read and the watch would otherwise go unnoticed.
-    watcher_->readNow([this, text](int err, std::string contents) {
-      if (err == 0 && contents != text) applyText(contents, "file_change");
+    watcher_->readNow([this, text](int read_err, std::string contents) {
+      if (read_err == 0 && contents != text) applyText(contents, "file_change");
     });
   }
   ready_ = true;
