@@ -665,19 +665,12 @@ void Stream::onUpstreamTunnelData(const char* data, size_t len) {
   }
 }
 
-void Stream::onUpstreamTunnelClosed() {
-  // The backend side ended: the tunnel is over.
-  if (up_ != nullptr) {
-    UpstreamConnection* up = up_;
-    up_ = nullptr;
-    up->close();
-  }
-  response_complete_ = true;
-  response_close_ = true;
-  finish();
-}
+void Stream::onUpstreamTunnelClosed() { endTunnel(); }
 
-void Stream::tunnelClientClosed() {
+void Stream::tunnelClientClosed() { endTunnel(); }
+
+void Stream::endTunnel() {
+  // Either side ending ends the tunnel: close the backend side, then the client's.
   if (up_ != nullptr) {
     UpstreamConnection* up = up_;
     up_ = nullptr;

@@ -96,6 +96,7 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void writeLocalReply(int status, Reason reason, std::string_view extra, std::string_view body);
   void maybeFinish();
   void writeAccessLog();
+  void endTunnel();
   void finish();
   void reset();
   void armRequestTimer();

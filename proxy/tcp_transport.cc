@@ -26,14 +26,20 @@ struct ShutdownReq {
 
 TcpTransport::~TcpTransport() { delete ws_; }
 
-int TcpTransport::accept(uv_loop_t* loop, uv_stream_t* server, char* read_buf,
-                         size_t read_buf_size) {
+int TcpTransport::init(uv_loop_t* loop, char* read_buf, size_t read_buf_size) {
   read_buf_ = read_buf;
   read_buf_size_ = static_cast<uint32_t>(read_buf_size);
   int rc = uv_tcp_init(loop, &tcp_);
   if (rc != 0) return rc;
   initialized_ = true;
   tcp_.data = this;
+  return 0;
+}
+
+int TcpTransport::accept(uv_loop_t* loop, uv_stream_t* server, char* read_buf,
+                         size_t read_buf_size) {
+  int rc = init(loop, read_buf, read_buf_size);
+  if (rc != 0) return rc;
   rc = uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_));
   if (rc != 0) return rc;
   uv_tcp_nodelay(&tcp_, 1);
@@ -42,12 +48,8 @@ int TcpTransport::accept(uv_loop_t* loop, uv_stream_t* server, char* read_buf,
 
 int TcpTransport::connect(uv_loop_t* loop, const sockaddr* addr, char* read_buf,
                           size_t read_buf_size) {
-  read_buf_ = read_buf;
-  read_buf_size_ = static_cast<uint32_t>(read_buf_size);
-  int rc = uv_tcp_init(loop, &tcp_);
+  int rc = init(loop, read_buf, read_buf_size);
   if (rc != 0) return rc;
-  initialized_ = true;
-  tcp_.data = this;
   uv_tcp_nodelay(&tcp_, 1);
   auto* creq = new ConnectReq;
   creq->req.data = this;

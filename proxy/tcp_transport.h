@@ -47,6 +47,7 @@ class TcpTransport final : public Transport {
   static void onConnect(uv_connect_t* req, int status);
   static void onShutdown(uv_shutdown_t* req, int status);
   static void onClose(uv_handle_t* h);
+  int init(uv_loop_t* loop, char* read_buf, size_t read_buf_size);
   void startWrite();
   void fail(int err);
 
