@@ -43,6 +43,7 @@ void CircuitBreaker::transition(BreakerState to, int64_t now_ns, std::string_vie
                                 Change& change) {
   const BreakerState from = state_;
   state_ = to;
+  published_.store(to, std::memory_order_release);
   switch (to) {
     case BreakerState::Open: {
       // A trip from Closed starts the schedule again at the base cool-down; a failed probe grows
@@ -65,6 +66,7 @@ void CircuitBreaker::transition(BreakerState to, int64_t now_ns, std::string_vie
       break;
   }
   consecutive_failures_ = 0;
+  has_failures_.store(false, std::memory_order_relaxed);
   change.happened = true;
   change.from = from;
   change.to = to;
@@ -81,6 +83,8 @@ void CircuitBreaker::maybeHalfOpen(int64_t now_ns, Change& change) {
 
 bool CircuitBreaker::allowRequest(int64_t now_ns) {
   if (!cfg_.enabled) return true;
+  // Closed admits everything: no lock on the request path in the common case.
+  if (published_.load(std::memory_order_acquire) == BreakerState::Closed) return true;
   Change change;
   Listener listener;
   bool allowed = false;
@@ -115,12 +119,19 @@ bool CircuitBreaker::allowRequest(int64_t now_ns) {
 
 void CircuitBreaker::onSuccess(int64_t now_ns) {
   if (!cfg_.enabled) return;
+  // Closed with no failure counted: nothing to reset, no lock. (A failure racing with this
+  // success may keep its count; consecutive counting is approximate across threads anyway.)
+  if (published_.load(std::memory_order_acquire) == BreakerState::Closed &&
+      !has_failures_.load(std::memory_order_relaxed)) {
+    return;
+  }
   Change change;
   Listener listener;
   {
     std::lock_guard lock(mu_);
     if (state_ == BreakerState::Closed) {
       consecutive_failures_ = 0;
+      has_failures_.store(false, std::memory_order_relaxed);
     } else if (state_ == BreakerState::HalfOpen) {
       transition(BreakerState::Closed, now_ns, "probe succeeded", change);
     }
@@ -136,6 +147,7 @@ void CircuitBreaker::onFailure(int64_t now_ns) {
   {
     std::lock_guard lock(mu_);
     if (state_ == BreakerState::Closed) {
+      has_failures_.store(true, std::memory_order_relaxed);
       if (++consecutive_failures_ >= std::max<uint32_t>(1, cfg_.consecutive_failures)) {
         char why[48];
         auto [end, ec] = std::to_chars(why, why + 16, consecutive_failures_);

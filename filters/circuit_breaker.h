@@ -84,6 +84,10 @@ class CircuitBreaker {
   const config::CircuitBreaker cfg_;
   mutable std::mutex mu_;
   BreakerState state_ = BreakerState::Closed;
+  // Mirrors of state_ and "consecutive_failures_ > 0" for the lock-free fast paths; written under
+  // mu_.
+  std::atomic<BreakerState> published_{BreakerState::Closed};
+  std::atomic<bool> has_failures_{false};
   uint32_t consecutive_failures_ = 0;
   int64_t open_until_ns_ = 0;
   int64_t half_open_since_ns_ = 0;
