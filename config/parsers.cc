@@ -117,7 +117,10 @@ bool parseSocketAddress(const std::string& text, SocketAddress& out) {
     inet_ntop(AF_INET6, &sa.sin6_addr, buffer, sizeof(buffer));
     std::memcpy(&result.addr, &sa, sizeof(sa));
     result.len = sizeof(sa);
-    result.text = "[" + std::string(buffer) + "]:" + std::to_string(port);
+    result.text = '[';
+    result.text += buffer;
+    result.text += "]:";
+    result.text += std::to_string(port);
   } else {
     sockaddr_in sa{};
     sa.sin_family = AF_INET;
@@ -126,17 +129,28 @@ bool parseSocketAddress(const std::string& text, SocketAddress& out) {
     inet_ntop(AF_INET, &sa.sin_addr, buffer, sizeof(buffer));
     std::memcpy(&result.addr, &sa, sizeof(sa));
     result.len = sizeof(sa);
-    result.text = std::string(buffer) + ":" + std::to_string(port);
+    result.text = buffer;
+    result.text += ':';
+    result.text += std::to_string(port);
   }
   out = result;
   return true;
 }
 
 std::string Error::str() const {
+  // Appended piece by piece: g++ 12 -O2 warns (-Wrestrict, a false positive) on "x" + string.
   std::string out = file;
-  if (line > 0) out += ":" + std::to_string(line) + ":" + std::to_string(column);
+  if (line > 0) {
+    out += ':';
+    out += std::to_string(line);
+    out += ':';
+    out += std::to_string(column);
+  }
   out += ": ";
-  if (!path.empty()) out += path + ": ";
+  if (!path.empty()) {
+    out += path;
+    out += ": ";
+  }
   out += message;
   return out;
 }
