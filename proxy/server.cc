@@ -243,6 +243,12 @@ int Server::run() {
   watcher_ = std::make_unique<ConfigWatcher>(
       &loop_, config_path_,
       [this](std::string contents) {
+        // Zero bytes: an in-place writer has truncated the file and not yet written it. Not a
+        // config anyone means; the write's own event brings the real contents.
+        if (contents.empty()) {
+          log::info("config_file_empty", {{"file", config_path_}, {"action", "waiting"}});
+          return;
+        }
         ReloadResult r = applyText(contents, "file_change");
         (void)r;
       },
