@@ -84,6 +84,8 @@ class FilterCallbacks {
  public:
   virtual ~FilterCallbacks() = default;
   virtual RequestHead& request() = 0;
+  // The matched route; only when info().route >= 0 (a request that matched no route still runs
+  // the chain, and the router answers it 404 at the end).
   virtual const config::Route& route() const = 0;
   // Client address as text without port ("127.0.0.1", "::1").
   virtual std::string_view clientAddress() const = 0;

@@ -141,14 +141,15 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   if (!head.keep_alive || worker_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
+  // No route is answered by the router at the end of the chain (404), so the filters still run:
+  // the request gets its id, shows in logs like any other, and limits can see it.
   int r = matchRoute(cfg, head);
-  if (r < 0) {
-    localReply(404, Reason::NoRoute);
-    return;
+  if (r >= 0) {
+    route_ = &cfg.routes[static_cast<size_t>(r)];
+    info_.route = r;
   }
-  route_ = &cfg.routes[static_cast<size_t>(r)];
-  info_.route = r;
-  config::Duration total = route_->request_timeout.value_or(cfg.timeouts.request);
+  config::Duration total =
+      route_ != nullptr ? route_->request_timeout.value_or(cfg.timeouts.request) : cfg.timeouts.request;
   deadline_ms_ = worker_.nowMs() + total.count();
   armRequestTimer();
 

@@ -20,6 +20,10 @@ namespace cutover {
 
 void Stream::route() {
   phase_ = Phase::Routing;
+  if (route_ == nullptr) {
+    localReply(404, Reason::NoRoute);
+    return;
+  }
   const config::Config& cfg = *snap_->config;
   int chosen = -1;
   if (!cfg.override_header.empty()) {
