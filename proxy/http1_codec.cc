@@ -11,9 +11,6 @@ namespace cutover {
 
 struct Http1ParserState {
   llhttp_t parser;
-  std::string cur_name;
-  std::string cur_value;
-  bool in_value = false;
   uint32_t head_bytes = 0;  // bytes of request/status line and headers seen so far
   bool too_large = false;
   bool uri_too_long = false;
@@ -68,25 +65,23 @@ struct Http1Trampolines {
     return HPE_OK;
   }
 
-  static int onHeaderField(llhttp_t* p, const char* at, size_t len, uint32_t limit) {
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len, uint32_t limit,
+                           HeaderMap& headers) {
     Http1ParserState& s = st(p);
     if (countHead(s, len + 4, limit) != HPE_OK) return HPE_USER;
-    s.cur_name.append(at, len);
+    headers.appendName(at, len);
     return HPE_OK;
   }
-  static int onHeaderValue(llhttp_t* p, const char* at, size_t len, uint32_t limit) {
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len, uint32_t limit,
+                           HeaderMap& headers) {
     Http1ParserState& s = st(p);
     if (countHead(s, len, limit) != HPE_OK) return HPE_USER;
-    s.cur_value.append(at, len);
+    headers.appendValue(at, len);
     return HPE_OK;
   }
-  // Completes one header line into `headers`; rejects bytes llhttp let through.
+  // Completes one header line; rejects bytes llhttp let through.
   static int headerDone(Http1ParserState& s, HeaderMap& headers) {
-    std::string_view value = trimOws(s.cur_value);
-    if (!valueValid(value)) return fail(s, 400, "invalid_header_value");
-    headers.add(s.cur_name, value);
-    s.cur_name.clear();
-    s.cur_value.clear();
+    if (!valueValid(headers.endEntry())) return fail(s, 400, "invalid_header_value");
     return HPE_OK;
   }
 
@@ -98,10 +93,7 @@ struct Http1Trampolines {
     d.in_message_ = true;
     d.head_complete_ = false;
     d.head_.clear();
-    Http1ParserState& s = st(p);
-    s.cur_name.clear();
-    s.cur_value.clear();
-    s.head_bytes = 0;
+    st(p).head_bytes = 0;
     return HPE_OK;
   }
   static int reqMethod(llhttp_t* p, const char* at, size_t len) {
@@ -122,10 +114,10 @@ struct Http1Trampolines {
     return HPE_OK;
   }
   static int reqField(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderField(p, at, len, req(p).limits_.max_header_bytes);
+    return onHeaderField(p, at, len, req(p).limits_.max_header_bytes, req(p).head_.headers);
   }
   static int reqValue(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderValue(p, at, len, req(p).limits_.max_header_bytes);
+    return onHeaderValue(p, at, len, req(p).limits_.max_header_bytes, req(p).head_.headers);
   }
   static int reqValueComplete(llhttp_t* p) { return headerDone(st(p), req(p).head_.headers); }
 
@@ -201,10 +193,7 @@ struct Http1Trampolines {
     d.in_message_ = true;
     d.head_complete_ = false;
     d.head_.clear();
-    Http1ParserState& s = st(p);
-    s.cur_name.clear();
-    s.cur_value.clear();
-    s.head_bytes = 0;
+    st(p).head_bytes = 0;
     return HPE_OK;
   }
   static int rspStatus(llhttp_t* p, const char* at, size_t len) {
@@ -214,10 +203,10 @@ struct Http1Trampolines {
     return HPE_OK;
   }
   static int rspField(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderField(p, at, len, rsp(p).max_header_bytes_);
+    return onHeaderField(p, at, len, rsp(p).max_header_bytes_, rsp(p).head_.headers);
   }
   static int rspValue(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderValue(p, at, len, rsp(p).max_header_bytes_);
+    return onHeaderValue(p, at, len, rsp(p).max_header_bytes_, rsp(p).head_.headers);
   }
   static int rspValueComplete(llhttp_t* p) { return headerDone(st(p), rsp(p).head_.headers); }
   static int rspHeadersComplete(llhttp_t* p) {
@@ -377,8 +366,6 @@ void resetState(Http1ParserState& s, llhttp_type_t type, const llhttp_settings_t
                 void* data) {
   llhttp_init(&s.parser, type, &settings);
   s.parser.data = data;
-  s.cur_name.clear();
-  s.cur_value.clear();
   s.head_bytes = 0;
   s.too_large = s.uri_too_long = false;
   s.custom_reason = nullptr;

@@ -70,6 +70,47 @@ void HeaderMap::set(std::string_view name, std::string_view value) {
 void HeaderMap::clear() {
   storage_.clear();
   entries_.clear();
+  open_ = in_value_ = false;
+}
+
+void HeaderMap::appendName(const char* p, size_t n) {
+  if (!open_) {
+    entries_.push_back(Entry{static_cast<uint32_t>(storage_.size()), 0, 0, 0});
+    open_ = true;
+    in_value_ = false;
+  }
+  storage_.append(p, n);
+  entries_.back().name_len += static_cast<uint32_t>(n);
+}
+
+void HeaderMap::appendValue(const char* p, size_t n) {
+  if (!open_) return;  // a value without a name cannot come from the parser
+  Entry& e = entries_.back();
+  if (!in_value_) {
+    e.value_off = static_cast<uint32_t>(storage_.size());
+    in_value_ = true;
+  }
+  storage_.append(p, n);
+  e.value_len += static_cast<uint32_t>(n);
+}
+
+std::string_view HeaderMap::endEntry() {
+  if (!open_) return {};
+  Entry& e = entries_.back();
+  if (!in_value_) {
+    e.value_off = static_cast<uint32_t>(storage_.size());
+    e.value_len = 0;
+  }
+  while (e.value_len > 0 && (storage_[e.value_off] == ' ' || storage_[e.value_off] == '\t')) {
+    ++e.value_off;
+    --e.value_len;
+  }
+  while (e.value_len > 0 && (storage_[e.value_off + e.value_len - 1] == ' ' ||
+                             storage_[e.value_off + e.value_len - 1] == '\t')) {
+    --e.value_len;
+  }
+  open_ = in_value_ = false;
+  return {storage_.data() + e.value_off, e.value_len};
 }
 
 void HeaderMap::serialize(std::string& out) const {

@@ -42,9 +42,18 @@ class HeaderMap {
   // Appends "Name: value\r\n" for every live header to `out`.
   void serialize(std::string& out) const;
 
+  // Incremental building for the parser, which hands over spans as they arrive: the bytes go
+  // straight into storage, with no scratch copy. appendName opens an entry if none is open.
+  void appendName(const char* p, size_t n);
+  void appendValue(const char* p, size_t n);
+  // Closes the open entry, trimming spaces and tabs around its value; returns the value.
+  std::string_view endEntry();
+
  private:
   std::string storage_;
   std::vector<Entry> entries_;
+  bool open_ = false;      // an entry is being built
+  bool in_value_ = false;  // ... and its value has started
 };
 
 struct RequestHead {

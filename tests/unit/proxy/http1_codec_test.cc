@@ -162,6 +162,23 @@ TEST_CASE("valid requests parse the same however the bytes arrive") {
   }
 }
 
+TEST_CASE("header names and values arrive whole, values without surrounding whitespace") {
+  std::string req = "GET / HTTP/1.1\r\nHost:  h  \r\nX-Pad: \t a b \t\r\nX-Empty:\r\nX-Long: " +
+                    std::string(300, 'v') + "\r\n\r\n";
+  for (const Outcome& o : allWays(req)) {
+    REQUIRE_FALSE(o.error);
+    REQUIRE(o.heads.size() == 1);
+    const HeaderMap& h = o.heads[0].headers;
+    REQUIRE(h.size() == 4);
+    CHECK(h.name(1) == "X-Pad");
+    CHECK(h.get("host") == "h");
+    CHECK(h.get("x-pad") == "a b");
+    CHECK(h.has("x-empty"));
+    CHECK(h.get("x-empty").empty());
+    CHECK(h.get("x-long") == std::string(300, 'v'));
+  }
+}
+
 TEST_CASE("absolute-form target is rewritten to origin-form with Host from the URI") {
   for (const Outcome& o :
        allWays("GET http://backend.example:8080/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n")) {
