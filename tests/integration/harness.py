@@ -821,6 +821,34 @@ class ProxyTestCase(unittest.TestCase):
         self.assertEqual(resp.header("x-cutover-reason"), reason, "%r" % resp)
 
 
+
+# ---- shared by the tests: who served, admin requests, Prometheus samples -------------------
+
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def served_by(resp):
+    """The backend named in the response's x-cutover-backend header."""
+    return resp.header("x-cutover-backend")
+
+
+def admin(p, method, path, headers=None, body=None):
+    """One request to proxy `p`'s admin listener."""
+    with Client(p.admin_port) as c:
+        return c.request(method, path, headers, body=body)
+
+
+def metric(text, name, **labels):
+    """Value of the sample `name` whose labels are exactly `labels` in exposition `text`, or None."""
+    for line in text.splitlines():
+        m = _SAMPLE_RE.match(line)
+        if not m or m.group(1) != name:
+            continue
+        if dict(_LABEL_RE.findall(m.group(2) or "")) == labels:
+            return float(m.group(3))
+    return None
+
 def main():
     """Entry point for a test file: takes --binary/--backend, passes the rest to unittest."""
     global BINARY, BACKEND

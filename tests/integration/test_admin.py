@@ -20,28 +20,7 @@ CUTOVERCTL = os.path.join(h.REPO, "tools", "cutoverctl")
 MUTATIONS = ["/reload", "/drain", "/rollback", "/rollback/clear", "/stats/reset"]
 TOKEN_ENV = "CUTOVER_IT_ADMIN_TOKEN"
 
-SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def served_by(resp):
-    return resp.header("x-cutover-backend")
-
-
-def admin(p, method, path, headers=None, body=None):
-    with h.Client(p.admin_port) as c:
-        return c.request(method, path, headers, body=body)
-
-
-def metric(text, name, **labels):
-    """Value of the sample `name` whose labels are exactly `labels`, or None."""
-    for line in text.splitlines():
-        m = SAMPLE_RE.match(line)
-        if not m or m.group(1) != name:
-            continue
-        if dict(LABEL_RE.findall(m.group(2) or "")) == labels:
-            return float(m.group(3))
-    return None
+served_by, admin, metric = h.served_by, h.admin, h.metric
 
 
 def write_atomic(path, text):

@@ -23,8 +23,7 @@ TS_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 LEVELS = {"debug", "info", "warn", "error"}
 
 
-def served_by(resp):
-    return resp.header("x-cutover-backend")
+served_by = h.served_by
 
 
 def is_access(ev):

@@ -9,8 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
 
-def served_by(resp):
-    return resp.header("x-cutover-backend")
+served_by = h.served_by
 
 
 class ProxyBasicTest(h.ProxyTestCase):

@@ -15,29 +15,7 @@ sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def served_by(resp):
-    return resp.header("x-cutover-backend")
-
-
-def admin(p, method, path, headers=None, body=None):
-    with h.Client(p.admin_port) as c:
-        return c.request(method, path, headers, body=body)
-
-
-def metric(text, name, **labels):
-    """Value of the sample `name` whose labels are exactly `labels`, or None."""
-    for line in text.splitlines():
-        m = SAMPLE_RE.match(line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(LABEL_RE.findall(m.group(2) or ""))
-        if got == labels:
-            return float(m.group(3))
-    return None
+served_by, admin, metric = h.served_by, h.admin, h.metric
 
 
 def wait_events(p, name, n, timeout):
