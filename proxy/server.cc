@@ -431,7 +431,7 @@ void Server::swapIn(std::shared_ptr<const config::Config> file_cfg) {
 }
 
 bool Server::rollback(const char* trigger) {
-  if (rollback_) return false;
+  if (rollback_ || draining_) return false;
   rollback_ = true;
   rollback_weights_ = weightSignature(*file_config_);
   swapIn(file_config_);
@@ -440,7 +440,7 @@ bool Server::rollback(const char* trigger) {
 }
 
 bool Server::clearRollback(const char* trigger) {
-  if (!rollback_) return false;
+  if (!rollback_ || draining_) return false;
   rollback_ = false;
   swapIn(file_config_);
   log::info("rollback_cleared", {{"trigger", trigger}, {"generation", snapshot_->generation}});

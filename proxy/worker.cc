@@ -67,10 +67,12 @@ void Worker::run() {
 }
 
 void Worker::post(std::function<void(Worker&)> fn) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    posted_.push_back(std::move(fn));
-  }
+  // Under the lock so that a send never races the async handle's close (maybeFinish sets
+  // async_closed_ under the same lock before closing it). Work posted to a finished loop is
+  // dropped: nothing is left there to act on it.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (async_closed_) return;
+  posted_.push_back(std::move(fn));
   uv_async_send(&async_);
 }
 
@@ -182,6 +184,10 @@ void Worker::maybeFinish() {
   loop_closing_ = true;
   for (auto& [key, pool] : pools_) pool->closeIdle();
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), nullptr);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    async_closed_ = true;
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   for (Stream* s : free_streams_) s->closeHandles();
   free_streams_.clear();

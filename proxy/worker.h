@@ -110,6 +110,7 @@ class Worker {
   std::thread thread_;
   std::mutex mu_;
   std::vector<std::function<void(Worker&)>> posted_;
+  bool async_closed_ = false;  // guarded by mu_
   std::atomic<bool> finished_{false};
 
   std::shared_ptr<const Snapshot> snapshot_;
