@@ -103,8 +103,8 @@ class CtlTest(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.dir)
 
-    def ctl(self, *args, env=None, binary=True):
-        cmd = [sys.executable, ARGS.ctl, "--config", self.path]
+    def ctl(self, *args, env=None, binary=True, script=None):
+        cmd = [sys.executable, script or ARGS.ctl, "--config", self.path]
         if binary:
             cmd += ["--binary", ARGS.binary]
         cmd += list(args)
@@ -224,15 +224,20 @@ class CtlTest(unittest.TestCase):
         r = self.ctl("set-weight", "kibana", "30", env=env, binary=False)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(weights_of(self.read())[("kibana", "new")], 30)
-        # No --binary, no $CUTOVER_BIN, nothing on PATH: refused unless --no-validate.
+        # No --binary, no $CUTOVER_BIN, nothing on PATH, no build/ beside the script (a copy
+        # outside the checkout): refused unless --no-validate.
         env = {"PATH": self.dir, "HOME": self.dir}
         for name in ("ok.sh", "bad.sh"):
             os.unlink(os.path.join(self.dir, name))
-        r = self.ctl("set-weight", "kibana", "40", env=env, binary=False)
+        os.makedirs(os.path.join(self.dir, "tools"))
+        lone = os.path.join(self.dir, "tools", "cutoverctl")
+        shutil.copy(ARGS.ctl, lone)
+        r = self.ctl("set-weight", "kibana", "40", env=env, binary=False, script=lone)
         self.assertEqual(r.returncode, 1)
         self.assertIn("--no-validate", r.stderr)
         self.assertEqual(weights_of(self.read())[("kibana", "new")], 30)
-        r = self.ctl("--no-validate", "set-weight", "kibana", "40", env=env, binary=False)
+        r = self.ctl("--no-validate", "set-weight", "kibana", "40", env=env, binary=False,
+                     script=lone)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(weights_of(self.read())[("kibana", "new")], 40)
 
