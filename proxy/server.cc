@@ -174,15 +174,44 @@ void Server::startListener(BoundListener& b) {
 // ---- startup --------------------------------------------------------------------------------
 
 int Server::run() {
+  uv_loop_init(&loop_);
+  // The watch starts before the file is first read, so an edit made during startup is seen: its
+  // event is handled once the loop runs, and compared with the contents loaded here.
+  watcher_ = std::make_unique<ConfigWatcher>(
+      &loop_, config_path_,
+      [this](std::string contents) {
+        // Zero bytes: an in-place writer has truncated the file and not yet written it. Not a
+        // config anyone means; the write's own event brings the real contents.
+        if (contents.empty()) {
+          log::info("config_file_empty", {{"file", config_path_}, {"action", "waiting"}});
+          return;
+        }
+        ReloadResult r = applyText(contents, "file_change");
+        (void)r;
+      },
+      [](int uv_err, const std::string& what) {
+        log::warn("config_watch_error", {{"error", uv_strerror(uv_err)}, {"what", what}});
+      });
+  if (int rc = watcher_->start(); rc != 0) {
+    log::warn("config_watch_error", {{"error", uv_strerror(rc)}, {"what", config_path_}});
+  }
+  auto failEarly = [this] {
+    watcher_->close([] {});
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    return 1;
+  };
+
   std::string text, err;
   if (!readWholeFile(config_path_, text, err)) {
     log::error("config_error", {{"error", err}});
-    return 1;
+    return failEarly();
   }
+  watcher_->prime(text);
   config::LoadResult res = config::loadString(text, config_path_);
   if (!res.ok()) {
     for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
-    return 1;
+    return failEarly();
   }
   file_config_ = res.config;
   const config::Config& cfg = *file_config_;
@@ -197,10 +226,9 @@ int Server::run() {
   access_sink_ = AccessLogSink::open(cfg.access_log.path, err);
   if (!access_sink_) {
     log::error("access_log_error", {{"path", cfg.access_log.path}, {"error", err}});
-    return 1;
+    return failEarly();
   }
 
-  uv_loop_init(&loop_);
   // Signals first: a SIGTERM right after "listening" must drain, not kill.
   uv_signal_init(&loop_, &sigterm_);
   uv_signal_init(&loop_, &sigint_);
@@ -240,30 +268,6 @@ int Server::run() {
   health_ = std::make_unique<HealthChecker>(&loop_);
   health_->update(*snapshot_);
   startAdmin();
-  watcher_ = std::make_unique<ConfigWatcher>(
-      &loop_, config_path_,
-      [this](std::string contents) {
-        // Zero bytes: an in-place writer has truncated the file and not yet written it. Not a
-        // config anyone means; the write's own event brings the real contents.
-        if (contents.empty()) {
-          log::info("config_file_empty", {{"file", config_path_}, {"action", "waiting"}});
-          return;
-        }
-        ReloadResult r = applyText(contents, "file_change");
-        (void)r;
-      },
-      [](int uv_err, const std::string& what) {
-        log::warn("config_watch_error", {{"error", uv_strerror(uv_err)}, {"what", what}});
-      });
-  watcher_->prime(text);
-  if (int rc = watcher_->start(); rc != 0) {
-    log::warn("config_watch_error", {{"error", uv_strerror(rc)}, {"what", config_path_}});
-  } else {
-    // An edit between the startup read and the watch would otherwise go unnoticed.
-    watcher_->readNow([this, text](int read_err, std::string contents) {
-      if (read_err == 0 && contents != text) applyText(contents, "file_change");
-    });
-  }
   ready_ = true;
   log::info("started", {{"workers", cfg.workers},
                         {"config", config_path_},
