@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs dependencies, builds, and runs every test: unit and integration (ctest), then the same
-# suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer, then every libFuzzer target for
+# a bounded time (tools/fuzz.sh; CUTOVER_FUZZ_SECONDS per target, two at a time, default 45).
 #   tools/test.sh            everything
-#   tools/test.sh --fast     skip the sanitizer pass
+#   tools/test.sh --fast     skip the sanitizer pass and the fuzzers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,9 @@ if [ "$fast" -eq 0 ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=16 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 CUTOVER_RSS_LIMIT_MIB=256 \
      ctest --output-on-failure -j"$jobs" --timeout 600)
+fi
+
+if [ "$fast" -eq 0 ]; then
+  # Any crash, sanitizer report or transcript mismatch fails the run; the reproducer is printed.
+  tools/fuzz.sh --seconds "${CUTOVER_FUZZ_SECONDS:-45}" --jobs 2
 fi

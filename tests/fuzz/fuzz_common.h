@@ -109,7 +109,8 @@ inline std::vector<std::string_view> lines(std::string_view s) {
   std::fprintf(stderr, "\n=== %s: transcripts differ ===\npayload: \"%s\"\ncuts: %s\n", what,
                escape(payload).c_str(), cuts.c_str());
   std::fprintf(stderr, "common prefix (%zu lines):\n", i);
-  for (size_t k = 0; k < i; ++k) std::fprintf(stderr, "    %.*s\n", int(la[k].size()), la[k].data());
+  for (size_t k = 0; k < i; ++k)
+    std::fprintf(stderr, "    %.*s\n", int(la[k].size()), la[k].data());
   std::fprintf(stderr, "--- %.*s:\n", int(name_a.size()), name_a.data());
   for (size_t k = i; k < la.size(); ++k) {
     std::fprintf(stderr, "  - %.*s\n", int(la[k].size()), la[k].data());

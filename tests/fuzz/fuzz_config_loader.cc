@@ -23,7 +23,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::string again = dumpYaml(*second.config);
   if (again != dump) {
-    std::fprintf(stderr, "\n=== dump -> load -> dump differs ===\n--- first:\n%s\n--- second:\n%s\n",
+    std::fprintf(stderr,
+                 "\n=== dump -> load -> dump differs ===\n--- first:\n%s\n--- second:\n%s\n",
                  dump.c_str(), again.c_str());
     std::abort();
   }

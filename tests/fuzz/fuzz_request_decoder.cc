@@ -3,6 +3,7 @@
 // driven as DownstreamConnection::process drives it: on MessageComplete it goes on with the rest
 // of the read, or (read used up) it goes back to the pool and a reset one takes the next bytes;
 // Upgrade, an error or a message that ends the connection (keep_alive false) stop the run.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -16,18 +17,48 @@ namespace {
 struct Recorder final : RequestDecoderCallbacks {
   Transcript t;
   bool keep_alive = true;
+  // Absolute checks, besides the comparison of transcripts.
+  std::string_view payload;
+  RequestDecoder* decoder = nullptr;
+  bool exact_head_end = false;  // reads are single bytes: a head ends at the current read's end
+  size_t message_start = 0;     // where the current message's bytes begin
+  size_t read_end = 0;
+  std::string delivered;  // the head as delivered, to tell whether it changed afterwards
+
   void onRequestHead(RequestHead& head) override {
     keep_alive = head.keep_alive;
-    t.head(describe(head));
+    delivered = describe(head);
+    t.head(delivered);
+    if (exact_head_end) {
+      std::string_view raw = payload.substr(message_start, read_end - message_start);
+      if (const char* fault = headSyntaxFault(raw)) {
+        fail(("accepted a head with " + std::string(fault) + ": \"" + escape(raw) + "\"").c_str(),
+             payload);
+      }
+    }
   }
   void onRequestBody(const char* data, size_t len) override { t.body(data, len); }
-  void onRequestComplete() override { t.line("  complete"); }
+  void onRequestComplete() override {
+    // The head stays valid until the next message begins and the stream may still read it:
+    // trailers must not change it.
+    if (describe(decoder->head()) != delivered) {
+      fail(("head changed after delivery (trailers merged?): now\n" + describe(decoder->head()))
+               .c_str(),
+           payload);
+    }
+    t.line("  complete");
+  }
 };
 
 std::string decode(std::string_view payload, const Reads& reads, RequestDecoder::Limits limits) {
   Recorder rec;
   RequestDecoder decoder(rec, limits);
+  rec.payload = payload;
+  rec.decoder = &decoder;
+  rec.exact_head_end = std::all_of(reads.begin(), reads.end(),
+                                   [](const auto& r) { return r.second - r.first == 1; });
   for (auto [begin, end] : reads) {
+    rec.read_end = end;
     const char* p = payload.data() + begin;
     size_t len = end - begin;
     do {  // a zero-length read is fed once too
@@ -56,6 +87,7 @@ std::string decode(std::string_view payload, const Reads& reads, RequestDecoder:
         rec.t.line("connection closes");
         return rec.t.text();
       }
+      rec.message_start = at;
       if (len == 0) decoder.reset();  // back to the pool; the next read gets a fresh decoder
     } while (len > 0);
   }

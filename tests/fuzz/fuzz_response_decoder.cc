@@ -3,6 +3,7 @@
 // a GET or a HEAD (flag bit 3). After a complete response the connection is reused as
 // UpstreamConnection::beginExchange does (reset, expectResponseTo) for the bytes that follow; a
 // 101 or an error stops the run; at the end the backend closes (finish()).
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -15,9 +16,34 @@ namespace {
 
 struct Recorder final : ResponseDecoderCallbacks {
   Transcript t;
-  void onResponseHead(ResponseHead& head) override { t.head(describe(head)); }
+  // Absolute checks, besides the comparison of transcripts.
+  std::string_view payload;
+  ResponseDecoder* decoder = nullptr;
+  bool exact_head_end = false;  // reads are single bytes: a head ends at the current read's end
+  size_t message_start = 0;     // where the current response's bytes begin (1xx included)
+  size_t read_end = 0;
+  std::string delivered;  // the head as delivered, to tell whether it changed afterwards
+
+  void onResponseHead(ResponseHead& head) override {
+    delivered = describe(head);
+    t.head(delivered);
+    if (exact_head_end) {
+      std::string_view raw = payload.substr(message_start, read_end - message_start);
+      if (const char* fault = headSyntaxFault(raw)) {
+        fail(("accepted a head with " + std::string(fault) + ": \"" + escape(raw) + "\"").c_str(),
+             payload);
+      }
+    }
+  }
   void onResponseBody(const char* data, size_t len) override { t.body(data, len); }
-  void onResponseComplete() override { t.line("  complete"); }
+  void onResponseComplete() override {
+    if (describe(decoder->head()) != delivered) {
+      fail(("head changed after delivery (trailers merged?): now\n" + describe(decoder->head()))
+               .c_str(),
+           payload);
+    }
+    t.line("  complete");
+  }
 };
 
 std::string decode(std::string_view payload, const Reads& reads, std::string_view method,
@@ -25,7 +51,12 @@ std::string decode(std::string_view payload, const Reads& reads, std::string_vie
   Recorder rec;
   ResponseDecoder decoder(rec, max_header_bytes);
   decoder.expectResponseTo(method);
+  rec.payload = payload;
+  rec.decoder = &decoder;
+  rec.exact_head_end = std::all_of(reads.begin(), reads.end(),
+                                   [](const auto& r) { return r.second - r.first == 1; });
   for (auto [begin, end] : reads) {
+    rec.read_end = end;
     const char* p = payload.data() + begin;
     size_t len = end - begin;
     do {  // a zero-length read is fed once too
@@ -50,6 +81,7 @@ std::string decode(std::string_view payload, const Reads& reads, std::string_vie
       // MessageComplete: the next exchange on this connection.
       rec.t.line("message ends at " + std::to_string(at));
       if (used == 0) fail("MessageComplete without consuming a byte", payload);
+      rec.message_start = at;
       decoder.reset();
       decoder.expectResponseTo(method);
     } while (len > 0);

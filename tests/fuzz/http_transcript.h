@@ -2,6 +2,7 @@
 // runs over the same bytes can be compared as strings.
 #pragma once
 
+#include <cstdlib>
 #include <string>
 
 #include "proxy/http1_codec.h"
@@ -38,8 +39,40 @@ inline std::string describe(const ResponseHead& h) {
   return out;
 }
 
+// CUTOVER_FUZZ_STATUS_ONLY=1 compares an error's status but not its reason: a triage aid to look
+// past a reason that depends on the split (which fault is reported first) for deeper findings.
+inline bool statusOnly() {
+  static const bool on = [] {
+    const char* v = std::getenv("CUTOVER_FUZZ_STATUS_ONLY");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  return on;
+}
+
 inline std::string describe(const DecodeError& e) {
-  return std::to_string(e.status) + " " + std::string(e.reason);
+  return std::to_string(e.status) + (statusOnly() ? "" : " " + std::string(e.reason));
+}
+
+// The raw bytes of a head the decoder accepted (from the end of the previous message to the LF
+// that ended this head), checked against RFC 9112's line rules: empty lines (CRLF) may come
+// first; every line ends in CRLF (no bare LF, no bare CR); no line starts with SP or HTAB
+// (obs-fold); no control bytes but HTAB; the head ends with an empty line. Returns what is wrong,
+// or nullptr.
+inline const char* headSyntaxFault(std::string_view raw) {
+  while (raw.substr(0, 2) == "\r\n") raw.remove_prefix(2);
+  if (raw.size() < 4 || raw.substr(raw.size() - 4) != "\r\n\r\n") return "missing final CRLFCRLF";
+  for (size_t i = 0; i < raw.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(raw[i]);
+    if (c == '\n' && (i == 0 || raw[i - 1] != '\r')) return "bare LF";
+    if (c == '\r' && (i + 1 == raw.size() || raw[i + 1] != '\n')) return "bare CR";
+    if (c == '\n' && i + 1 < raw.size() && (raw[i + 1] == ' ' || raw[i + 1] == '\t')) {
+      return "obs-fold";
+    }
+    if ((c < 0x20 && c != '\r' && c != '\n' && c != '\t') || c == 0x7f) {
+      return "control byte";
+    }
+  }
+  return nullptr;
 }
 
 // Collects events; body bytes are concatenated and written out when the message ends.
