@@ -9,6 +9,7 @@
 #include "filters/token_bucket.h"
 #include "proxy/clock.h"
 #include "proxy/downstream_connection.h"
+#include "proxy/http1_writer.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/stats.h"
@@ -18,62 +19,6 @@
 namespace cutover {
 
 namespace {
-
-void appendUint(std::string& out, uint64_t v) {
-  char buf[24];
-  int i = 0;
-  do {
-    buf[i++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (i > 0) out.push_back(buf[--i]);
-}
-
-// Header names that never cross the proxy (RFC 9110 §7.6.1), besides those named in Connection.
-bool hopByHop(std::string_view name) {
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 7: return iequals(name, "upgrade") || iequals(name, "trailer");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    default: return false;
-  }
-}
-
-// Tokens of every Connection header (the headers they name are hop-by-hop too).
-struct ConnectionTokens {
-  std::string_view items[8];
-  size_t n = 0;
-  bool overflow = false;
-  void parse(const HeaderMap& h) {
-    for (size_t i = 0; i < h.size(); ++i) {
-      if (h.removed(i) || !iequals(h.name(i), "connection")) continue;
-      std::string_view v = h.value(i);
-      while (!v.empty()) {
-        size_t comma = v.find(',');
-        std::string_view t = v.substr(0, comma);
-        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-        if (!t.empty()) {
-          if (n < 8) {
-            items[n++] = t;
-          } else {
-            overflow = true;
-          }
-        }
-        if (comma == std::string_view::npos) break;
-        v.remove_prefix(comma + 1);
-      }
-    }
-  }
-  bool names(std::string_view header) const {
-    for (size_t i = 0; i < n; ++i) {
-      if (iequals(items[i], header)) return true;
-    }
-    return false;
-  }
-};
 
 bool statusHasNoBody(int status) { return (status >= 100 && status < 200) || status == 204 || status == 304; }
 
@@ -197,34 +142,10 @@ void Stream::sendRequestHead() {
 
   std::string& out = worker_.scratch();
   out.clear();
-  out.append(req_->method);
-  out.push_back(' ');
-  out.append(req_->target);
-  out.append(" HTTP/1.1\r\n");
-  ConnectionTokens conn_tokens;
-  conn_tokens.parse(req_->headers);
-  const HeaderMap& h = req_->headers;
-  // The client's address is appended to the last X-Forwarded-For line (or starts one).
-  size_t last_xff = h.size();
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (!h.removed(i) && iequals(h.name(i), "x-forwarded-for")) last_xff = i;
-  }
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (h.removed(i)) continue;
-    std::string_view name = h.name(i);
-    bool keep_upgrade = upgrade_ && iequals(name, "upgrade");
-    if (hopByHop(name) && !keep_upgrade) continue;
-    if (conn_tokens.names(name) && !keep_upgrade) continue;
-    if (iequals(name, "expect") || iequals(name, "x-forwarded-proto")) continue;
-    out.append(name).append(": ").append(h.value(i));
-    if (i == last_xff) out.append(", ").append(conn_->peer());
-    out.append("\r\n");
-  }
-  if (last_xff == h.size()) out.append("X-Forwarded-For: ").append(conn_->peer()).append("\r\n");
-  out.append("X-Forwarded-Proto: http\r\n");
-  if (request_chunked_up_) out.append("Transfer-Encoding: chunked\r\n");
-  if (upgrade_) out.append("Connection: upgrade\r\n");
-  out.append("\r\n");
+  ForwardInfo fwd;
+  fwd.client_address = conn_->peer();
+  fwd.default_host = cfg.backends[backend_].endpoints[endpoint_].text;
+  writeRequestHead(out, *req_, fwd);
   up_->write(out);
 
   if (!body_buf_.empty()) {
@@ -359,30 +280,30 @@ void Stream::writeResponseHead(ResponseHead& head) {
   }
   if (worker_.draining()) response_close_ = true;
 
+  BodyFraming framing;
+  if (head.status < 200 || head.status == 204) {
+    framing = BodyFraming::None;  // 101 (a tunnel follows) or 204: no body, no framing
+  } else if (head_only_ || head.status == 304) {
+    // No body follows, but the headers describe the one a GET would get.
+    framing = head.chunked              ? BodyFraming::Chunked
+              : head.has_content_length ? BodyFraming::Length
+                                        : BodyFraming::None;
+  } else if (response_chunked_) {
+    framing = BodyFraming::Chunked;
+  } else {
+    framing = head.has_content_length ? BodyFraming::Length : BodyFraming::None;
+  }
   // Held back until the first body bytes (or the end of this read) so both leave in one write.
   std::string& out = head_buf_;
   out.clear();
-  out.append("HTTP/1.1 ");
-  appendUint(out, head.status);
-  out.push_back(' ');
-  out.append(head.reason.empty() ? reasonPhrase(head.status) : std::string_view(head.reason));
-  out.append("\r\n");
-  ConnectionTokens conn_tokens;
-  conn_tokens.parse(head.headers);
-  const HeaderMap& h = head.headers;
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (h.removed(i)) continue;
-    std::string_view name = h.name(i);
-    bool keep_upgrade = head.status == 101 && iequals(name, "upgrade");
-    if (hopByHop(name) && !keep_upgrade) continue;
-    if (conn_tokens.names(name) && !keep_upgrade) continue;
-    if (iequals(name, "x-cutover-backend")) continue;
-    // A filter's header replaces the backend's (e.g. the request id the backend echoed).
-    if (!added_names_.empty() && addedByFilter(name)) continue;
-    out.append(name).append(": ").append(h.value(i)).append("\r\n");
-  }
-  if (head_only_ && head.chunked) out.append("Transfer-Encoding: chunked\r\n");
-  if (response_chunked_) out.append("Transfer-Encoding: chunked\r\n");
+  // x-cutover-backend is ours; a filter's header replaces the backend's (e.g. the request id the
+  // backend echoed).
+  SkipHeader skip = [](const void* self, std::string_view name) {
+    const auto* st = static_cast<const Stream*>(self);
+    return iequals(name, "x-cutover-backend") ||
+           (!st->added_names_.empty() && st->addedByFilter(name));
+  };
+  writeResponseStart(out, head, framing, skip, this);
   out.append("x-cutover-backend: ").append(cfg.backends[backend_].name).append("\r\n");
   if (info_.attempts > 1) {
     out.append("x-cutover-attempts: ");

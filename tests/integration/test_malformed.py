@@ -61,6 +61,12 @@ REQUESTS = [
      431, "headers_too_large", False),
     ("uri_over_max_uri_bytes_is_414",
      b"GET /" + b"u" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long", False),
+    ("obs_fold_after_leading_empty_lines_is_400",
+     b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n  b\r\n\r\n", 400, "bad_request", False),
+    ("head_ended_by_crlf_then_bare_lf_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\nhello", 400, "bad_request", False),
+    ("empty_header_name_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400, "bad_request", False),
     ("garbage_request_line_is_400",
      b"HELLO\r\n\r\n", 400, "bad_request", False),
 ]
