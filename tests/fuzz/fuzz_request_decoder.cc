@@ -104,7 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in;
   if (!parseInput(data, size, in)) return 0;
   cutover::RequestDecoder::Limits limits;
-  if (in.flags & 4) {
+  if (smallLimits(in.flags)) {
     limits.max_header_bytes = 256;
     limits.max_uri_bytes = 64;
   }

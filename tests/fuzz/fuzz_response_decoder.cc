@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Input in;
   if (!parseInput(data, size, in)) return 0;
   std::string_view method = (in.flags & 8) ? "HEAD" : "GET";
-  uint32_t max_header_bytes = (in.flags & 4) ? 256 : 64 * 1024;
+  uint32_t max_header_bytes = smallLimits(in.flags) ? 256 : 64 * 1024;
   std::string whole = decode(in.payload, wholeReads(in.payload.size()), method, max_header_bytes);
   std::string cut =
       decode(in.payload, cutReads(in.payload.size(), in.cuts), method, max_header_bytes);

@@ -2,7 +2,6 @@
 // runs over the same bytes can be compared as strings.
 #pragma once
 
-#include <cstdlib>
 #include <string>
 
 #include "proxy/http1_codec.h"
@@ -37,16 +36,6 @@ inline std::string describe(const ResponseHead& h) {
          " content_length=" + (h.has_content_length ? std::to_string(h.content_length) : "-") +
          " keep_alive=" + std::to_string(h.keep_alive) + "\n";
   return out;
-}
-
-// CUTOVER_FUZZ_STATUS_ONLY=1 compares an error's status but not its reason: a triage aid to look
-// past a reason that depends on the split (which fault is reported first) for deeper findings.
-inline bool statusOnly() {
-  static const bool on = [] {
-    const char* v = std::getenv("CUTOVER_FUZZ_STATUS_ONLY");
-    return v != nullptr && *v != '\0' && *v != '0';
-  }();
-  return on;
 }
 
 inline std::string describe(const DecodeError& e) {
