@@ -31,9 +31,11 @@ class HopByHop {
   // False for hop-by-hop headers, framing headers and headers named in Connection (unless
   // protected, see above).
   bool forwardable(std::string_view name) const;
+  bool hasTokens() const { return n_ != 0; }
+  // True if a Connection header names `name` (case-insensitive).
+  bool named(std::string_view name) const;
 
  private:
-  bool named(std::string_view name) const;
   static constexpr size_t kInline = 8;
   std::string_view inline_[kInline];
   size_t n_ = 0;

@@ -300,7 +300,7 @@ void Stream::writeResponseHead(ResponseHead& head) {
   // backend echoed).
   SkipHeader skip = [](const void* self, std::string_view name) {
     const auto* st = static_cast<const Stream*>(self);
-    return iequals(name, "x-cutover-backend") ||
+    return tokenIs(name, "x-cutover-backend") ||
            (!st->added_names_.empty() && st->addedByFilter(name));
   };
   writeResponseStart(out, head, framing, skip, this);
