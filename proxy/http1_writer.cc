@@ -196,4 +196,33 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
   }
 }
 
+namespace {
+size_t defaultBodySize(int status, std::string_view reason) {
+  return reasonPhrase(status).size() + reason.size() + 4;  // "Phrase (reason)\n"
+}
+}  // namespace
+
+void writeLocalReplyStart(std::string& out, int status, std::string_view reason,
+                          std::string_view body) {
+  out.append("HTTP/1.1 ");
+  appendUint(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
+  appendUint(out, body.empty() ? defaultBodySize(status, reason) : body.size());
+  out.append("\r\nx-cutover-reason: ").append(reason).append("\r\n");
+}
+
+void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
+                        std::string_view body, bool close, bool head_only) {
+  if (close) out.append("Connection: close\r\n");
+  out.append("\r\n");
+  if (head_only) return;
+  if (!body.empty()) {
+    out.append(body);
+    return;
+  }
+  out.append(reasonPhrase(status)).append(" (").append(reason).append(")\n");
+}
+
 }  // namespace cutover

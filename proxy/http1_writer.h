@@ -68,4 +68,13 @@ using SkipHeader = bool (*)(const void* ctx, std::string_view name);
 void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming framing,
                         SkipHeader skip = nullptr, const void* ctx = nullptr);
 
+// A response the proxy makes up itself (a local reply): status line, Content-Type: text/plain,
+// Content-Length and x-cutover-reason. The caller appends its own headers, then calls
+// writeLocalReplyEnd. `body` empty means the default body, "<reason phrase> (<reason>)\n".
+void writeLocalReplyStart(std::string& out, int status, std::string_view reason,
+                          std::string_view body);
+// Connection: close when `close`, the blank line, and the body unless `head_only`.
+void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
+                        std::string_view body, bool close, bool head_only);
+
 }  // namespace cutover

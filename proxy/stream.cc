@@ -444,20 +444,9 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
                              std::string_view body) {
   info_.status = static_cast<uint16_t>(status);
   if (worker_.draining()) response_close_ = true;
-  std::string text;
-  if (body.empty()) {
-    text.append(reasonPhrase(status)).append(" (").append(reasonName(reason)).append(")\n");
-    body = text;
-  }
   std::string& out = worker_.scratch();
   out.clear();
-  out.append("HTTP/1.1 ");
-  appendUint(out, static_cast<uint64_t>(status));
-  out.push_back(' ');
-  out.append(reasonPhrase(status));
-  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
-  appendUint(out, body.size());
-  out.append("\r\nx-cutover-reason: ").append(reasonName(reason)).append("\r\n");
+  writeLocalReplyStart(out, status, reasonName(reason), body);
   if (info_.backend >= 0 && snap_ != nullptr) {
     out.append("x-cutover-backend: ")
         .append(snap_->config->backends[static_cast<size_t>(info_.backend)].name)
@@ -470,9 +459,7 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
   }
   out.append(extra);
   out.append(response_headers_);
-  out.append(response_close_ ? "Connection: close\r\n" : "");
-  out.append("\r\n");
-  if (!head_only_) out.append(body);
+  writeLocalReplyEnd(out, status, reasonName(reason), body, response_close_, head_only_);
   response_started_ = true;
   conn_->transport().write(out);
 }
