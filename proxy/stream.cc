@@ -69,8 +69,7 @@ void Stream::reset() {
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
   request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
   upstream_paused_ = client_paused_ = upgrade_ = false;
-  pending_acquired_ = force_fresh_ = fresh_retry_used_ = false;
-  inflight_backend_ = budget_backend_ = retry_backend_ = -1;
+  force_fresh_ = fresh_retry_used_ = false;
 }
 
 // ---- request side ---------------------------------------------------------------------------
@@ -131,7 +130,7 @@ void Stream::resume() {
 }
 
 void Stream::onUpstreamConnected() {
-  releasePending();
+  lease_.releasePending();
   sendRequestHead();
 }
 
@@ -479,16 +478,7 @@ void Stream::finish() {
     up_ = nullptr;
   }
   info_.end_ns = monotonicNs();
-  releasePending();
-  endRetry();
-  if (inflight_backend_ >= 0) {
-    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(inflight_backend_)];
-    if (rt.limits) rt.limits->releaseInflight();
-  }
-  if (budget_backend_ >= 0) {
-    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(budget_backend_)];
-    if (rt.budget) rt.budget->endRequest();
-  }
+  lease_ = BackendLease();  // gives back every slot this request held
   for (auto& f : filters_) f->onComplete(info_);
   if (snap_->metrics) snap_->metrics->recordRequest(info_);
   if (snap_->stats) snap_->stats->record(info_);
