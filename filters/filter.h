@@ -54,6 +54,9 @@ enum class Reason : uint8_t {
   MaxPending,
   MaxInflight,
   Draining,
+  MethodNotAllowed,     // 405: CONNECT
+  ExpectationFailed,    // 417: an Expect other than 100-continue
+  VersionNotSupported,  // 505: not HTTP/1.x
   Count,
 };
 std::string_view reasonName(Reason r);

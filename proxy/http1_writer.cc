@@ -8,29 +8,41 @@ namespace {
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
-// Never forwarded, whatever Connection says (RFC 9110 §7.6.1, RFC 9112 §6.1). Content-Length is
-// here because the writer emits framing itself.
-bool alwaysHopByHop(std::string_view name) {
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 7: return iequals(name, "upgrade") || iequals(name, "trailer");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 14: return iequals(name, "content-length");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    default: return false;
+// What the writer does with a header, by name: one switch on the length, then at most two
+// comparisons, since this runs for every header of every forwarded head.
+enum class Kind : uint8_t {
+  Other,    // forwarded unless a Connection header names it (and it is not protected)
+  Drop,     // hop-by-hop (RFC 9110 §7.6.1, RFC 9112 §6.1) or framing, which the writer emits
+  Upgrade,  // hop-by-hop, kept for an upgrade request or a 101
+  Owned,    // X-Forwarded-Proto, Expect: set by the proxy on requests; responses forward them
+};
+
+Kind headerKind(std::string_view n) {
+  switch (n.size()) {
+    case 2: return tokenIs(n, "te") ? Kind::Drop : Kind::Other;
+    case 6: return tokenIs(n, "expect") ? Kind::Owned : Kind::Other;
+    case 7:
+      if (tokenIs(n, "upgrade")) return Kind::Upgrade;
+      return tokenIs(n, "trailer") ? Kind::Drop : Kind::Other;
+    case 10: return tokenIs(n, "connection") || tokenIs(n, "keep-alive") ? Kind::Drop : Kind::Other;
+    case 14: return tokenIs(n, "content-length") ? Kind::Drop : Kind::Other;
+    case 16: return tokenIs(n, "proxy-connection") ? Kind::Drop : Kind::Other;
+    case 17:
+      if (tokenIs(n, "transfer-encoding")) return Kind::Drop;
+      return tokenIs(n, "x-forwarded-proto") ? Kind::Owned : Kind::Other;
+    default: return Kind::Other;
   }
 }
 
-// Headers a Connection token cannot remove.
-bool protectedHeader(std::string_view name) {
-  switch (name.size()) {
-    case 4: return iequals(name, "host");
-    case 12: return iequals(name, "x-request-id");
-    case 15: return iequals(name, "x-forwarded-for");
-    case 17: return iequals(name, "x-forwarded-proto");
-    default: return false;
-  }
+// Headers a Connection token cannot remove: Host and the forwarding headers the proxy owns.
+bool protectedHeader(std::string_view n) {
+  return tokenIs(n, "host") || tokenIs(n, "x-forwarded-for") || tokenIs(n, "x-request-id") ||
+         tokenIs(n, "x-forwarded-proto");
+}
+
+// Headers named in Connection go, unless protected.
+bool droppedByConnection(const HopByHop& hop, std::string_view name) {
+  return hop.hasTokens() && hop.named(name) && !protectedHeader(name);
 }
 
 std::string_view trim(std::string_view t) {
@@ -59,7 +71,7 @@ void appendUint(std::string& out, uint64_t v) {
 
 HopByHop::HopByHop(const HeaderMap& h) {
   for (size_t i = 0; i < h.size(); ++i) {
-    if (h.removed(i) || !iequals(h.name(i), "connection")) continue;
+    if (h.removed(i) || !tokenIs(h.name(i), "connection")) continue;
     std::string_view v = h.value(i);
     while (!v.empty()) {
       size_t comma = v.find(',');
@@ -86,9 +98,11 @@ bool HopByHop::named(std::string_view name) const {
 }
 
 bool HopByHop::forwardable(std::string_view name) const {
-  if (alwaysHopByHop(name)) return false;
-  if (n_ == 0) return true;
-  return protectedHeader(name) || !named(name);
+  switch (headerKind(name)) {
+    case Kind::Drop:
+    case Kind::Upgrade: return false;
+    default: return !droppedByConnection(*this, name);
+  }
 }
 
 void writeRequestHead(std::string& out, const RequestHead& head, const ForwardInfo& fwd) {
@@ -101,15 +115,23 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
   bool has_host = false;
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
-    if (iequals(h.name(i), "x-forwarded-for")) last_xff = i;
-    if (iequals(h.name(i), "host")) has_host = true;
+    std::string_view name = h.name(i);
+    if (tokenIs(name, "x-forwarded-for")) last_xff = i;
+    if (tokenIs(name, "host")) has_host = true;
   }
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
-    bool keep_upgrade = head.upgrade && iequals(name, "upgrade");
-    if (!keep_upgrade && !hop.forwardable(name)) continue;
-    if (iequals(name, "expect") || iequals(name, "x-forwarded-proto")) continue;
+    switch (headerKind(name)) {
+      case Kind::Drop:
+      case Kind::Owned: continue;
+      case Kind::Upgrade:
+        if (!head.upgrade) continue;
+        break;
+      case Kind::Other:
+        if (droppedByConnection(hop, name)) continue;
+        break;
+    }
     out.append(name).append(": ").append(h.value(i));
     if (i == last_xff) out.append(", ").append(fwd.client_address);
     out.append("\r\n");
@@ -134,9 +156,12 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
 
 void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming framing,
                         SkipHeader skip, const void* ctx) {
-  out.append("HTTP/1.1 ");
-  appendUint(out, head.status);
-  out.push_back(' ');
+  // The decoder accepts only three-digit status codes (100..999).
+  char status[14] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ',
+                     static_cast<char>('0' + head.status / 100 % 10),
+                     static_cast<char>('0' + head.status / 10 % 10),
+                     static_cast<char>('0' + head.status % 10), ' '};
+  out.append(status, 13);
   out.append(head.reason.empty() ? reasonPhrase(head.status) : std::string_view(head.reason));
   out.append("\r\n");
   const HeaderMap& h = head.headers;
@@ -144,8 +169,16 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
-    bool keep_upgrade = head.status == 101 && iequals(name, "upgrade");
-    if (!keep_upgrade && !hop.forwardable(name)) continue;
+    switch (headerKind(name)) {
+      case Kind::Drop: continue;
+      case Kind::Upgrade:
+        if (head.status != 101) continue;
+        break;
+      case Kind::Other:
+      case Kind::Owned:
+        if (droppedByConnection(hop, name)) continue;
+        break;
+    }
     if (skip != nullptr && skip(ctx, name)) continue;
     out.append(name).append(": ").append(h.value(i)).append("\r\n");
   }
@@ -161,6 +194,35 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
       out.append("Transfer-Encoding: chunked\r\n");
       break;
   }
+}
+
+namespace {
+size_t defaultBodySize(int status, std::string_view reason) {
+  return reasonPhrase(status).size() + reason.size() + 4;  // "Phrase (reason)\n"
+}
+}  // namespace
+
+void writeLocalReplyStart(std::string& out, int status, std::string_view reason,
+                          std::string_view body) {
+  out.append("HTTP/1.1 ");
+  appendUint(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
+  appendUint(out, body.empty() ? defaultBodySize(status, reason) : body.size());
+  out.append("\r\nx-cutover-reason: ").append(reason).append("\r\n");
+}
+
+void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
+                        std::string_view body, bool close, bool head_only) {
+  if (close) out.append("Connection: close\r\n");
+  out.append("\r\n");
+  if (head_only) return;
+  if (!body.empty()) {
+    out.append(body);
+    return;
+  }
+  out.append(reasonPhrase(status)).append(" (").append(reason).append(")\n");
 }
 
 }  // namespace cutover

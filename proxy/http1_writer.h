@@ -31,9 +31,11 @@ class HopByHop {
   // False for hop-by-hop headers, framing headers and headers named in Connection (unless
   // protected, see above).
   bool forwardable(std::string_view name) const;
+  bool hasTokens() const { return n_ != 0; }
+  // True if a Connection header names `name` (case-insensitive).
+  bool named(std::string_view name) const;
 
  private:
-  bool named(std::string_view name) const;
   static constexpr size_t kInline = 8;
   std::string_view inline_[kInline];
   size_t n_ = 0;
@@ -65,5 +67,14 @@ enum class BodyFraming : uint8_t {
 using SkipHeader = bool (*)(const void* ctx, std::string_view name);
 void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming framing,
                         SkipHeader skip = nullptr, const void* ctx = nullptr);
+
+// A response the proxy makes up itself (a local reply): status line, Content-Type: text/plain,
+// Content-Length and x-cutover-reason. The caller appends its own headers, then calls
+// writeLocalReplyEnd. `body` empty means the default body, "<reason phrase> (<reason>)\n".
+void writeLocalReplyStart(std::string& out, int status, std::string_view reason,
+                          std::string_view body);
+// Connection: close when `close`, the blank line, and the body unless `head_only`.
+void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
+                        std::string_view body, bool close, bool head_only);
 
 }  // namespace cutover

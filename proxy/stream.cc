@@ -69,8 +69,7 @@ void Stream::reset() {
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
   request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
   upstream_paused_ = client_paused_ = upgrade_ = false;
-  pending_acquired_ = force_fresh_ = fresh_retry_used_ = false;
-  inflight_backend_ = budget_backend_ = retry_backend_ = -1;
+  force_fresh_ = fresh_retry_used_ = false;
 }
 
 // ---- request side ---------------------------------------------------------------------------
@@ -131,7 +130,7 @@ void Stream::resume() {
 }
 
 void Stream::onUpstreamConnected() {
-  releasePending();
+  lease_.releasePending();
   sendRequestHead();
 }
 
@@ -300,7 +299,7 @@ void Stream::writeResponseHead(ResponseHead& head) {
   // backend echoed).
   SkipHeader skip = [](const void* self, std::string_view name) {
     const auto* st = static_cast<const Stream*>(self);
-    return iequals(name, "x-cutover-backend") ||
+    return tokenIs(name, "x-cutover-backend") ||
            (!st->added_names_.empty() && st->addedByFilter(name));
   };
   writeResponseStart(out, head, framing, skip, this);
@@ -444,20 +443,9 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
                              std::string_view body) {
   info_.status = static_cast<uint16_t>(status);
   if (worker_.draining()) response_close_ = true;
-  std::string text;
-  if (body.empty()) {
-    text.append(reasonPhrase(status)).append(" (").append(reasonName(reason)).append(")\n");
-    body = text;
-  }
   std::string& out = worker_.scratch();
   out.clear();
-  out.append("HTTP/1.1 ");
-  appendUint(out, static_cast<uint64_t>(status));
-  out.push_back(' ');
-  out.append(reasonPhrase(status));
-  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
-  appendUint(out, body.size());
-  out.append("\r\nx-cutover-reason: ").append(reasonName(reason)).append("\r\n");
+  writeLocalReplyStart(out, status, reasonName(reason), body);
   if (info_.backend >= 0 && snap_ != nullptr) {
     out.append("x-cutover-backend: ")
         .append(snap_->config->backends[static_cast<size_t>(info_.backend)].name)
@@ -470,9 +458,7 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
   }
   out.append(extra);
   out.append(response_headers_);
-  out.append(response_close_ ? "Connection: close\r\n" : "");
-  out.append("\r\n");
-  if (!head_only_) out.append(body);
+  writeLocalReplyEnd(out, status, reasonName(reason), body, response_close_, head_only_);
   response_started_ = true;
   conn_->transport().write(out);
 }
@@ -492,16 +478,7 @@ void Stream::finish() {
     up_ = nullptr;
   }
   info_.end_ns = monotonicNs();
-  releasePending();
-  endRetry();
-  if (inflight_backend_ >= 0) {
-    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(inflight_backend_)];
-    if (rt.limits) rt.limits->releaseInflight();
-  }
-  if (budget_backend_ >= 0) {
-    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(budget_backend_)];
-    if (rt.budget) rt.budget->endRequest();
-  }
+  lease_ = BackendLease();  // gives back every slot this request held
   for (auto& f : filters_) f->onComplete(info_);
   if (snap_->metrics) snap_->metrics->recordRequest(info_);
   if (snap_->stats) snap_->stats->record(info_);

@@ -21,6 +21,7 @@
 
 #include "filters/circuit_breaker.h"
 #include "filters/filter.h"
+#include "proxy/backend_lease.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream.h"
 
@@ -85,8 +86,6 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void recordOutcome(Outcome o, uint16_t status);
   // Schedules another attempt if the route's policy, the retry budget and the deadline allow.
   bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
-  void endRetry();
-  void releasePending();
   void sendRequestHead();
   void writeBodyToUpstream(const char* data, size_t len);
   void finishUpstreamRequest();
@@ -139,12 +138,9 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   bool upstream_paused_ = false;
   bool client_paused_ = false;
   bool upgrade_ = false;
-  bool pending_acquired_ = false;  // holds a max_pending slot while connecting
   bool force_fresh_ = false;       // next attempt must not take a pooled connection
   bool fresh_retry_used_ = false;
-  int inflight_backend_ = -1;      // backend whose in-flight slot this request holds
-  int budget_backend_ = -1;        // backend whose retry budget counts this request
-  int retry_backend_ = -1;         // backend whose retry budget holds an active retry
+  BackendLease lease_;             // slots held on backends; released when it is reset
 };
 
 }  // namespace cutover

@@ -65,18 +65,11 @@ void Stream::route() {
       return;
     }
   }
-  if (rt.limits) {
-    Reason r = rt.limits->tryAcquireInflight();
-    if (r != Reason::None) {
-      info_.backend = static_cast<int>(b);
-      localReply(503, r);
-      return;
-    }
-    inflight_backend_ = static_cast<int>(b);
-  }
-  if (rt.budget) {
-    rt.budget->startRequest();
-    budget_backend_ = static_cast<int>(b);
+  Reason r = lease_.admit(rt);
+  if (r != Reason::None) {
+    info_.backend = static_cast<int>(b);
+    localReply(503, r);
+    return;
   }
   backend_ = b;
   if (req_->expect_continue && !request_complete_) {
@@ -137,13 +130,12 @@ void Stream::startAttempt() {
       localReply(503, r);
       return;
     }
-    r = rt.limits->tryAcquirePending();
+    r = lease_.acquirePending(rt);
     if (r != Reason::None) {
       rt.limits->releaseConnection();
       localReply(503, r);
       return;
     }
-    pending_acquired_ = true;
   }
   up_ = pool.create();
   up_->holdConnectionSlot(rt.limits);
@@ -153,13 +145,6 @@ void Stream::startAttempt() {
     up_ = nullptr;
     failUpstream(Failure::Connect);
   }
-}
-
-void Stream::releasePending() {
-  if (!pending_acquired_) return;
-  pending_acquired_ = false;
-  const BackendRuntime& rt = snap_->backends[backend_];
-  if (rt.limits) rt.limits->releasePending();
 }
 
 void Stream::recordOutcome(Outcome o, uint16_t status) {
@@ -194,14 +179,12 @@ bool Stream::retryAfterFailure(Outcome o, uint16_t status,
     }
     if (!found && route_->fallback && *route_->fallback != backend_) target = *route_->fallback;
   }
-  endRetry();
-  const BackendRuntime& rt = snap_->backends[target];
-  if (rt.budget && !rt.budget->tryStartRetry(policy)) return false;  // a retry storm is refused
-  retry_backend_ = static_cast<int>(target);
+  // A retry storm is refused by the target's budget.
+  if (!lease_.tryStartRetry(snap_->backends[target], policy)) return false;
   config::Duration delay = retryDelay(info_.attempts - 1, policy, retry_after, threadRng());
   int64_t left = deadline_ms_ - worker_.nowMs();
   if (delay.count() >= left) {
-    endRetry();
+    lease_.endRetry();
     return false;
   }
   if (snap_->metrics) {
@@ -213,13 +196,6 @@ bool Stream::retryAfterFailure(Outcome o, uint16_t status,
   timer_for_backoff_ = true;
   uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(delay.count()), 0);
   return true;
-}
-
-void Stream::endRetry() {
-  if (retry_backend_ < 0) return;
-  const BackendRuntime& rt = snap_->backends[static_cast<size_t>(retry_backend_)];
-  if (rt.budget) rt.budget->endRetry();
-  retry_backend_ = -1;
 }
 
 void Stream::onUpstreamFailure(Failure f, int) {
@@ -239,7 +215,7 @@ void Stream::onUpstreamFailure(Failure f, int) {
 }
 
 void Stream::failUpstream(Failure f) {
-  releasePending();
+  lease_.releasePending();
   if (up_ != nullptr) {
     up_->close();
     up_ = nullptr;
