@@ -24,7 +24,7 @@ bool statusHasNoBody(int status) { return (status >= 100 && status < 200) || sta
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w) {
+Stream::Stream(Worker& w) : worker_(w), retry_(w.loop(), onRetryFire, this) {
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
 }
@@ -32,10 +32,15 @@ Stream::Stream(Worker& w) : worker_(w) {
 Stream::~Stream() = default;
 
 void Stream::closeHandles() {
+  handles_open_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
+  retry_.close(onTimerClosed);
 }
 
-void Stream::onTimerClosed(uv_handle_t* h) { delete static_cast<Stream*>(h->data); }
+void Stream::onTimerClosed(uv_handle_t* h) {
+  auto* self = static_cast<Stream*>(h->data);
+  if (--self->handles_open_ == 0) delete self;
+}
 
 uv_loop_t* Stream::loop() { return worker_.loop(); }
 
@@ -67,7 +72,7 @@ void Stream::reset() {
   in_filter_ = resume_pending_ = false;
   request_complete_ = upstream_request_done_ = body_started_ = false;
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
-  request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
+  request_chunked_up_ = head_only_ = false;
   upstream_paused_ = client_paused_ = upgrade_ = false;
   force_fresh_ = fresh_retry_used_ = false;
 }
@@ -371,19 +376,8 @@ void Stream::onUpstreamComplete() {
 void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
-  if (self->timer_for_backoff_) {
-    // Backoff over: the next attempt, under the same total deadline.
-    self->timer_for_backoff_ = false;
-    self->armRequestTimer();
-    Reason why = self->admit(self->backend_, monotonicNs());
-    if (why != Reason::None) {
-      self->localReply(503, why);
-      return;
-    }
-    self->startAttempt();
-    return;
-  }
-  // Total request deadline passed.
+  // Total request deadline passed (a pending backoff ends with the request).
+  self->retry_.cancel();
   if (self->up_ != nullptr) {
     self->up_->close();
     self->up_ = nullptr;
@@ -473,6 +467,7 @@ void Stream::finish() {
   if (phase_ == Phase::Done) return;
   phase_ = Phase::Done;
   uv_timer_stop(&timer_);
+  retry_.cancel();
   if (up_ != nullptr) {
     up_->close();
     up_ = nullptr;

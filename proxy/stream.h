@@ -22,6 +22,7 @@
 #include "filters/circuit_breaker.h"
 #include "filters/filter.h"
 #include "proxy/backend_lease.h"
+#include "proxy/retry_state.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream.h"
 
@@ -81,8 +82,6 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void runFilters();
   void route();
   void startAttempt();
-  // Reason::None when backend `b` may take a request now (endpoints, health, breaker).
-  Reason admit(uint32_t b, int64_t now_ns) const;
   void recordOutcome(Outcome o, uint16_t status);
   // Schedules another attempt if the route's policy, the retry budget and the deadline allow.
   bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
@@ -99,7 +98,8 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void finish();
   void reset();
   void armRequestTimer();
-  static void onTimer(uv_timer_t* t);
+  static void onTimer(uv_timer_t* t);  // the request deadline
+  static void onRetryFire(void* self);  // a retry's backoff is over
   static void onTimerClosed(uv_handle_t* h);
 
   Worker& worker_;
@@ -134,12 +134,13 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   bool response_close_ = false;     // connection must close after this response
   bool request_chunked_up_ = false;
   bool head_only_ = false;
-  bool timer_for_backoff_ = false;
   bool upstream_paused_ = false;
   bool client_paused_ = false;
   bool upgrade_ = false;
   bool force_fresh_ = false;       // next attempt must not take a pooled connection
   bool fresh_retry_used_ = false;
+  RetryState retry_;               // retry policy and its backoff timer
+  uint8_t handles_open_ = 0;       // while closing: timer_ and retry_'s timer
   BackendLease lease_;             // slots held on backends; released when it is reset
 };
 

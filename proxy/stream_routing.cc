@@ -42,10 +42,10 @@ void Stream::route() {
   uint32_t b = static_cast<uint32_t>(chosen);
   split_backend_ = b;
   int64_t now = monotonicNs();
-  Reason why = admit(b, now);
+  Reason why = admitBackend(*snap_, b, now);
   if (why != Reason::None && route_->fallback && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
-    if (admit(*route_->fallback, now) == Reason::None) {
+    if (admitBackend(*snap_, *route_->fallback, now) == Reason::None) {
       b = *route_->fallback;
       info_.failover = true;
       why = Reason::None;
@@ -76,14 +76,6 @@ void Stream::route() {
     conn_->transport().write("HTTP/1.1 100 Continue\r\n\r\n");
   }
   startAttempt();
-}
-
-Reason Stream::admit(uint32_t b, int64_t now_ns) const {
-  const BackendRuntime& rt = snap_->backends[b];
-  if (snap_->config->backends[b].endpoints.empty()) return Reason::NoEndpoint;
-  if (rt.health && !rt.health->anyHealthy()) return Reason::NoEndpoint;
-  if (rt.breaker && !rt.breaker->allowRequest(now_ns)) return Reason::CircuitOpen;
-  return Reason::None;
 }
 
 void Stream::startAttempt() {
@@ -161,41 +153,35 @@ void Stream::recordOutcome(Outcome o, uint16_t status) {
 bool Stream::retryAfterFailure(Outcome o, uint16_t status,
                                std::optional<config::Duration> retry_after) {
   if (phase_ == Phase::Done || response_started_) return false;
-  const config::Retry& policy = route_->retry;
-  if (!shouldRetry(policy, o, status, req_->idempotent(), body_started_, info_.attempts)) {
+  RetryState::Attempt a;
+  a.outcome = o;
+  a.status = status;
+  a.retry_after = retry_after;
+  a.attempts = info_.attempts;
+  a.idempotent = req_->idempotent();
+  a.body_started = body_started_;
+  if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - worker_.nowMs(), lease_)) {
     return false;
   }
-  uint32_t target = backend_;
-  if (policy.retry_on_other_backend) {
-    // The other side of the split (e.g. new failed → legacy), else the fallback.
-    int64_t now = monotonicNs();
-    bool found = false;
-    for (const config::SplitEntry& e : route_->split) {
-      if (e.backend != backend_ && admit(e.backend, now) == Reason::None) {
-        target = e.backend;
-        found = true;
-        break;
-      }
-    }
-    if (!found && route_->fallback && *route_->fallback != backend_) target = *route_->fallback;
-  }
-  // A retry storm is refused by the target's budget.
-  if (!lease_.tryStartRetry(snap_->backends[target], policy)) return false;
-  config::Duration delay = retryDelay(info_.attempts - 1, policy, retry_after, threadRng());
-  int64_t left = deadline_ms_ - worker_.nowMs();
-  if (delay.count() >= left) {
-    lease_.endRetry();
-    return false;
-  }
+  backend_ = retry_.target();
   if (snap_->metrics) {
-    snap_->metrics->route(info_.route).retries[snap_->metrics->backendSlot(static_cast<int>(target))]
+    snap_->metrics->route(info_.route).retries[snap_->metrics->backendSlot(static_cast<int>(backend_))]
         ->Increment();
   }
-  backend_ = target;
   phase_ = Phase::Routing;
-  timer_for_backoff_ = true;
-  uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(delay.count()), 0);
   return true;
+}
+
+void Stream::onRetryFire(void* ctx) {
+  // Backoff over: the next attempt, under the same total deadline.
+  auto* self = static_cast<Stream*>(ctx);
+  if (self->phase_ != Phase::Routing) return;
+  Reason why = admitBackend(*self->snap_, self->backend_, monotonicNs());
+  if (why != Reason::None) {
+    self->localReply(503, why);
+    return;
+  }
+  self->startAttempt();
 }
 
 void Stream::onUpstreamFailure(Failure f, int) {
