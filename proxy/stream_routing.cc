@@ -80,62 +80,21 @@ void Stream::route() {
 
 void Stream::startAttempt() {
   phase_ = Phase::Connecting;
-  const config::Config& cfg = *snap_->config;
-  const config::Backend& be = cfg.backends[backend_];
-  const BackendRuntime& rt = snap_->backends[backend_];
   info_.backend = static_cast<int>(backend_);
-  uint32_t n = static_cast<uint32_t>(be.endpoints.size());
-  if (n == 0) {
-    localReply(503, Reason::NoEndpoint);
+  ForwardInfo fwd;
+  fwd.client_address = conn_->peer();
+  Reason r = upstream_.start(*snap_, backend_, *req_, fwd, lease_);
+  if (r == Reason::NoEndpoint) {
+    localReply(503, r);
     return;
   }
-  uint32_t e = worker_.nextEndpoint(backend_, n);
-  if (rt.health) {
-    // Round-robin over the endpoints health checks consider up.
-    uint32_t k = 0;
-    while (k < n && !rt.health->healthy(e)) {
-      e = (e + 1) % n;
-      ++k;
-    }
-    if (k == n) {
-      localReply(503, Reason::NoEndpoint);
-      return;
-    }
-  }
   ++info_.attempts;
-  endpoint_ = e;
-  info_.endpoint = static_cast<int>(endpoint_);
+  info_.endpoint = static_cast<int>(upstream_.endpoint());
   if (info_.upstream_start_ns == 0) info_.upstream_start_ns = monotonicNs();
-  UpstreamPool& pool = worker_.pool(*snap_, backend_, endpoint_);
-  if (!force_fresh_) {
-    if (UpstreamConnection* idle = pool.takeIdle()) {
-      up_ = idle;
-      up_->attach(this);
-      sendRequestHead();
-      return;
-    }
-  }
-  force_fresh_ = false;
-  if (rt.limits) {
-    Reason r = rt.limits->tryAcquireConnection();
-    if (r != Reason::None) {
-      localReply(503, r);
-      return;
-    }
-    r = lease_.acquirePending(rt);
-    if (r != Reason::None) {
-      rt.limits->releaseConnection();
-      localReply(503, r);
-      return;
-    }
-  }
-  up_ = pool.create();
-  up_->holdConnectionSlot(rt.limits);
-  int rc = up_->connect(this, static_cast<uint32_t>(cfg.timeouts.connect.count()));
-  if (rc != 0) {
-    up_->close();
-    up_ = nullptr;
+  if (r == Reason::UpstreamConnectFailure) {
     failUpstream(Failure::Connect);
+  } else if (r != Reason::None) {
+    localReply(503, r);
   }
 }
 
@@ -159,7 +118,7 @@ bool Stream::retryAfterFailure(Outcome o, uint16_t status,
   a.retry_after = retry_after;
   a.attempts = info_.attempts;
   a.idempotent = req_->idempotent();
-  a.body_started = body_started_;
+  a.body_started = upstream_.bodyStarted();
   if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - worker_.nowMs(), lease_)) {
     return false;
   }
@@ -184,28 +143,10 @@ void Stream::onRetryFire(void* ctx) {
   self->startAttempt();
 }
 
-void Stream::onUpstreamFailure(Failure f, int) {
-  // A pooled connection the backend had already closed: retry once on a fresh connection if
-  // nothing of the answer came back and no body byte went out.
-  bool dead_pooled = up_ != nullptr && up_->reused() && !up_->receivedBytes() &&
-                     f == Failure::Reset && !body_started_ && !fresh_retry_used_;
-  up_ = nullptr;  // the connection closed itself
-  if (dead_pooled && !response_started_ && phase_ != Phase::Done) {
-    fresh_retry_used_ = true;
-    force_fresh_ = true;
-    --info_.attempts;
-    startAttempt();
-    return;
-  }
-  failUpstream(f);
-}
+void Stream::onAttemptFailed(Failure f) { failUpstream(f); }
 
 void Stream::failUpstream(Failure f) {
-  lease_.releasePending();
-  if (up_ != nullptr) {
-    up_->close();
-    up_ = nullptr;
-  }
+  upstream_.abandon();
   if (phase_ == Phase::Done) return;
   Outcome o = f == Failure::Connect   ? Outcome::ConnectError
               : f == Failure::Timeout ? Outcome::Timeout
