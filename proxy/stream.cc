@@ -24,7 +24,7 @@ bool statusHasNoBody(int status) { return (status >= 100 && status < 200) || sta
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w) {
+Stream::Stream(Worker& w) : worker_(w), upstream_(w, *this), retry_(w.loop(), onRetryFire, this) {
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
 }
@@ -32,10 +32,15 @@ Stream::Stream(Worker& w) : worker_(w) {
 Stream::~Stream() = default;
 
 void Stream::closeHandles() {
+  handles_open_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
+  retry_.close(onTimerClosed);
 }
 
-void Stream::onTimerClosed(uv_handle_t* h) { delete static_cast<Stream*>(h->data); }
+void Stream::onTimerClosed(uv_handle_t* h) {
+  auto* self = static_cast<Stream*>(h->data);
+  if (--self->handles_open_ == 0) delete self;
+}
 
 uv_loop_t* Stream::loop() { return worker_.loop(); }
 
@@ -60,16 +65,15 @@ void Stream::reset() {
   } else {
     body_buf_.clear();
   }
-  up_ = nullptr;
+  upstream_.reset();
   phase_ = Phase::Filters;
   deadline_ms_ = 0;
-  backend_ = split_backend_ = endpoint_ = 0;
+  backend_ = split_backend_ = 0;
   in_filter_ = resume_pending_ = false;
-  request_complete_ = upstream_request_done_ = body_started_ = false;
+  request_complete_ = false;
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
-  request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
-  upstream_paused_ = client_paused_ = upgrade_ = false;
-  force_fresh_ = fresh_retry_used_ = false;
+  head_only_ = false;
+  client_paused_ = upgrade_ = false;
 }
 
 // ---- request side ---------------------------------------------------------------------------
@@ -81,7 +85,6 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   info_.start_ns = monotonicNs();
   head_only_ = head.method == "HEAD";
   upgrade_ = head.upgrade;
-  request_chunked_up_ = head.chunked;
   if (!head.keep_alive || worker_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
@@ -129,58 +132,21 @@ void Stream::resume() {
   runFilters();
 }
 
-void Stream::onUpstreamConnected() {
-  lease_.releasePending();
-  sendRequestHead();
-}
-
-void Stream::sendRequestHead() {
+std::string& Stream::onAttemptSending() {
   phase_ = Phase::Sending;
-  const config::Config& cfg = *snap_->config;
-  up_->beginExchange(req_->method, static_cast<uint32_t>(cfg.timeouts.upstream_idle.count()));
-
-  std::string& out = worker_.scratch();
-  out.clear();
-  ForwardInfo fwd;
-  fwd.client_address = conn_->peer();
-  fwd.default_host = cfg.backends[backend_].endpoints[endpoint_].text;
-  writeRequestHead(out, *req_, fwd);
-  up_->write(out);
-
-  if (!body_buf_.empty()) {
-    writeBodyToUpstream(body_buf_.data(), body_buf_.size());
-    body_buf_.clear();
-  }
-  if (request_complete_) finishUpstreamRequest();
-  if (client_paused_ && up_ != nullptr && up_->pendingBytes() < cfg.limits.high_watermark) {
-    client_paused_ = false;
-    conn_->resumeReading();
-  }
+  return body_buf_;
 }
 
-void Stream::writeBodyToUpstream(const char* data, size_t len) {
-  if (len == 0 || up_ == nullptr) return;
-  body_started_ = true;
-  if (request_chunked_up_) {
-    std::string& out = worker_.scratch();
-    out.clear();
-    appendChunkHeader(out, len);
-    out.append(data, len);
-    out.append(kCrlf);
-    up_->write(out);
-  } else {
-    up_->write(data, len);
-  }
-  if (up_->pendingBytes() > snap_->config->limits.high_watermark && !client_paused_) {
-    client_paused_ = true;
-    conn_->pauseReading();
-  }
+void Stream::pauseRequestBody() {
+  if (client_paused_) return;
+  client_paused_ = true;
+  conn_->pauseReading();
 }
 
-void Stream::finishUpstreamRequest() {
-  if (upstream_request_done_ || up_ == nullptr) return;
-  upstream_request_done_ = true;
-  if (request_chunked_up_) up_->write(kChunkEnd);
+void Stream::resumeRequestBody() {
+  if (!client_paused_) return;
+  client_paused_ = false;
+  conn_->resumeReading();
 }
 
 void Stream::onRequestBody(const char* data, size_t len) {
@@ -188,17 +154,14 @@ void Stream::onRequestBody(const char* data, size_t len) {
   switch (phase_) {
     case Phase::Sending:
     case Phase::Responding:
-      if (!response_complete_) writeBodyToUpstream(data, len);
+      if (!response_complete_) upstream_.sendBody(data, len);
       return;
     case Phase::Filters:
     case Phase::Routing:
     case Phase::Connecting:
       // Held until the upstream connection is ready; bounded by the high watermark.
       body_buf_.append(data, len);
-      if (body_buf_.size() > snap_->config->limits.high_watermark && !client_paused_) {
-        client_paused_ = true;
-        conn_->pauseReading();
-      }
+      if (body_buf_.size() > snap_->config->limits.high_watermark) pauseRequestBody();
       return;
     default:
       return;  // answered locally: the rest of the body is discarded
@@ -207,27 +170,15 @@ void Stream::onRequestBody(const char* data, size_t len) {
 
 void Stream::onRequestComplete() {
   request_complete_ = true;
-  if (phase_ == Phase::Sending || phase_ == Phase::Responding) finishUpstreamRequest();
+  if (phase_ == Phase::Sending || phase_ == Phase::Responding) upstream_.endBody();
   if (phase_ != Phase::Done && !in_filter_) maybeFinish();
 }
 
-void Stream::onUpstreamDrained() {
-  if (client_paused_) {
-    client_paused_ = false;
-    conn_->resumeReading();
-  }
-}
-
-void Stream::onDownstreamDrained() {
-  if (upstream_paused_ && up_ != nullptr) {
-    upstream_paused_ = false;
-    up_->resumeReading();
-  }
-}
+void Stream::onDownstreamDrained() { upstream_.resumeResponse(); }
 
 // ---- response side --------------------------------------------------------------------------
 
-void Stream::onUpstreamHead(ResponseHead& head) {
+void Stream::onAttemptHead(ResponseHead& head) {
   info_.upstream_headers_ns = monotonicNs();
   recordOutcome(Outcome::Status, head.status);
   if (route_->retry.enabled) {
@@ -238,9 +189,7 @@ void Stream::onUpstreamHead(ResponseHead& head) {
     }
     if (retryAfterFailure(Outcome::Status, head.status, retry_after)) {
       // Drop this answer with its connection; the retry timer is running.
-      UpstreamConnection* up = up_;
-      up_ = nullptr;
-      up->close();
+      upstream_.abandon();
       return;
     }
   }
@@ -254,8 +203,7 @@ void Stream::onUpstreamHead(ResponseHead& head) {
     }
     writeResponseHead(head);
     phase_ = Phase::Tunnel;
-    up_->startTunnel();
-    conn_->startTunnel(up_);
+    conn_->startTunnel(upstream_.startTunnel());
     return;
   }
   if (upgrade_) response_close_ = true;  // the backend declined the upgrade
@@ -332,9 +280,9 @@ void Stream::flushHead(std::string_view first_body) {
   conn_->transport().write2(head_buf_, first_body);
 }
 
-void Stream::onUpstreamReadDone() { flushHead({}); }
+void Stream::onAttemptReadDone() { flushHead({}); }
 
-void Stream::onUpstreamBody(const char* data, size_t len) {
+void Stream::onAttemptBody(const char* data, size_t len) {
   info_.bytes_out += len;
   if (head_only_) return;
   Transport& t = conn_->transport();
@@ -348,21 +296,12 @@ void Stream::onUpstreamBody(const char* data, size_t len) {
   } else {
     flushHead(std::string_view(data, len));
   }
-  if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
-      up_ != nullptr) {
-    upstream_paused_ = true;
-    up_->pauseReading();
-  }
+  if (t.pendingBytes() > snap_->config->limits.high_watermark) upstream_.pauseResponse();
 }
 
-void Stream::onUpstreamComplete() {
+void Stream::onAttemptComplete() {
   flushHead(response_chunked_ ? kChunkEnd : std::string_view());
   response_complete_ = true;
-  UpstreamConnection* up = up_;
-  up_ = nullptr;
-  // Reusable only if it carried a whole request and the backend keeps it alive.
-  up->release(upstream_request_done_ && up->state() == UpstreamConnection::State::Active &&
-              !upgrade_);
   maybeFinish();
 }
 
@@ -371,23 +310,9 @@ void Stream::onUpstreamComplete() {
 void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
-  if (self->timer_for_backoff_) {
-    // Backoff over: the next attempt, under the same total deadline.
-    self->timer_for_backoff_ = false;
-    self->armRequestTimer();
-    Reason why = self->admit(self->backend_, monotonicNs());
-    if (why != Reason::None) {
-      self->localReply(503, why);
-      return;
-    }
-    self->startAttempt();
-    return;
-  }
-  // Total request deadline passed.
-  if (self->up_ != nullptr) {
-    self->up_->close();
-    self->up_ = nullptr;
-  }
+  // Total request deadline passed (a pending backoff ends with the request).
+  self->retry_.cancel();
+  self->upstream_.abandon();
   if (self->phase_ == Phase::Filters && self->next_filter_ > 0) {
     self->filters_[self->next_filter_ - 1]->onCancel();  // the filter that paused
   }
@@ -419,10 +344,7 @@ void Stream::localReply(int status, Reason reason, std::string_view extra,
                         std::string_view body) {
   if (phase_ == Phase::Done) return;
   info_.reason = reason;
-  if (up_ != nullptr) {
-    up_->close();
-    up_ = nullptr;
-  }
+  upstream_.abandon();
   if (response_started_) {
     response_close_ = true;
     finish();
@@ -473,10 +395,8 @@ void Stream::finish() {
   if (phase_ == Phase::Done) return;
   phase_ = Phase::Done;
   uv_timer_stop(&timer_);
-  if (up_ != nullptr) {
-    up_->close();
-    up_ = nullptr;
-  }
+  retry_.cancel();
+  upstream_.abandon();
   info_.end_ns = monotonicNs();
   lease_ = BackendLease();  // gives back every slot this request held
   for (auto& f : filters_) f->onComplete(info_);
@@ -544,37 +464,25 @@ void Stream::onDownstreamGone() {
 // ---- tunnel ---------------------------------------------------------------------------------
 
 void Stream::tunnelData(const char* data, size_t len) {
-  if (up_ == nullptr) return;
+  if (!upstream_.active()) return;
   info_.bytes_in += len;
-  up_->write(data, len);
-  if (up_->pendingBytes() > snap_->config->limits.high_watermark && !client_paused_) {
-    client_paused_ = true;
-    conn_->pauseReading();
-  }
+  upstream_.tunnelWrite(data, len);
 }
 
-void Stream::onUpstreamTunnelData(const char* data, size_t len) {
+void Stream::onAttemptTunnelData(const char* data, size_t len) {
   info_.bytes_out += len;
   Transport& t = conn_->transport();
   t.write(data, len);
-  if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
-      up_ != nullptr) {
-    upstream_paused_ = true;
-    up_->pauseReading();
-  }
+  if (t.pendingBytes() > snap_->config->limits.high_watermark) upstream_.pauseResponse();
 }
 
-void Stream::onUpstreamTunnelClosed() { endTunnel(); }
+void Stream::onAttemptTunnelClosed() { endTunnel(); }
 
 void Stream::tunnelClientClosed() { endTunnel(); }
 
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.
-  if (up_ != nullptr) {
-    UpstreamConnection* up = up_;
-    up_ = nullptr;
-    up->close();
-  }
+  upstream_.abandon();
   response_complete_ = true;
   response_close_ = true;
   finish();
