@@ -19,7 +19,9 @@ bool statusHasNoBody(int status) {
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w), router_(w, *this) {
+Stream::Stream(Worker& w)
+    : worker_(w), router_(w.loop(), w.rng(), *this), upstream_(w, router_) {
+  router_.setAttempt(upstream_);
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
 }

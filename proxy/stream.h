@@ -110,6 +110,7 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   std::vector<std::pair<uint32_t, uint32_t>> added_names_;  // their names within it
   std::string head_buf_;           // response head waiting for its first body bytes
   Router router_;                  // backend choice, attempts and retries
+  UpstreamRequest upstream_;       // the router's attempts
   Phase phase_ = Phase::Filters;
   int64_t deadline_ms_ = 0;
   uint8_t handles_open_ = 0;        // while closing: timer_ and the router's retry timer
