@@ -104,7 +104,11 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   std::shared_ptr<const Snapshot> snap_;
   const config::Route* route_ = nullptr;
   StreamInfo info_;
-  std::vector<std::unique_ptr<Filter>> filters_;
+  std::vector<Filter*> filters_;    // built in filter_mem_; destroyed by destroyFilters()
+  std::unique_ptr<std::max_align_t[]> filter_mem_;  // reused across requests, grown when needed
+  size_t filter_mem_slots_ = 0;
+  void createFilters();
+  void destroyFilters();
   size_t next_filter_ = 0;
   std::string response_headers_;  // preformatted extra response headers from filters
   std::vector<std::pair<uint32_t, uint32_t>> added_names_;  // their names within it
