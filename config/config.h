@@ -14,9 +14,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cutover::config {
+
+// Every filter name a config may list, in the default chain's order: the one list of them. The
+// registry (filters/registry.cc) builds each but "router" (the core's) and checks at compile time
+// that it covers exactly these.
+inline constexpr std::string_view kFilterNames[] = {"request_id", "rate_limit", "router"};
 
 using Duration = std::chrono::milliseconds;
 

@@ -23,8 +23,7 @@ namespace {
 
 constexpr uint32_t kMaxWorkers = 64;
 
-const std::vector<std::string> kKnownFilters = {"request_id", "rate_limit", "router"};
-const std::vector<std::string> kDefaultFilters = {"request_id", "rate_limit", "router"};
+const std::vector<std::string> kKnownFilters(std::begin(kFilterNames), std::end(kFilterNames));
 
 bool isEnvName(const std::string& text) {
   if (text.empty() || (text[0] >= '0' && text[0] <= '9')) return false;
@@ -175,7 +174,7 @@ void Loader::loadOverrideHeader(const MapReader& top) {
 
 void Loader::loadFilters(const MapReader& top) {
   if (!top.has("filters")) {
-    config_.filters = kDefaultFilters;
+    config_.filters = kKnownFilters;  // every filter, in the listed order
     return;
   }
   const YAML::Node& list = top.value("filters");

@@ -20,7 +20,10 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 #include <memory>
+#include <new>
+#include <utility>
 #include <string>
 #include <string_view>
 
@@ -115,11 +118,25 @@ class Filter {
   virtual void onCancel() {}
 };
 
+// Builds one filter per request, in place: the stream keeps one block of memory for its filters
+// and reuses it, so a request costs no allocation for its chain.
 class FilterFactory {
  public:
   virtual ~FilterFactory() = default;
   virtual std::string_view name() const = 0;
-  virtual std::unique_ptr<Filter> create() const = 0;
+  // Bytes the filter needs (its sizeof); the memory given to createAt is aligned to
+  // alignof(std::max_align_t).
+  virtual size_t filterSize() const = 0;
+  // Constructs this factory's filter for one request in `mem`. The stream calls the filter's
+  // destructor when the request ends.
+  virtual Filter* createAt(void* mem) const = 0;
 };
+
+// filterSize/createAt for a filter type F built from the factory's arguments `args`.
+template <class F, class... Args>
+Filter* constructFilter(void* mem, Args&&... args) {
+  static_assert(alignof(F) <= alignof(std::max_align_t));
+  return new (mem) F(std::forward<Args>(args)...);
+}
 
 }  // namespace cutover

@@ -52,8 +52,10 @@ const RateLimitFactory::RouteLimit* RateLimitFactory::limitFor(int route) const 
   return r ? &*r : nullptr;
 }
 
-std::unique_ptr<Filter> RateLimitFactory::create() const {
-  return std::make_unique<RateLimitFilter>(*this);
+size_t RateLimitFactory::filterSize() const { return sizeof(RateLimitFilter); }
+
+Filter* RateLimitFactory::createAt(void* mem) const {
+  return constructFilter<RateLimitFilter>(mem, *this);
 }
 
 FilterStatus RateLimitFilter::onRequest(FilterCallbacks& cb) {

@@ -53,7 +53,8 @@ class RateLimitFactory final : public FilterFactory {
   }
 
   std::string_view name() const override { return "rate_limit"; }
-  std::unique_ptr<Filter> create() const override;
+  size_t filterSize() const override;
+  Filter* createAt(void* mem) const override;
 
   // The limit for route index `route`, or null when the route has none.
   const RouteLimit* limitFor(int route) const;

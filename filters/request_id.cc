@@ -21,8 +21,8 @@ bool validRequestId(std::string_view id) {
   return true;
 }
 
-std::unique_ptr<Filter> RequestIdFactory::create() const {
-  return std::make_unique<RequestIdFilter>();
+Filter* RequestIdFactory::createAt(void* mem) const {
+  return constructFilter<RequestIdFilter>(mem);
 }
 
 FilterStatus RequestIdFilter::onRequest(FilterCallbacks& cb) {

@@ -25,7 +25,8 @@ class RequestIdFactory final : public FilterFactory {
     return std::make_unique<RequestIdFactory>();
   }
   std::string_view name() const override { return "request_id"; }
-  std::unique_ptr<Filter> create() const override;
+  size_t filterSize() const override;
+  Filter* createAt(void* mem) const override;
 };
 
 class RequestIdFilter final : public Filter {
@@ -33,5 +34,7 @@ class RequestIdFilter final : public Filter {
   // Runs once the request head is complete; always returns Continue.
   FilterStatus onRequest(FilterCallbacks& cb) override;
 };
+
+inline size_t RequestIdFactory::filterSize() const { return sizeof(RequestIdFilter); }
 
 }  // namespace cutover

@@ -40,9 +40,28 @@ namespace {
 // LF and NUL inside values; this also refuses the other control characters it lets through.
 bool validValueByte(unsigned char c) { return c == '\t' || (c >= 0x20 && c != 0x7f); }
 
+// Eight bytes at a time: a word with no byte below 0x20 and none equal to 0x7f is valid as a whole
+// (bytes >= 0x80 are obs-text); only a word that might hold a bad byte (a tab, say) is checked
+// byte by byte.
 bool valueValid(std::string_view v) {
-  for (unsigned char c : v) {
-    if (!validValueByte(c)) return false;
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  constexpr uint64_t kHigh = 0x8080808080808080ull;
+  const char* p = v.data();
+  size_t n = v.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x;
+    std::memcpy(&x, p + i, 8);
+    uint64_t below_space = (x - kOnes * 0x20) & ~x & kHigh;
+    uint64_t y = x ^ (kOnes * 0x7f);
+    uint64_t del = (y - kOnes) & ~y & kHigh;
+    if ((below_space | del) == 0) continue;
+    for (size_t k = i; k < i + 8; ++k) {
+      if (!validValueByte(static_cast<unsigned char>(p[k]))) return false;
+    }
+  }
+  for (; i < n; ++i) {
+    if (!validValueByte(static_cast<unsigned char>(p[i]))) return false;
   }
   return true;
 }

@@ -8,17 +8,16 @@
 #include "proxy/clock.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
-#include "proxy/worker.h"
 
 namespace cutover {
 
-Router::Router(Worker& w, RouterCallbacks& cb)
-    : worker_(w), cb_(cb), upstream_(w, *this), retry_(w.loop(), onRetryFire, this) {}
+Router::Router(uv_loop_t* loop, FastRng& rng, RouterCallbacks& cb)
+    : loop_(loop), rng_(rng), cb_(cb), retry_(loop, onRetryFire, this) {}
 
 void Router::reset() {
   abandon();
   lease_ = BackendLease();  // gives back every slot this request held
-  upstream_.reset();
+  upstream_->reset();
   snap_ = nullptr;
   route_ = nullptr;
   req_ = nullptr;
@@ -35,7 +34,7 @@ void Router::reset() {
 
 void Router::abandon() {
   retry_.cancel();
-  upstream_.abandon();
+  upstream_->abandon();
   if (state_ != State::Idle) state_ = State::Done;
 }
 
@@ -69,7 +68,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   }
   if (chosen < 0) {
     std::string_view key = stickyKey(*route_, req, client_address_);
-    uint32_t bucket = key.empty() ? worker_.rng().below(10000) : stickyBucket(key);
+    uint32_t bucket = key.empty() ? rng_.below(10000) : stickyBucket(key);
     chosen = static_cast<int>(route_->split[pickSplit(*route_, bucket)].backend);
   }
   uint32_t b = static_cast<uint32_t>(chosen);
@@ -115,13 +114,13 @@ void Router::startAttempt() {
   info_->backend = static_cast<int>(backend_);
   ForwardInfo fwd;
   fwd.client_address = client_address_;
-  Reason r = upstream_.start(*snap_, backend_, *req_, fwd, lease_);
+  Reason r = upstream_->start(*snap_, backend_, *req_, fwd, lease_);
   if (r == Reason::NoEndpoint) {
     localReply(503, r);
     return;
   }
   ++info_->attempts;
-  info_->endpoint = static_cast<int>(upstream_.endpoint());
+  info_->endpoint = static_cast<int>(upstream_->endpoint());
   if (info_->upstream_start_ns == 0) info_->upstream_start_ns = monotonicNs();
   if (r == Reason::UpstreamConnectFailure) {
     failUpstream(Failure::Connect);
@@ -136,7 +135,7 @@ void Router::onRequestBody(const char* data, size_t len) {
   switch (state_) {
     case State::Sending:
     case State::Responding:
-      upstream_.sendBody(data, len);
+      upstream_->sendBody(data, len);
       return;
     case State::Idle:
     case State::Connecting:
@@ -153,7 +152,7 @@ void Router::onRequestBody(const char* data, size_t len) {
 }
 
 void Router::onRequestComplete() {
-  if (state_ == State::Sending || state_ == State::Responding) upstream_.endBody();
+  if (state_ == State::Sending || state_ == State::Responding) upstream_->endBody();
 }
 
 std::string& Router::onAttemptSending() {
@@ -186,7 +185,7 @@ void Router::onAttemptHead(ResponseHead& head) {
     }
     if (retryAfterFailure(Outcome::Status, head.status, retry_after)) {
       // Drop this answer with its connection; the retry timer is running.
-      upstream_.abandon();
+      upstream_->abandon();
       return;
     }
   }
@@ -217,8 +216,8 @@ bool Router::retryAfterFailure(Outcome o, uint16_t status,
   a.retry_after = retry_after;
   a.attempts = info_->attempts;
   a.idempotent = req_->idempotent();
-  a.body_started = upstream_.bodyStarted();
-  if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - worker_.nowMs(), lease_)) {
+  a.body_started = upstream_->bodyStarted();
+  if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - static_cast<int64_t>(uv_now(loop_)), lease_)) {
     return false;
   }
   backend_ = retry_.target();
@@ -244,7 +243,7 @@ void Router::onRetryFire(void* ctx) {
 }
 
 void Router::failUpstream(Failure f) {
-  upstream_.abandon();
+  upstream_->abandon();
   if (state_ == State::Done || state_ == State::Idle) return;
   Outcome o = f == Failure::Connect   ? Outcome::ConnectError
               : f == Failure::Timeout ? Outcome::Timeout

@@ -25,7 +25,7 @@
 
 namespace cutover {
 
-class Worker;
+class FastRng;
 
 // What the router needs from its stream.
 class RouterCallbacks {
@@ -53,7 +53,10 @@ class RouterCallbacks {
 
 class Router final : public UpstreamRequestCallbacks {
  public:
-  Router(Worker& w, RouterCallbacks& cb);
+  // `loop` runs the retry timer; `rng` picks buckets for requests without a sticky key.
+  Router(uv_loop_t* loop, FastRng& rng, RouterCallbacks& cb);
+  // The attempt object the router drives (set once, before the first request).
+  void setAttempt(UpstreamAttempt& attempt) { upstream_ = &attempt; }
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
   // Worker shutdown: closes the retry timer; `closed` runs for it with handle->data = `data`.
@@ -68,31 +71,21 @@ class Router final : public UpstreamRequestCallbacks {
   void onRequestBody(const char* data, size_t len);
   void onRequestComplete();
   // The client caught up with the response (resume reading the backend) / fell behind.
-  void resumeResponse() { upstream_.resumeResponse(); }
-  void pauseResponse() { upstream_.pauseResponse(); }
+  void resumeResponse() { upstream_->resumeResponse(); }
+  void pauseResponse() { upstream_->pauseResponse(); }
   // The stream answered or ended: drop the attempt and any pending retry.
   void abandon();
   // After routerHead() of a 101: the backend connection becomes a tunnel; client bytes go to it.
-  UpstreamConnection* startTunnel() { return upstream_.startTunnel(); }
-  void tunnelWrite(const char* data, size_t len) { upstream_.tunnelWrite(data, len); }
-  bool tunnelOpen() const { return upstream_.active(); }
+  UpstreamConnection* startTunnel() { return upstream_->startTunnel(); }
+  void tunnelWrite(const char* data, size_t len) { upstream_->tunnelWrite(data, len); }
+  bool tunnelOpen() const { return upstream_->active(); }
   // The backend that served (or was last tried).
   uint32_t backend() const { return backend_; }
   // The request ended: gives back every slot it held, and clears for the next request.
   void reset();
 
- private:
+  // ---- UpstreamRequestCallbacks: what the current attempt reports ----
   using Failure = UpstreamCallbacks::Failure;
-  enum class State : uint8_t { Idle, Connecting, Sending, Backoff, Responding, Done };
-
-  void startAttempt();
-  void recordOutcome(Outcome o, uint16_t status);
-  bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
-  void failUpstream(Failure f);
-  void localReply(int status, Reason reason, std::string_view extra = {});
-  static void onRetryFire(void* self);
-
-  // UpstreamRequestCallbacks
   std::string& onAttemptSending() override;
   bool requestComplete() const override { return cb_.requestComplete(); }
   void onAttemptHead(ResponseHead& head) override;
@@ -105,9 +98,20 @@ class Router final : public UpstreamRequestCallbacks {
   void onAttemptTunnelData(const char* data, size_t len) override;
   void onAttemptTunnelClosed() override { cb_.routerTunnelClosed(); }
 
-  Worker& worker_;
+ private:
+  enum class State : uint8_t { Idle, Connecting, Sending, Backoff, Responding, Done };
+
+  void startAttempt();
+  void recordOutcome(Outcome o, uint16_t status);
+  bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
+  void failUpstream(Failure f);
+  void localReply(int status, Reason reason, std::string_view extra = {});
+  static void onRetryFire(void* self);
+
+  uv_loop_t* loop_;
+  FastRng& rng_;
   RouterCallbacks& cb_;
-  UpstreamRequest upstream_;  // the current attempt
+  UpstreamAttempt* upstream_ = nullptr;  // the current attempt
   RetryState retry_;
   BackendLease lease_;
   // The request's inputs, valid until reset() (the stream keeps them alive).

@@ -19,12 +19,14 @@ bool statusHasNoBody(int status) {
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w), router_(w, *this) {
+Stream::Stream(Worker& w)
+    : worker_(w), router_(w.loop(), w.rng(), *this), upstream_(w, router_) {
+  router_.setAttempt(upstream_);
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
 }
 
-Stream::~Stream() = default;
+Stream::~Stream() { destroyFilters(); }
 
 void Stream::closeHandles() {
   handles_open_ = 2;
@@ -49,7 +51,7 @@ void Stream::reset() {
   snap_.reset();
   route_ = nullptr;
   info_ = StreamInfo{};
-  filters_.clear();
+  destroyFilters();
   next_filter_ = 0;
   response_headers_.clear();
   added_names_.clear();
@@ -90,9 +92,30 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   armRequestTimer();
 
   router_.bind(*snap_);
-  filters_.reserve(snap_->filters.size());
-  for (const auto& f : snap_->filters) filters_.push_back(f->create());
+  createFilters();
   runFilters();
+}
+
+void Stream::createFilters() {
+  // One block for the whole chain, each filter at a max_align_t boundary.
+  constexpr size_t kSlot = sizeof(std::max_align_t);
+  size_t slots = 0;
+  for (const auto& f : snap_->filters) slots += (f->filterSize() + kSlot - 1) / kSlot;
+  if (slots > filter_mem_slots_) {
+    filter_mem_ = std::make_unique<std::max_align_t[]>(slots);
+    filter_mem_slots_ = slots;
+  }
+  filters_.reserve(snap_->filters.size());
+  std::max_align_t* at = filter_mem_.get();
+  for (const auto& f : snap_->filters) {
+    filters_.push_back(f->createAt(at));
+    at += (f->filterSize() + kSlot - 1) / kSlot;
+  }
+}
+
+void Stream::destroyFilters() {
+  for (Filter* f : filters_) f->~Filter();
+  filters_.clear();
 }
 
 void Stream::armRequestTimer() {

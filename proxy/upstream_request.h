@@ -52,37 +52,54 @@ class UpstreamRequestCallbacks {
   virtual void onAttemptTunnelClosed() = 0;
 };
 
-class UpstreamRequest final : public UpstreamCallbacks {
+// What the router drives: one attempt at a time. UpstreamRequest is the implementation; unit
+// tests of the router use a fake.
+class UpstreamAttempt {
+ public:
+  virtual ~UpstreamAttempt() = default;
+  // Starts an attempt of `req` on backend `b`. Returns Reason::None when under way (exactly one
+  // of onAttemptHead/onAttemptFailed follows), else why it could not start (NoEndpoint,
+  // MaxConnections, MaxPending, UpstreamConnectFailure), and then nothing is called back.
+  virtual Reason start(const Snapshot& snap, uint32_t b, const RequestHead& req,
+                       const ForwardInfo& fwd, BackendLease& lease) = 0;
+  // Request body bytes from the client (chunk-framed when the request is chunked).
+  virtual void sendBody(const char* data, size_t len) = 0;
+  // The client's request ended: the terminating chunk goes out.
+  virtual void endBody() = 0;
+  // Response-side flow control (the client is slow / caught up).
+  virtual void pauseResponse() = 0;
+  virtual void resumeResponse() = 0;
+  // Drops the attempt and its connection (nothing is called back).
+  virtual void abandon() = 0;
+  // After a 101: the connection becomes a byte tunnel; returns it for the client side.
+  virtual UpstreamConnection* startTunnel() = 0;
+  virtual void tunnelWrite(const char* data, size_t len) = 0;
+  virtual bool active() const = 0;
+  virtual bool bodyStarted() const = 0;
+  virtual uint32_t endpoint() const = 0;
+  // Clears the per-attempt state for the next attempt or request.
+  virtual void reset() = 0;
+};
+
+class UpstreamRequest final : public UpstreamAttempt, public UpstreamCallbacks {
  public:
   UpstreamRequest(Worker& w, UpstreamRequestCallbacks& cb) : worker_(w), cb_(cb) {}
   UpstreamRequest(const UpstreamRequest&) = delete;
   UpstreamRequest& operator=(const UpstreamRequest&) = delete;
 
-  // Starts an attempt of `req` on backend `b`. Returns Reason::None when under way (exactly one
-  // of onAttemptHead/onAttemptFailed follows), else why it could not start (NoEndpoint,
-  // MaxConnections, MaxPending, UpstreamConnectFailure), and then nothing is called back.
   Reason start(const Snapshot& snap, uint32_t b, const RequestHead& req, const ForwardInfo& fwd,
-               BackendLease& lease);
-  // Request body bytes from the client (chunk-framed when the request is chunked).
-  void sendBody(const char* data, size_t len);
-  // The client's request ended: the terminating chunk goes out.
-  void endBody();
-  // Response-side flow control (the client is slow / caught up).
-  void pauseResponse();
-  void resumeResponse();
-  // Drops the attempt and its connection (nothing is called back).
-  void abandon();
-  // After a 101: the connection becomes a byte tunnel; returns it for the client side.
-  UpstreamConnection* startTunnel();
-  void tunnelWrite(const char* data, size_t len);
-  size_t pendingBytes() const { return up_ != nullptr ? up_->pendingBytes() : 0; }
-
-  bool active() const { return up_ != nullptr; }
-  bool sending() const { return head_sent_; }
-  bool bodyStarted() const { return body_started_; }
-  uint32_t endpoint() const { return endpoint_; }
-  // Clears the per-attempt state for the next attempt or request.
-  void reset();
+               BackendLease& lease) override;
+  void sendBody(const char* data, size_t len) override;
+  void endBody() override;
+  void pauseResponse() override;
+  void resumeResponse() override;
+  void abandon() override;
+  UpstreamConnection* startTunnel() override;
+  void tunnelWrite(const char* data, size_t len) override;
+  bool active() const override { return up_ != nullptr; }
+  bool bodyStarted() const override { return body_started_; }
+  uint32_t endpoint() const override { return endpoint_; }
+  void reset() override;
 
  private:
   Reason connectFresh(const BackendRuntime& rt);

@@ -134,6 +134,9 @@ class RecordingBackend:
         self.sock.close()
 
 
+FWD = b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+
+
 def head_lines(raw):
     """The header lines of a raw request or response, in order, without the start line."""
     head = raw.split(b"\r\n\r\n", 1)[0]
@@ -164,6 +167,21 @@ class SmugglingTest(h.ProxyTestCase):
         self.assertEqual(len(reqs), expect_index + 1, reqs)
         self.assertTrue(reqs[expect_index].startswith(b"GET /innocent HTTP/1.1\r\n"), reqs)
 
+    def check_forwarded(self, raw, expected, method="GET", follow=True):
+        """Sends `raw` on a keep-alive connection: the backend must receive exactly `expected`
+        (FWD marks where the proxy's forwarding headers go), and an innocent request after it on
+        the same connection must get its own answer."""
+        expected = expected.replace(b"FWD", FWD)
+        with h.Client(self.p.port) as c:
+            c.send(raw)
+            r = c.read_response(method)
+            line = raw.split(b"\r\n", 1)[0]
+            if method != "HEAD":
+                self.assertEqual(r.body, b"you sent: " + line.replace(b"HTTP/1.0", b"HTTP/1.1"), r)
+            self.assertEqual(self.be.wait_requests(1)[0], expected)
+            if follow:
+                self.follow_up(c, 1)
+
     def test_connection_naming_content_length_does_not_strip_framing(self):
         self.start()
         smuggled = b"GET /smuggled HTTP/1.1\r\nHost: test.local\r\n\r\n"
@@ -183,75 +201,49 @@ class SmugglingTest(h.ProxyTestCase):
 
     def test_connection_naming_transfer_encoding_does_not_strip_framing(self):
         self.start()
-        with h.Client(self.p.port) as c:
-            c.send(b"POST /upload HTTP/1.1\r\nHost: test.local\r\nConnection: transfer-encoding\r\n"
-                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-            r = c.read_response()
-            self.assertEqual(r.body, b"you sent: POST /upload HTTP/1.1")
-            reqs = self.be.wait_requests(1)
-            self.assertEqual(reqs[0],
-                             b"POST /upload HTTP/1.1\r\nHost: test.local\r\n"
-                             b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-            self.follow_up(c, 1)
+        self.check_forwarded(
+            b"POST /upload HTTP/1.1\r\nHost: test.local\r\nConnection: transfer-encoding\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /upload HTTP/1.1\r\nHost: test.local\r\nFWD"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
     def test_connection_cannot_remove_host_or_forwarding_headers(self):
         self.start()
-        with h.Client(self.p.port) as c:
-            c.send(b"GET /a HTTP/1.1\r\nHost: test.local\r\nX-Forwarded-For: 10.1.1.1\r\n"
-                   b"X-Request-Id: abc\r\n"
-                   b"Connection: keep-alive, Host, X-Forwarded-For, x-request-id\r\n\r\n")
-            self.assertEqual(c.read_response().status, 200)
-            reqs = self.be.wait_requests(1)
-            self.assertEqual(reqs[0],
-                             b"GET /a HTTP/1.1\r\nHost: test.local\r\n"
-                             b"X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\nX-Request-Id: abc\r\n"
-                             b"X-Forwarded-Proto: http\r\n\r\n")
-            self.follow_up(c, 1)
+        self.check_forwarded(
+            b"GET /a HTTP/1.1\r\nHost: test.local\r\nX-Forwarded-For: 10.1.1.1\r\n"
+            b"X-Request-Id: abc\r\n"
+            b"Connection: keep-alive, Host, X-Forwarded-For, x-request-id\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: test.local\r\n"
+            b"X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\nX-Request-Id: abc\r\n"
+            b"X-Forwarded-Proto: http\r\n\r\n")
 
     def test_every_header_named_in_connection_is_removed_however_many(self):
         self.start()
         names = [b"X-Hop-%d" % i for i in range(40)]
-        with h.Client(self.p.port) as c:
-            c.send(b"GET /a HTTP/1.1\r\nHost: test.local\r\n"
-                   + b"".join(n + b": secret\r\n" for n in names)
-                   + b"Connection: " + b", ".join(names[:20]) + b"\r\n"
-                   + b"Connection: " + b",".join(n.lower() for n in names[20:]) + b"\r\n"
-                   + b"X-Kept: yes\r\n\r\n")
-            self.assertEqual(c.read_response().status, 200)
-            reqs = self.be.wait_requests(1)
-            self.assertEqual(reqs[0],
-                             b"GET /a HTTP/1.1\r\nHost: test.local\r\nX-Kept: yes\r\n"
-                             b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n")
-            self.follow_up(c, 1)
+        self.check_forwarded(
+            b"GET /a HTTP/1.1\r\nHost: test.local\r\n"
+            + b"".join(n + b": secret\r\n" for n in names)
+            + b"Connection: " + b", ".join(names[:20]) + b"\r\n"
+            + b"Connection: " + b",".join(n.lower() for n in names[20:]) + b"\r\n"
+            + b"X-Kept: yes\r\n\r\n",
+            b"GET /a HTTP/1.1\r\nHost: test.local\r\nX-Kept: yes\r\nFWD\r\n")
 
     def test_chunked_trailers_never_become_head_fields(self):
         self.start()
-        with h.Client(self.p.port) as c:
-            # One write: the whole body, trailers included, is parsed before the upstream
-            # connection is up, so the head is written after the trailers were read.
-            c.send(b"POST /upload HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   b"5\r\nhello\r\n0\r\nContent-Length: 5\r\nHost: evil\r\nX-Trailer: t\r\n\r\n")
-            r = c.read_response()
-            self.assertEqual(r.body, b"you sent: POST /upload HTTP/1.1")
-            reqs = self.be.wait_requests(1)
-            self.assertEqual(reqs[0],
-                             b"POST /upload HTTP/1.1\r\nHost: test.local\r\n"
-                             b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-            self.follow_up(c, 1)
+        # One write: the whole body, trailers included, is parsed before the upstream connection
+        # is up, so the head is written after the trailers were read.
+        self.check_forwarded(
+            b"POST /upload HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nContent-Length: 5\r\nHost: evil\r\nX-Trailer: t\r\n\r\n",
+            b"POST /upload HTTP/1.1\r\nHost: test.local\r\nFWD"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
     def test_http10_request_without_host_is_forwarded_with_the_backend_address(self):
         self.start()
-        with h.Client(self.p.port) as c:
-            c.send(b"GET /old HTTP/1.0\r\n\r\n")
-            r = c.read_response()
-            self.assertEqual(r.status, 200)
-            reqs = self.be.wait_requests(1)
-            self.assertEqual(reqs[0],
-                             b"GET /old HTTP/1.1\r\n"
-                             b"Host: " + self.be.address.encode() + b"\r\n"
-                             b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\r\n")
+        self.check_forwarded(
+            b"GET /old HTTP/1.0\r\n\r\n",
+            b"GET /old HTTP/1.1\r\nHost: " + self.be.address.encode() + b"\r\nFWD\r\n",
+            follow=False)  # HTTP/1.0 without keep-alive: the connection closes
 
     def test_head_with_upgrade_is_not_a_tunnel(self):
         tunnel = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"

@@ -1,6 +1,7 @@
 // A FilterCallbacks that records what a filter did, for filter unit tests.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <utility>
 #include <vector>
@@ -9,6 +10,26 @@
 #include "filters/filter.h"
 
 namespace cutover::testing {
+
+// A filter built by `factory` in memory of its own, destroyed with it (as a stream would).
+class BuiltFilter {
+ public:
+  explicit BuiltFilter(const FilterFactory& factory)
+      : mem_(new std::max_align_t[(factory.filterSize() + sizeof(std::max_align_t) - 1) /
+                                  sizeof(std::max_align_t)]),
+        filter_(factory.createAt(mem_)) {}
+  ~BuiltFilter() {
+    filter_->~Filter();
+    delete[] mem_;
+  }
+  BuiltFilter(const BuiltFilter&) = delete;
+  BuiltFilter& operator=(const BuiltFilter&) = delete;
+  Filter* operator->() const { return filter_; }
+
+ private:
+  std::max_align_t* mem_;
+  Filter* filter_;
+};
 
 class FakeCallbacks : public FilterCallbacks {
  public:

@@ -50,7 +50,7 @@ Result run(const FilterFactory& factory, const config::Config& cfg, int route_in
   auto cb = std::make_unique<FakeCallbacks>(cfg.routes[static_cast<size_t>(route_index)],
                                             route_index, std::move(client));
   if (!header_name.empty()) cb->request().headers.add(header_name, header_value);
-  auto filter = factory.create();
+  testing::BuiltFilter filter(factory);
   const FilterStatus status = filter->onRequest(*cb);
   return {status, std::move(cb)};
 }

@@ -28,7 +28,7 @@ TEST_CASE("a missing x-request-id is generated and echoed on the response") {
   std::set<std::string> ids;
   for (int i = 0; i < 1000; ++i) {
     FakeCallbacks cb(route);
-    auto f = factory.create();
+    testing::BuiltFilter f(factory);
     REQUIRE(f->onRequest(cb) == FilterStatus::Continue);
     const std::string id(cb.request().headers.get("x-request-id"));
     REQUIRE(isHex32(id));

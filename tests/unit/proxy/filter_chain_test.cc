@@ -105,8 +105,9 @@ class TestFactory final : public FilterFactory {
  public:
   TestFactory(std::string name, Then then, Journal& j) : name_(std::move(name)), then_(then), j_(j) {}
   std::string_view name() const override { return name_; }
-  std::unique_ptr<Filter> create() const override {
-    return std::make_unique<TestFilter>(name_, then_, j_);
+  size_t filterSize() const override { return sizeof(TestFilter); }
+  Filter* createAt(void* mem) const override {
+    return constructFilter<TestFilter>(mem, name_, then_, j_);
   }
 
  private:

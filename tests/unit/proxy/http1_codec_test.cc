@@ -429,3 +429,27 @@ TEST_CASE("the head limit counts a header line once, however llhttp splits it") 
     CHECK(o.completes == 1);
   }
 }
+
+TEST_CASE("every control byte is refused at every position of a long value; HTAB and obs-text pass") {
+  for (int c = 1; c < 0x20; ++c) {
+    if (c == '\t' || c == '\r' || c == '\n') continue;
+    for (size_t pos : {size_t{0}, size_t{3}, size_t{7}, size_t{8}, size_t{15}, size_t{16}, size_t{20}}) {
+      std::string value(21, 'v');
+      value[pos] = static_cast<char>(c);
+      std::string req = "GET / HTTP/1.1\r\nHost: a\r\nX: " + value + "\r\n\r\n";
+      CAPTURE(c);
+      CAPTURE(pos);
+      Outcome o = feed(req, {});
+      CHECK(o.error);
+      CHECK(o.status == 400);
+    }
+  }
+  std::string del(21, 'v');
+  del[9] = '\x7f';
+  CHECK(feed("GET / HTTP/1.1\r\nHost: a\r\nX: " + del + "\r\n\r\n", {}).error);
+  std::string ok = "a\tb \x80\xff\xfe\t\t" + std::string(30, 'z') + "\xc3\xa9";
+  Outcome o = feed("GET / HTTP/1.1\r\nHost: a\r\nX: " + ok + "\r\n\r\n", {});
+  CHECK_FALSE(o.error);
+  REQUIRE(o.heads.size() == 1);
+  CHECK(o.heads[0].headers.get("x") == ok);
+}
