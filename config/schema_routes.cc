@@ -8,7 +8,7 @@ namespace cutover::config::detail {
 using std::chrono::hours;
 
 void Loader::loadMatch(const YAML::Node& node, const std::string& path, RouteMatch& out) {
-  MapReader map(errors_, node, path, {"prefix", "exact", "header"});
+  MapReader map(errors_, node, path, {"prefix", "exact", "header", "case_sensitive"});
   if (!map.ok()) return;
   if (map.has("prefix") == map.has("exact")) {
     errors_.add(node, path, "needs exactly one of 'prefix' or 'exact'");
@@ -27,6 +27,7 @@ void Loader::loadMatch(const YAML::Node& node, const std::string& path, RouteMat
     }
     header.getString("value", out.header_value);
   }
+  map.getBool("case_sensitive", out.case_sensitive);
 }
 
 void Loader::loadSplit(const YAML::Node& node, const std::string& path, Route& route) {
@@ -150,13 +151,9 @@ void Loader::loadRoute(const YAML::Node& node, const std::string& path, Route& r
     if (!isName(route.name)) {
       errors_.add(map.value("name"), map.path("name"),
                   "must be 1..64 letters, digits, '_', '-' or '.', got " + quoted(route.name));
-    } else {
-      for (const Route& other : config_.routes) {
-        if (other.name == route.name) {
-          errors_.add(map.value("name"), map.path("name"),
-                      "duplicate route name " + quoted(route.name));
-        }
-      }
+    } else if (!route_names_.insert(route.name).second) {
+      errors_.add(map.value("name"), map.path("name"),
+                  "duplicate route name " + quoted(route.name));
     }
   }
   if (map.require("match")) loadMatch(map.value("match"), map.path("match"), route.match);
@@ -188,6 +185,7 @@ void Loader::loadRoutes(const MapReader& top) {
     errors_.add(list, "routes", "expected a sequence of at least one route, got " + describe(list));
     return;
   }
+  config_.routes.reserve(list.size());
   for (size_t i = 0; i < list.size(); ++i) {
     Route route;
     loadRoute(list[i], indexPath("routes", i), route);
