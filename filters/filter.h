@@ -54,6 +54,7 @@ enum class Reason : uint8_t {
   MaxPending,
   MaxInflight,
   Draining,
+  InvalidPath,          // 400: the path has a malformed escape, %00, or a rejected %2F / %5C
   Count,
 };
 std::string_view reasonName(Reason r);

@@ -22,6 +22,7 @@ std::string_view reasonName(Reason r) {
     case Reason::MaxPending: return "max_pending";
     case Reason::MaxInflight: return "max_inflight";
     case Reason::Draining: return "draining";
+    case Reason::InvalidPath: return "invalid_path";
     case Reason::Count: break;
   }
   return "unknown";
