@@ -52,6 +52,8 @@ class Loader {
   void loadRoutes(const MapReader& top);
   void loadRoute(const YAML::Node& node, const std::string& path, Route& route);
   void loadMatch(const YAML::Node& node, const std::string& path, RouteMatch& out);
+  // Reports a match path that no request can have once normalised (config.http).
+  void checkNormalPath(const YAML::Node& at, const std::string& path, const RouteMatch& m);
   void loadSplit(const YAML::Node& node, const std::string& path, Route& route);
   void loadSticky(const YAML::Node& node, const std::string& path, Sticky& out);
   void loadRetry(const YAML::Node& node, const std::string& path, Retry& out);

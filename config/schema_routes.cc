@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "config/schema.h"
+#include "proxy/path_normalize.h"
 
 namespace cutover::config::detail {
 
@@ -15,9 +16,13 @@ void Loader::loadMatch(const YAML::Node& node, const std::string& path, RouteMat
   } else {
     const std::string key = map.has("prefix") ? "prefix" : "exact";
     out.kind = map.has("prefix") ? RouteMatch::Kind::Prefix : RouteMatch::Kind::Exact;
-    if (map.getString(key, out.path) && !isPath(out.path)) {
-      errors_.add(map.value(key), map.path(key),
-                  "expected a path starting with '/' without spaces, got " + quoted(out.path));
+    if (map.getString(key, out.path)) {
+      if (!isPath(out.path)) {
+        errors_.add(map.value(key), map.path(key),
+                    "expected a path starting with '/' without spaces, got " + quoted(out.path));
+      } else {
+        checkNormalPath(map.value(key), map.path(key), out);
+      }
     }
   }
   if (map.has("header")) {
@@ -28,6 +33,31 @@ void Loader::loadMatch(const YAML::Node& node, const std::string& path, RouteMat
     header.getString("value", out.header_value);
   }
   map.getBool("case_sensitive", out.case_sensitive);
+}
+
+void Loader::checkNormalPath(const YAML::Node& at, const std::string& path, const RouteMatch& m) {
+  std::string normal = m.path;
+  PathStatus status = normalizePath(normal, config_.http);
+  if (status == PathStatus::Unchanged) return;
+  if (m.kind == RouteMatch::Kind::Prefix) {
+    // A prefix may end inside a segment or an escape that requests carry in full: "/a/." matches
+    // "/a/.well-known", "/a%2" matches "/a%2F" when escaped slashes are kept.
+    size_t n = m.path.size();
+    if (m.path[n - 1] == '%' || (n >= 2 && m.path[n - 2] == '%')) return;
+    std::string longer = m.path + "x";
+    if (normalizePath(longer, config_.http) != PathStatus::Invalid && longer.starts_with(m.path)) {
+      return;
+    }
+  }
+  if (status == PathStatus::Invalid) {
+    errors_.add(at, path,
+                "requests with this path are answered 400 (a malformed escape, %00, or an encoded "
+                "slash under http.escaped_slashes: reject), so the route never matches");
+    return;
+  }
+  std::string message = "requests are normalised before routing (see the http section), so no ";
+  message += "request matches " + quoted(m.path) + "; normalised it reads " + quoted(normal);
+  errors_.add(at, path, std::move(message));
 }
 
 void Loader::loadSplit(const YAML::Node& node, const std::string& path, Route& route) {

@@ -936,3 +936,35 @@ TEST_CASE("duplicate route names are found among many routes") {
         std::vector<std::string>{
             "cutover.yaml:3007:12: routes[2999].name: duplicate route name 'r0'"});
 }
+
+TEST_CASE("a route path that no normalised request can have is an error") {
+  auto routeWith = [](const std::string& match, const std::string& http = "") {
+    std::string yaml = kListeners + kBackends + http + "routes:\n  - name: r\n    match: { ";
+    return yaml + match + " }\n    split: { new: 10, legacy: 90 }\n";
+  };
+  CHECK(errorsOf(routeWith("exact: /api//x")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:21: routes[0].match.exact: requests are normalised before routing (see "
+            "the http section), so no request matches '/api//x'; normalised it reads '/api/x'"});
+  CHECK(errorsOf(routeWith("prefix: /api/dat%61")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:22: routes[0].match.prefix: requests are normalised before routing "
+            "(see the http section), so no request matches '/api/dat%61'; normalised it reads "
+            "'/api/data'"});
+  CHECK(errorsOf(routeWith("prefix: /a%2Fb")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:22: routes[0].match.prefix: requests with this path are answered 400 "
+            "(a malformed escape, %00, or an encoded slash under http.escaped_slashes: reject), so "
+            "the route never matches"});
+  // Prefixes that end inside a segment or an escape requests carry in full are fine.
+  for (const char* ok : {"prefix: /a/.", "prefix: /a/..", "prefix: /a/", "prefix: /a%3B",
+                         "exact: /a/.b", "prefix: /API, case_sensitive: false"}) {
+    CAPTURE(ok);
+    CHECK(errorsOf(routeWith(ok)).empty());
+  }
+  CHECK(errorsOf(routeWith("prefix: /a%2F", "http: { escaped_slashes: keep }\n")).empty());
+  CHECK(errorsOf(routeWith("prefix: /a%2", "http: { escaped_slashes: keep }\n")).empty());
+  CHECK(errorsOf(routeWith("exact: /a//b/./c",
+                           "http: { normalize_path: false, merge_slashes: false }\n"))
+            .empty());
+}
