@@ -108,8 +108,9 @@ void RouteTable::lookup(const Table& t, bool insensitive, std::string_view path,
   uint64_t h = kSeed;
   for (size_t i = 1; i <= stop; ++i) {
     h = step(h, insensitive ? lower(path[i - 1]) : path[i - 1]);
-    if (t.lengths[i] & kPrefixLen)
+    if (t.lengths[i] & kPrefixLen) {
       visit(find(t, insensitive, h, path.substr(0, i), false), best, accept);
+    }
   }
   // After the loop h covers the whole path when n <= max_len.
   if (n <= t.max_len && (t.lengths[n] & kExactLen)) {
