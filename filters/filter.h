@@ -54,6 +54,9 @@ enum class Reason : uint8_t {
   MaxPending,
   MaxInflight,
   Draining,
+  MethodNotAllowed,     // 405: CONNECT
+  ExpectationFailed,    // 417: an Expect other than 100-continue
+  VersionNotSupported,  // 505: not HTTP/1.x
   InvalidPath,          // 400: the path has a malformed escape, %00, or a rejected %2F / %5C
   Count,
 };

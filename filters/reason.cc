@@ -22,6 +22,9 @@ std::string_view reasonName(Reason r) {
     case Reason::MaxPending: return "max_pending";
     case Reason::MaxInflight: return "max_inflight";
     case Reason::Draining: return "draining";
+    case Reason::MethodNotAllowed: return "method_not_allowed";
+    case Reason::ExpectationFailed: return "expectation_failed";
+    case Reason::VersionNotSupported: return "version_not_supported";
     case Reason::InvalidPath: return "invalid_path";
     case Reason::Count: break;
   }

@@ -1,9 +1,28 @@
 #include "proxy/downstream_connection.h"
 
+#include "proxy/http1_writer.h"
+#include "proxy/log.h"
+#include "proxy/metrics.h"
+#include "proxy/stats.h"
 #include "proxy/stream.h"
 #include "proxy/worker.h"
 
 namespace cutover {
+
+namespace {
+// The local-reply reason for a request the decoder refused, by the status it chose.
+Reason rejectReason(int status) {
+  switch (status) {
+    case 405: return Reason::MethodNotAllowed;
+    case 408: return Reason::HeaderTimeout;
+    case 414: return Reason::UriTooLong;
+    case 417: return Reason::ExpectationFailed;
+    case 431: return Reason::HeadersTooLarge;
+    case 505: return Reason::VersionNotSupported;
+    default: return Reason::BadRequest;
+  }
+}
+}  // namespace
 
 namespace {
 // Pipelined bytes buffered past the current request before we stop reading the client.
@@ -93,9 +112,7 @@ void DownstreamConnection::process(const char* data, size_t len) {
         stream_->onRequestError(e.status);
         if (state_ != State::Closing) closeConnection();
       } else {
-        rejectAndClose(e.status, e.status == 431   ? "headers_too_large"
-                                 : e.status == 414 ? "uri_too_long"
-                                                   : "bad_request");
+        rejectAndClose(e.status, rejectReason(e.status), e.reason);
       }
       break;
     }
@@ -234,19 +251,33 @@ void DownstreamConnection::startTunnel(UpstreamConnection* up) {
 
 // ---- closing --------------------------------------------------------------------------------
 
-void DownstreamConnection::rejectAndClose(int status, std::string_view reason_header) {
+void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string_view detail) {
   std::string& out = worker_.scratch();
   out.clear();
-  out.append("HTTP/1.1 ");
-  out.append(std::to_string(status));
-  out.push_back(' ');
-  out.append(reasonPhrase(status));
-  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
-  std::string body = std::string(reasonPhrase(status)) + "\n";
-  out.append(std::to_string(body.size()));
-  out.append("\r\nx-cutover-reason: ").append(reason_header);
-  out.append("\r\nConnection: close\r\n\r\n").append(body);
+  writeLocalReplyStart(out, status, reasonName(reason), {});
+  writeLocalReplyEnd(out, status, reasonName(reason), {}, true, false);
   transport_.write(out);
+
+  // Counted and logged like every local reply: operators see attacks and client errors.
+  StreamInfo info;
+  info.status = static_cast<uint16_t>(status);
+  info.reason = reason;
+  const Snapshot& snap = *worker_.snapshot();
+  if (snap.metrics) snap.metrics->recordRequest(info);
+  if (snap.stats) snap.stats->record(info);
+  AccessLog* log = worker_.accessLog();
+  if (log != nullptr && log->wants(info.status, reason)) {
+    AccessRecord rec;
+    rec.client = peer_;
+    if (decoder_ != nullptr) {
+      rec.method = decoder_->head().method;
+      rec.path = decoder_->head().target;
+    }
+    rec.status = info.status;
+    rec.reason = reason;
+    rec.detail = detail;
+    log->appendUnfiltered(rec);
+  }
   closeConnection();
 }
 
@@ -275,7 +306,7 @@ void DownstreamConnection::closeConnection() {
 
 void DownstreamConnection::onDeadline() {
   if (state_ == State::ReadingHead && stream_ == nullptr) {
-    rejectAndClose(408, "header_timeout");
+    rejectAndClose(408, Reason::HeaderTimeout, "header_timeout");
     return;
   }
   abort();

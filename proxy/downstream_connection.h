@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "filters/filter.h"
 #include "proxy/http1_codec.h"
 #include "proxy/intrusive_list.h"
 #include "proxy/tcp_transport.h"
@@ -49,7 +50,9 @@ class DownstreamConnection final : public ListHook,
   void pauseReading();
   void resumeReading();
   // Answer a request the decoder rejected or that timed out, then close.
-  void rejectAndClose(int status, std::string_view reason_header);
+  // Answers a request that never became a stream (malformed head, header timeout) with a local
+  // reply, counts and logs it like any other, and closes. `detail` is the parser's verdict.
+  void rejectAndClose(int status, Reason reason, std::string_view detail);
   // Close now, dropping anything pending.
   void abort();
   // Worker drain: close if idle, else finish the exchange and close.

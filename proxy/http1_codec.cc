@@ -9,6 +9,16 @@
 
 namespace cutover {
 
+// Where the raw-byte scan of a message head stands.
+enum class HeadScan : uint8_t {
+  Start,        // before the start line: empty lines (CRLF) may precede it
+  StartCr,      // CR of a leading empty line
+  InLine,       // inside the start line or a header line
+  LineStart,    // just after a line's CRLF: a header, a fold (rejected) or the blank line
+  EndCr,        // CR of the blank line that ends the head
+  Done,         // head ended; nothing more to scan until the next message
+};
+
 struct Http1ParserState {
   llhttp_t parser;
   uint32_t head_bytes = 0;  // bytes of request/status line and headers seen so far
@@ -16,10 +26,12 @@ struct Http1ParserState {
   bool uri_too_long = false;
   const char* custom_reason = nullptr;  // our own rejection, set before returning HPE_USER
   int custom_status = 0;
-  // obs-fold detection (llhttp's strict mode still unfolds continuation lines): scans the head's
-  // raw bytes for a line feed followed by SP/HTAB, until the blank line that ends the head.
-  bool head_scanned = false;
-  uint32_t tail = 0;  // last bytes seen, newest in the low byte
+  // The head's raw line structure, checked ahead of llhttp (see scanHead): llhttp 8.1 in strict
+  // mode still unfolds obs-fold lines and takes "\r\n\n" as the end of a head.
+  HeadScan scan = HeadScan::Start;
+  bool prev_cr = false;        // the previous chunk ended in CR (a LF at offset 0 follows it)
+  uint32_t field_bytes = 0;    // name bytes of the header line being read (0: empty name)
+  bool interim_done = false;   // a 1xx interim response just ended; the real one follows
 };
 
 namespace {
@@ -65,22 +77,29 @@ struct Http1Trampolines {
     return HPE_OK;
   }
 
+  // Header lines after the head was delivered are chunked trailers: counted against the head
+  // limit, never stored, so they cannot become head fields of the forwarded message.
   static int onHeaderField(llhttp_t* p, const char* at, size_t len, uint32_t limit,
-                           HeaderMap& headers) {
+                           HeaderMap& headers, bool trailer) {
     Http1ParserState& s = st(p);
     if (countHead(s, len + 4, limit) != HPE_OK) return HPE_USER;
-    headers.appendName(at, len);
+    s.field_bytes += static_cast<uint32_t>(len);
+    if (!trailer) headers.appendName(at, len);
     return HPE_OK;
   }
   static int onHeaderValue(llhttp_t* p, const char* at, size_t len, uint32_t limit,
-                           HeaderMap& headers) {
+                           HeaderMap& headers, bool trailer) {
     Http1ParserState& s = st(p);
     if (countHead(s, len, limit) != HPE_OK) return HPE_USER;
-    headers.appendValue(at, len);
+    if (!trailer) headers.appendValue(at, len);
     return HPE_OK;
   }
-  // Completes one header line; rejects bytes llhttp let through.
-  static int headerDone(Http1ParserState& s, HeaderMap& headers) {
+  // Completes one header line; rejects what llhttp let through (an empty name, control bytes).
+  static int headerDone(Http1ParserState& s, HeaderMap& headers, bool trailer) {
+    bool named = s.field_bytes != 0;
+    s.field_bytes = 0;
+    if (!named) return fail(s, 400, "empty_header_name");
+    if (trailer) return HPE_OK;
     if (!valueValid(headers.endEntry())) return fail(s, 400, "invalid_header_value");
     return HPE_OK;
   }
@@ -114,12 +133,16 @@ struct Http1Trampolines {
     return HPE_OK;
   }
   static int reqField(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderField(p, at, len, req(p).limits_.max_header_bytes, req(p).head_.headers);
+    RequestDecoder& d = req(p);
+    return onHeaderField(p, at, len, d.limits_.max_header_bytes, d.head_.headers, d.head_complete_);
   }
   static int reqValue(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderValue(p, at, len, req(p).limits_.max_header_bytes, req(p).head_.headers);
+    RequestDecoder& d = req(p);
+    return onHeaderValue(p, at, len, d.limits_.max_header_bytes, d.head_.headers, d.head_complete_);
   }
-  static int reqValueComplete(llhttp_t* p) { return headerDone(st(p), req(p).head_.headers); }
+  static int reqValueComplete(llhttp_t* p) {
+    return headerDone(st(p), req(p).head_.headers, req(p).head_complete_);
+  }
 
   static int reqHeadersComplete(llhttp_t* p) {
     RequestDecoder& d = req(p);
@@ -163,6 +186,10 @@ struct Http1Trampolines {
     h.has_content_length = (p->flags & F_CONTENT_LENGTH) != 0;
     h.content_length = h.has_content_length ? p->content_length : 0;
     h.keep_alive = llhttp_should_keep_alive(p) != 0;
+    // Only a GET may switch protocols (WebSocket; RFC 9110 §7.8 leaves the method open, but a
+    // HEAD answered 101 would make the tunnel's bytes parse as a second response). Any other
+    // method is an ordinary request: Upgrade is dropped as hop-by-hop and a 101 is a bad answer.
+    if (p->upgrade != 0 && p->method != HTTP_GET) p->upgrade = 0;
     h.upgrade = p->upgrade != 0;
     std::string_view expect = h.headers.get("expect");
     if (!expect.empty()) {
@@ -199,16 +226,23 @@ struct Http1Trampolines {
   static int rspStatus(llhttp_t* p, const char* at, size_t len) {
     ResponseDecoder& d = rsp(p);
     if (countHead(st(p), len, d.max_header_bytes_) != HPE_OK) return HPE_USER;
+    // reason-phrase = *( HTAB / SP / VCHAR / obs-text ): no byte of it may reach a client unless
+    // it could have been written by us.
+    if (!valueValid(std::string_view(at, len))) return fail(st(p), 502, "invalid_reason_phrase");
     d.head_.reason.append(at, len);
     return HPE_OK;
   }
   static int rspField(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderField(p, at, len, rsp(p).max_header_bytes_, rsp(p).head_.headers);
+    ResponseDecoder& d = rsp(p);
+    return onHeaderField(p, at, len, d.max_header_bytes_, d.head_.headers, d.head_complete_);
   }
   static int rspValue(llhttp_t* p, const char* at, size_t len) {
-    return onHeaderValue(p, at, len, rsp(p).max_header_bytes_, rsp(p).head_.headers);
+    ResponseDecoder& d = rsp(p);
+    return onHeaderValue(p, at, len, d.max_header_bytes_, d.head_.headers, d.head_complete_);
   }
-  static int rspValueComplete(llhttp_t* p) { return headerDone(st(p), rsp(p).head_.headers); }
+  static int rspValueComplete(llhttp_t* p) {
+    return headerDone(st(p), rsp(p).head_.headers, rsp(p).head_complete_);
+  }
   static int rspHeadersComplete(llhttp_t* p) {
     ResponseDecoder& d = rsp(p);
     Http1ParserState& s = st(p);
@@ -225,15 +259,16 @@ struct Http1Trampolines {
     h.content_length = h.has_content_length ? p->content_length : 0;
     h.keep_alive = llhttp_should_keep_alive(p) != 0;
     if (h.status >= 100 && h.status < 200 && h.status != 101) {
-      // Interim responses (100, 103) are consumed here and never forwarded: the proxy answers
-      // Expect: 100-continue itself.
+      // Interim responses (100, 103, any 1xx) are consumed here and never forwarded: the proxy
+      // answers Expect: 100-continue itself. A 1xx never has a body, whatever its headers say:
+      // bytes after its blank line are the next response.
       d.head_complete_ = false;
-      return HPE_OK;
+      return 1;
     }
     d.head_complete_ = true;
     d.cb_.onResponseHead(h);
-    if (d.head_request_ || h.status == 204 || h.status == 304) return 1;  // no body
     if (h.status == 101) return 2;                                         // tunnel follows
+    if (d.head_request_ || h.status == 204 || h.status == 304) return 1;  // no body
     return HPE_OK;
   }
   static int rspBody(llhttp_t* p, const char* at, size_t len) {
@@ -243,8 +278,10 @@ struct Http1Trampolines {
   static int rspMessageComplete(llhttp_t* p) {
     ResponseDecoder& d = rsp(p);
     if (!d.head_complete_) {
-      // End of an interim 1xx response: keep parsing for the real one.
-      return HPE_OK;
+      // End of an interim 1xx response: pause so run() rescans the next head from its start,
+      // then goes on parsing the real response.
+      st(p).interim_done = true;
+      return HPE_PAUSED;
     }
     d.in_message_ = false;
     if (d.head_.status == 101) return HPE_OK;  // llhttp now returns HPE_PAUSED_UPGRADE
@@ -289,63 +326,84 @@ struct Http1Trampolines {
 
 namespace {
 
-// True if the head contains a folded line. Scans only until the head's terminating CRLFCRLF,
-// jumping from line feed to line feed (memchr) since only the bytes around them matter.
-bool foldInHead(Http1ParserState& s, const char* data, size_t len) {
-  if (len == 0) return false;
-  // A line feed at the end of the previous chunk: this chunk's first byte starts a line.
+// Scans a head's raw bytes ahead of llhttp, across any split: every line must end in CRLF (a bare
+// LF is refused, also as the blank line that ends the head), and no header line may start with SP
+// or HTAB (obs-fold). Returns the offset of the first offending byte, or `len`, with `why` set.
+// Only the bytes around line feeds matter, so it jumps from one LF to the next with memchr.
+size_t scanHead(Http1ParserState& s, const char* data, size_t len, const char*& why) {
   size_t i = 0;
-  if ((s.tail & 0xff) == '\n' && (data[0] == ' ' || data[0] == '\t')) return true;
   while (i < len) {
-    const void* p = memchr(data + i, '\n', len - i);
-    if (p == nullptr) break;
-    size_t lf = static_cast<size_t>(static_cast<const char*>(p) - data);
-    // The 3 bytes before this LF, from this chunk or the carried tail.
-    uint32_t prev = s.tail;
-    for (size_t k = (lf >= 3 ? lf - 3 : 0); k < lf; ++k) {
-      prev = (prev << 8) | static_cast<unsigned char>(data[k]);
+    char c = data[i];
+    switch (s.scan) {
+      case HeadScan::Done:
+        return len;
+      case HeadScan::Start:
+        if (c == '\r') {
+          s.scan = HeadScan::StartCr;
+        } else if (c == '\n') {
+          why = "bare_lf";
+          return i;
+        } else {
+          s.scan = HeadScan::InLine;
+          continue;  // this byte starts the line
+        }
+        break;
+      case HeadScan::StartCr:
+        if (c != '\n') {
+          why = "bare_cr";
+          return i;
+        }
+        s.scan = HeadScan::Start;
+        break;
+      case HeadScan::InLine: {
+        const void* lf = memchr(data + i, '\n', len - i);
+        if (lf == nullptr) {
+          s.prev_cr = data[len - 1] == '\r';
+          return len;
+        }
+        size_t at = static_cast<size_t>(static_cast<const char*>(lf) - data);
+        bool cr = at > i ? data[at - 1] == '\r' : s.prev_cr;
+        if (!cr) {
+          why = "bare_lf";
+          return at;
+        }
+        s.scan = HeadScan::LineStart;
+        i = at + 1;
+        continue;
+      }
+      case HeadScan::LineStart:
+        if (c == ' ' || c == '\t') {
+          why = "obs_fold";
+          return i;
+        }
+        if (c == '\n') {
+          why = "bare_lf";
+          return i;
+        }
+        s.scan = c == '\r' ? HeadScan::EndCr : HeadScan::InLine;
+        if (s.scan == HeadScan::InLine) continue;
+        break;
+      case HeadScan::EndCr:
+        if (c != '\n') {
+          why = "bare_cr";
+          return i;
+        }
+        s.scan = HeadScan::Done;
+        return len;
     }
-    if ((((prev << 8) | '\n') & 0xffffffff) == 0x0d0a0d0a) {
-      s.head_scanned = true;
-      return false;
-    }
-    if (lf + 1 < len && (data[lf + 1] == ' ' || data[lf + 1] == '\t')) return true;
-    i = lf + 1;
+    ++i;
   }
-  // Keep the last bytes for a boundary that falls between chunks.
-  for (size_t k = (len >= 4 ? len - 4 : 0); k < len; ++k) {
-    s.tail = (s.tail << 8) | static_cast<unsigned char>(data[k]);
-  }
-  return false;
+  s.prev_cr = len > 0 && data[len - 1] == '\r';
+  return len;
 }
 
-// Runs llhttp and maps its result. `consumed` = bytes used up to a pause or error.
-DecodeStatus run(Http1ParserState& s, const char* data, size_t len, size_t& consumed,
-                 DecodeError& error, bool request) {
-  if (!s.head_scanned && foldInHead(s, data, len)) {
-    consumed = 0;
-    error.status = request ? 400 : 502;
-    error.reason = "obs_fold";
-    return DecodeStatus::Error;
-  }
-  llhttp_errno_t err = llhttp_execute(&s.parser, data, len);
-  switch (err) {
-    case HPE_OK:
-      consumed = len;
-      return DecodeStatus::Ok;
-    case HPE_PAUSED:
-      consumed = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - data);
-      llhttp_resume(&s.parser);
-      s.head_scanned = false;
-      s.tail = 0;
-      return DecodeStatus::MessageComplete;
-    case HPE_PAUSED_UPGRADE:
-      consumed = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - data);
-      return DecodeStatus::Upgrade;
-    default:
-      break;
-  }
-  consumed = 0;
+void restartScan(Http1ParserState& s) {
+  s.scan = HeadScan::Start;
+  s.prev_cr = false;
+  s.field_bytes = 0;
+}
+
+DecodeStatus mapError(Http1ParserState& s, llhttp_errno_t err, DecodeError& error, bool request) {
   if (s.too_large) {
     error.status = request ? 431 : 502;
     error.reason = "headers_too_large";
@@ -362,6 +420,50 @@ DecodeStatus run(Http1ParserState& s, const char* data, size_t len, size_t& cons
   return DecodeStatus::Error;
 }
 
+// Runs llhttp and maps its result. `consumed` = bytes used up to a pause or error. llhttp only
+// sees bytes up to the first one the head scan refused, so whichever fault comes first in the
+// byte stream decides the verdict, however the bytes were split.
+DecodeStatus run(Http1ParserState& s, const char* data, size_t len, size_t& consumed,
+                 DecodeError& error, bool request) {
+  size_t done = 0;
+  for (;;) {
+    const char* why = nullptr;
+    size_t limit = len - done;
+    if (s.scan != HeadScan::Done) limit = scanHead(s, data + done, len - done, why);
+    llhttp_errno_t err = llhttp_execute(&s.parser, data + done, limit);
+    switch (err) {
+      case HPE_OK:
+        if (why != nullptr) {
+          consumed = 0;
+          error.status = request ? 400 : 502;
+          error.reason = why;
+          return DecodeStatus::Error;
+        }
+        consumed = len;
+        return DecodeStatus::Ok;
+      case HPE_PAUSED: {
+        size_t pos = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - data);
+        llhttp_resume(&s.parser);
+        restartScan(s);
+        if (s.interim_done) {
+          // A 1xx ended; the final response's head starts here and is scanned afresh.
+          s.interim_done = false;
+          done = pos;
+          continue;
+        }
+        consumed = pos;
+        return DecodeStatus::MessageComplete;
+      }
+      case HPE_PAUSED_UPGRADE:
+        consumed = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - data);
+        return DecodeStatus::Upgrade;
+      default:
+        consumed = 0;
+        return mapError(s, err, error, request);
+    }
+  }
+}
+
 void resetState(Http1ParserState& s, llhttp_type_t type, const llhttp_settings_t& settings,
                 void* data) {
   llhttp_init(&s.parser, type, &settings);
@@ -370,8 +472,8 @@ void resetState(Http1ParserState& s, llhttp_type_t type, const llhttp_settings_t
   s.too_large = s.uri_too_long = false;
   s.custom_reason = nullptr;
   s.custom_status = 0;
-  s.head_scanned = false;
-  s.tail = 0;
+  s.interim_done = false;
+  restartScan(s);
 }
 
 }  // namespace

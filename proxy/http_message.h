@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,25 @@ namespace cutover {
 
 // ASCII case-insensitive comparison for header names (always compared against lower-case literals).
 bool iequals(std::string_view a, std::string_view b);
+
+// Fast case-insensitive test of a header name (a token, as the codec guarantees) against `lit`,
+// which must be lower-case letters, digits and '-': OR-ing 0x20 into a token byte then lower-cases
+// letters and leaves digits and '-' alone, and maps no other token byte onto those. Compares eight
+// bytes at a time.
+inline bool tokenIs(std::string_view name, std::string_view lit) {
+  if (name.size() != lit.size()) return false;
+  size_t i = 0;
+  for (; i + 8 <= name.size(); i += 8) {
+    uint64_t a, b;
+    std::memcpy(&a, name.data() + i, 8);
+    std::memcpy(&b, lit.data() + i, 8);
+    if ((a | 0x2020202020202020ull) != b) return false;
+  }
+  for (; i < name.size(); ++i) {
+    if ((name[i] | 0x20) != lit[i]) return false;
+  }
+  return true;
+}
 
 // Ordered header list. Names keep their original spelling; lookups are case-insensitive.
 class HeaderMap {

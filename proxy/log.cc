@@ -242,7 +242,12 @@ void formatAccessRecord(std::string& out, const AccessRecord& r) {
   appendNumber(out, static_cast<unsigned>(r.attempts));
   out += ",\"reason\":\"";
   out += reasonName(r.reason);  // fixed list of [a-z_] names: nothing to escape
-  out += "\",\"flags\":[";
+  out += '"';
+  if (!r.detail.empty()) {
+    out += ",\"detail\":";
+    appendJsonString(out, r.detail);
+  }
+  out += ",\"flags\":[";
   bool first = true;
   const auto flag = [&](bool on, std::string_view name) {
     if (!on) return;

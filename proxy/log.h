@@ -130,6 +130,7 @@ struct AccessRecord {
   uint64_t bytes_out = 0;
   uint16_t attempts = 0;
   Reason reason = Reason::None;
+  std::string_view detail;  // what exactly was wrong (a parser verdict such as "obs_fold"); optional
   bool rate_limited_dry_run = false;
   bool failover = false;
   bool client_aborted = false;

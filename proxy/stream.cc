@@ -9,6 +9,7 @@
 #include "filters/token_bucket.h"
 #include "proxy/clock.h"
 #include "proxy/downstream_connection.h"
+#include "proxy/http1_writer.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/path_normalize.h"
@@ -20,67 +21,11 @@ namespace cutover {
 
 namespace {
 
-void appendUint(std::string& out, uint64_t v) {
-  char buf[24];
-  int i = 0;
-  do {
-    buf[i++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (i > 0) out.push_back(buf[--i]);
-}
-
-// Header names that never cross the proxy (RFC 9110 §7.6.1), besides those named in Connection.
-bool hopByHop(std::string_view name) {
-  switch (name.size()) {
-    case 2: return iequals(name, "te");
-    case 7: return iequals(name, "upgrade") || iequals(name, "trailer");
-    case 10: return iequals(name, "connection") || iequals(name, "keep-alive");
-    case 16: return iequals(name, "proxy-connection");
-    case 17: return iequals(name, "transfer-encoding");
-    default: return false;
-  }
-}
-
-// Tokens of every Connection header (the headers they name are hop-by-hop too).
-struct ConnectionTokens {
-  std::string_view items[8];
-  size_t n = 0;
-  bool overflow = false;
-  void parse(const HeaderMap& h) {
-    for (size_t i = 0; i < h.size(); ++i) {
-      if (h.removed(i) || !iequals(h.name(i), "connection")) continue;
-      std::string_view v = h.value(i);
-      while (!v.empty()) {
-        size_t comma = v.find(',');
-        std::string_view t = v.substr(0, comma);
-        while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
-        while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
-        if (!t.empty()) {
-          if (n < 8) {
-            items[n++] = t;
-          } else {
-            overflow = true;
-          }
-        }
-        if (comma == std::string_view::npos) break;
-        v.remove_prefix(comma + 1);
-      }
-    }
-  }
-  bool names(std::string_view header) const {
-    for (size_t i = 0; i < n; ++i) {
-      if (iequals(items[i], header)) return true;
-    }
-    return false;
-  }
-};
-
 bool statusHasNoBody(int status) { return (status >= 100 && status < 200) || status == 204 || status == 304; }
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w) {
+Stream::Stream(Worker& w) : worker_(w), upstream_(w, *this), retry_(w.loop(), onRetryFire, this) {
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
 }
@@ -88,10 +33,15 @@ Stream::Stream(Worker& w) : worker_(w) {
 Stream::~Stream() = default;
 
 void Stream::closeHandles() {
+  handles_open_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
+  retry_.close(onTimerClosed);
 }
 
-void Stream::onTimerClosed(uv_handle_t* h) { delete static_cast<Stream*>(h->data); }
+void Stream::onTimerClosed(uv_handle_t* h) {
+  auto* self = static_cast<Stream*>(h->data);
+  if (--self->handles_open_ == 0) delete self;
+}
 
 uv_loop_t* Stream::loop() { return worker_.loop(); }
 
@@ -116,17 +66,15 @@ void Stream::reset() {
   } else {
     body_buf_.clear();
   }
-  up_ = nullptr;
+  upstream_.reset();
   phase_ = Phase::Filters;
   deadline_ms_ = 0;
-  backend_ = split_backend_ = endpoint_ = 0;
+  backend_ = split_backend_ = 0;
   in_filter_ = resume_pending_ = false;
-  request_complete_ = upstream_request_done_ = body_started_ = false;
+  request_complete_ = false;
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
-  request_chunked_up_ = head_only_ = timer_for_backoff_ = false;
-  upstream_paused_ = client_paused_ = upgrade_ = false;
-  pending_acquired_ = force_fresh_ = fresh_retry_used_ = false;
-  inflight_backend_ = budget_backend_ = retry_backend_ = -1;
+  head_only_ = false;
+  client_paused_ = upgrade_ = false;
 }
 
 // ---- request side ---------------------------------------------------------------------------
@@ -138,7 +86,6 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   info_.start_ns = monotonicNs();
   head_only_ = head.method == "HEAD";
   upgrade_ = head.upgrade;
-  request_chunked_up_ = head.chunked;
   if (!head.keep_alive || worker_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
@@ -191,82 +138,21 @@ void Stream::resume() {
   runFilters();
 }
 
-void Stream::onUpstreamConnected() {
-  releasePending();
-  sendRequestHead();
-}
-
-void Stream::sendRequestHead() {
+std::string& Stream::onAttemptSending() {
   phase_ = Phase::Sending;
-  const config::Config& cfg = *snap_->config;
-  up_->beginExchange(req_->method, static_cast<uint32_t>(cfg.timeouts.upstream_idle.count()));
-
-  std::string& out = worker_.scratch();
-  out.clear();
-  out.append(req_->method);
-  out.push_back(' ');
-  out.append(req_->target);
-  out.append(" HTTP/1.1\r\n");
-  ConnectionTokens conn_tokens;
-  conn_tokens.parse(req_->headers);
-  const HeaderMap& h = req_->headers;
-  // The client's address is appended to the last X-Forwarded-For line (or starts one).
-  size_t last_xff = h.size();
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (!h.removed(i) && iequals(h.name(i), "x-forwarded-for")) last_xff = i;
-  }
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (h.removed(i)) continue;
-    std::string_view name = h.name(i);
-    bool keep_upgrade = upgrade_ && iequals(name, "upgrade");
-    if (hopByHop(name) && !keep_upgrade) continue;
-    if (conn_tokens.names(name) && !keep_upgrade) continue;
-    if (iequals(name, "expect") || iequals(name, "x-forwarded-proto")) continue;
-    out.append(name).append(": ").append(h.value(i));
-    if (i == last_xff) out.append(", ").append(conn_->peer());
-    out.append("\r\n");
-  }
-  if (last_xff == h.size()) out.append("X-Forwarded-For: ").append(conn_->peer()).append("\r\n");
-  out.append("X-Forwarded-Proto: http\r\n");
-  if (request_chunked_up_) out.append("Transfer-Encoding: chunked\r\n");
-  if (upgrade_) out.append("Connection: upgrade\r\n");
-  out.append("\r\n");
-  up_->write(out);
-
-  if (!body_buf_.empty()) {
-    writeBodyToUpstream(body_buf_.data(), body_buf_.size());
-    body_buf_.clear();
-  }
-  if (request_complete_) finishUpstreamRequest();
-  if (client_paused_ && up_ != nullptr && up_->pendingBytes() < cfg.limits.high_watermark) {
-    client_paused_ = false;
-    conn_->resumeReading();
-  }
+  return body_buf_;
 }
 
-void Stream::writeBodyToUpstream(const char* data, size_t len) {
-  if (len == 0 || up_ == nullptr) return;
-  body_started_ = true;
-  if (request_chunked_up_) {
-    std::string& out = worker_.scratch();
-    out.clear();
-    appendChunkHeader(out, len);
-    out.append(data, len);
-    out.append(kCrlf);
-    up_->write(out);
-  } else {
-    up_->write(data, len);
-  }
-  if (up_->pendingBytes() > snap_->config->limits.high_watermark && !client_paused_) {
-    client_paused_ = true;
-    conn_->pauseReading();
-  }
+void Stream::pauseRequestBody() {
+  if (client_paused_) return;
+  client_paused_ = true;
+  conn_->pauseReading();
 }
 
-void Stream::finishUpstreamRequest() {
-  if (upstream_request_done_ || up_ == nullptr) return;
-  upstream_request_done_ = true;
-  if (request_chunked_up_) up_->write(kChunkEnd);
+void Stream::resumeRequestBody() {
+  if (!client_paused_) return;
+  client_paused_ = false;
+  conn_->resumeReading();
 }
 
 void Stream::onRequestBody(const char* data, size_t len) {
@@ -274,17 +160,14 @@ void Stream::onRequestBody(const char* data, size_t len) {
   switch (phase_) {
     case Phase::Sending:
     case Phase::Responding:
-      if (!response_complete_) writeBodyToUpstream(data, len);
+      if (!response_complete_) upstream_.sendBody(data, len);
       return;
     case Phase::Filters:
     case Phase::Routing:
     case Phase::Connecting:
       // Held until the upstream connection is ready; bounded by the high watermark.
       body_buf_.append(data, len);
-      if (body_buf_.size() > snap_->config->limits.high_watermark && !client_paused_) {
-        client_paused_ = true;
-        conn_->pauseReading();
-      }
+      if (body_buf_.size() > snap_->config->limits.high_watermark) pauseRequestBody();
       return;
     default:
       return;  // answered locally: the rest of the body is discarded
@@ -293,27 +176,15 @@ void Stream::onRequestBody(const char* data, size_t len) {
 
 void Stream::onRequestComplete() {
   request_complete_ = true;
-  if (phase_ == Phase::Sending || phase_ == Phase::Responding) finishUpstreamRequest();
+  if (phase_ == Phase::Sending || phase_ == Phase::Responding) upstream_.endBody();
   if (phase_ != Phase::Done && !in_filter_) maybeFinish();
 }
 
-void Stream::onUpstreamDrained() {
-  if (client_paused_) {
-    client_paused_ = false;
-    conn_->resumeReading();
-  }
-}
-
-void Stream::onDownstreamDrained() {
-  if (upstream_paused_ && up_ != nullptr) {
-    upstream_paused_ = false;
-    up_->resumeReading();
-  }
-}
+void Stream::onDownstreamDrained() { upstream_.resumeResponse(); }
 
 // ---- response side --------------------------------------------------------------------------
 
-void Stream::onUpstreamHead(ResponseHead& head) {
+void Stream::onAttemptHead(ResponseHead& head) {
   info_.upstream_headers_ns = monotonicNs();
   recordOutcome(Outcome::Status, head.status);
   if (route_->retry.enabled) {
@@ -324,9 +195,7 @@ void Stream::onUpstreamHead(ResponseHead& head) {
     }
     if (retryAfterFailure(Outcome::Status, head.status, retry_after)) {
       // Drop this answer with its connection; the retry timer is running.
-      UpstreamConnection* up = up_;
-      up_ = nullptr;
-      up->close();
+      upstream_.abandon();
       return;
     }
   }
@@ -340,8 +209,7 @@ void Stream::onUpstreamHead(ResponseHead& head) {
     }
     writeResponseHead(head);
     phase_ = Phase::Tunnel;
-    up_->startTunnel();
-    conn_->startTunnel(up_);
+    conn_->startTunnel(upstream_.startTunnel());
     return;
   }
   if (upgrade_) response_close_ = true;  // the backend declined the upgrade
@@ -365,30 +233,30 @@ void Stream::writeResponseHead(ResponseHead& head) {
   }
   if (worker_.draining()) response_close_ = true;
 
+  BodyFraming framing;
+  if (head.status < 200 || head.status == 204) {
+    framing = BodyFraming::None;  // 101 (a tunnel follows) or 204: no body, no framing
+  } else if (head_only_ || head.status == 304) {
+    // No body follows, but the headers describe the one a GET would get.
+    framing = head.chunked              ? BodyFraming::Chunked
+              : head.has_content_length ? BodyFraming::Length
+                                        : BodyFraming::None;
+  } else if (response_chunked_) {
+    framing = BodyFraming::Chunked;
+  } else {
+    framing = head.has_content_length ? BodyFraming::Length : BodyFraming::None;
+  }
   // Held back until the first body bytes (or the end of this read) so both leave in one write.
   std::string& out = head_buf_;
   out.clear();
-  out.append("HTTP/1.1 ");
-  appendUint(out, head.status);
-  out.push_back(' ');
-  out.append(head.reason.empty() ? reasonPhrase(head.status) : std::string_view(head.reason));
-  out.append("\r\n");
-  ConnectionTokens conn_tokens;
-  conn_tokens.parse(head.headers);
-  const HeaderMap& h = head.headers;
-  for (size_t i = 0; i < h.size(); ++i) {
-    if (h.removed(i)) continue;
-    std::string_view name = h.name(i);
-    bool keep_upgrade = head.status == 101 && iequals(name, "upgrade");
-    if (hopByHop(name) && !keep_upgrade) continue;
-    if (conn_tokens.names(name) && !keep_upgrade) continue;
-    if (iequals(name, "x-cutover-backend")) continue;
-    // A filter's header replaces the backend's (e.g. the request id the backend echoed).
-    if (!added_names_.empty() && addedByFilter(name)) continue;
-    out.append(name).append(": ").append(h.value(i)).append("\r\n");
-  }
-  if (head_only_ && head.chunked) out.append("Transfer-Encoding: chunked\r\n");
-  if (response_chunked_) out.append("Transfer-Encoding: chunked\r\n");
+  // x-cutover-backend is ours; a filter's header replaces the backend's (e.g. the request id the
+  // backend echoed).
+  SkipHeader skip = [](const void* self, std::string_view name) {
+    const auto* st = static_cast<const Stream*>(self);
+    return tokenIs(name, "x-cutover-backend") ||
+           (!st->added_names_.empty() && st->addedByFilter(name));
+  };
+  writeResponseStart(out, head, framing, skip, this);
   out.append("x-cutover-backend: ").append(cfg.backends[backend_].name).append("\r\n");
   if (info_.attempts > 1) {
     out.append("x-cutover-attempts: ");
@@ -418,9 +286,9 @@ void Stream::flushHead(std::string_view first_body) {
   conn_->transport().write2(head_buf_, first_body);
 }
 
-void Stream::onUpstreamReadDone() { flushHead({}); }
+void Stream::onAttemptReadDone() { flushHead({}); }
 
-void Stream::onUpstreamBody(const char* data, size_t len) {
+void Stream::onAttemptBody(const char* data, size_t len) {
   info_.bytes_out += len;
   if (head_only_) return;
   Transport& t = conn_->transport();
@@ -434,21 +302,12 @@ void Stream::onUpstreamBody(const char* data, size_t len) {
   } else {
     flushHead(std::string_view(data, len));
   }
-  if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
-      up_ != nullptr) {
-    upstream_paused_ = true;
-    up_->pauseReading();
-  }
+  if (t.pendingBytes() > snap_->config->limits.high_watermark) upstream_.pauseResponse();
 }
 
-void Stream::onUpstreamComplete() {
+void Stream::onAttemptComplete() {
   flushHead(response_chunked_ ? kChunkEnd : std::string_view());
   response_complete_ = true;
-  UpstreamConnection* up = up_;
-  up_ = nullptr;
-  // Reusable only if it carried a whole request and the backend keeps it alive.
-  up->release(upstream_request_done_ && up->state() == UpstreamConnection::State::Active &&
-              !upgrade_);
   maybeFinish();
 }
 
@@ -457,23 +316,9 @@ void Stream::onUpstreamComplete() {
 void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
-  if (self->timer_for_backoff_) {
-    // Backoff over: the next attempt, under the same total deadline.
-    self->timer_for_backoff_ = false;
-    self->armRequestTimer();
-    Reason why = self->admit(self->backend_, monotonicNs());
-    if (why != Reason::None) {
-      self->localReply(503, why);
-      return;
-    }
-    self->startAttempt();
-    return;
-  }
-  // Total request deadline passed.
-  if (self->up_ != nullptr) {
-    self->up_->close();
-    self->up_ = nullptr;
-  }
+  // Total request deadline passed (a pending backoff ends with the request).
+  self->retry_.cancel();
+  self->upstream_.abandon();
   if (self->phase_ == Phase::Filters && self->next_filter_ > 0) {
     self->filters_[self->next_filter_ - 1]->onCancel();  // the filter that paused
   }
@@ -505,10 +350,7 @@ void Stream::localReply(int status, Reason reason, std::string_view extra,
                         std::string_view body) {
   if (phase_ == Phase::Done) return;
   info_.reason = reason;
-  if (up_ != nullptr) {
-    up_->close();
-    up_ = nullptr;
-  }
+  upstream_.abandon();
   if (response_started_) {
     response_close_ = true;
     finish();
@@ -529,20 +371,9 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
                              std::string_view body) {
   info_.status = static_cast<uint16_t>(status);
   if (worker_.draining()) response_close_ = true;
-  std::string text;
-  if (body.empty()) {
-    text.append(reasonPhrase(status)).append(" (").append(reasonName(reason)).append(")\n");
-    body = text;
-  }
   std::string& out = worker_.scratch();
   out.clear();
-  out.append("HTTP/1.1 ");
-  appendUint(out, static_cast<uint64_t>(status));
-  out.push_back(' ');
-  out.append(reasonPhrase(status));
-  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
-  appendUint(out, body.size());
-  out.append("\r\nx-cutover-reason: ").append(reasonName(reason)).append("\r\n");
+  writeLocalReplyStart(out, status, reasonName(reason), body);
   if (info_.backend >= 0 && snap_ != nullptr) {
     out.append("x-cutover-backend: ")
         .append(snap_->config->backends[static_cast<size_t>(info_.backend)].name)
@@ -555,9 +386,7 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
   }
   out.append(extra);
   out.append(response_headers_);
-  out.append(response_close_ ? "Connection: close\r\n" : "");
-  out.append("\r\n");
-  if (!head_only_) out.append(body);
+  writeLocalReplyEnd(out, status, reasonName(reason), body, response_close_, head_only_);
   response_started_ = true;
   conn_->transport().write(out);
 }
@@ -572,21 +401,10 @@ void Stream::finish() {
   if (phase_ == Phase::Done) return;
   phase_ = Phase::Done;
   uv_timer_stop(&timer_);
-  if (up_ != nullptr) {
-    up_->close();
-    up_ = nullptr;
-  }
+  retry_.cancel();
+  upstream_.abandon();
   info_.end_ns = monotonicNs();
-  releasePending();
-  endRetry();
-  if (inflight_backend_ >= 0) {
-    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(inflight_backend_)];
-    if (rt.limits) rt.limits->releaseInflight();
-  }
-  if (budget_backend_ >= 0) {
-    const BackendRuntime& rt = snap_->backends[static_cast<size_t>(budget_backend_)];
-    if (rt.budget) rt.budget->endRequest();
-  }
+  lease_ = BackendLease();  // gives back every slot this request held
   for (auto& f : filters_) f->onComplete(info_);
   if (snap_->metrics) snap_->metrics->recordRequest(info_);
   if (snap_->stats) snap_->stats->record(info_);
@@ -652,37 +470,25 @@ void Stream::onDownstreamGone() {
 // ---- tunnel ---------------------------------------------------------------------------------
 
 void Stream::tunnelData(const char* data, size_t len) {
-  if (up_ == nullptr) return;
+  if (!upstream_.active()) return;
   info_.bytes_in += len;
-  up_->write(data, len);
-  if (up_->pendingBytes() > snap_->config->limits.high_watermark && !client_paused_) {
-    client_paused_ = true;
-    conn_->pauseReading();
-  }
+  upstream_.tunnelWrite(data, len);
 }
 
-void Stream::onUpstreamTunnelData(const char* data, size_t len) {
+void Stream::onAttemptTunnelData(const char* data, size_t len) {
   info_.bytes_out += len;
   Transport& t = conn_->transport();
   t.write(data, len);
-  if (t.pendingBytes() > snap_->config->limits.high_watermark && !upstream_paused_ &&
-      up_ != nullptr) {
-    upstream_paused_ = true;
-    up_->pauseReading();
-  }
+  if (t.pendingBytes() > snap_->config->limits.high_watermark) upstream_.pauseResponse();
 }
 
-void Stream::onUpstreamTunnelClosed() { endTunnel(); }
+void Stream::onAttemptTunnelClosed() { endTunnel(); }
 
 void Stream::tunnelClientClosed() { endTunnel(); }
 
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.
-  if (up_ != nullptr) {
-    UpstreamConnection* up = up_;
-    up_ = nullptr;
-    up->close();
-  }
+  upstream_.abandon();
   response_complete_ = true;
   response_close_ = true;
   finish();

@@ -1,5 +1,8 @@
-// One request/response exchange on a client connection: runs the filter chain, routes, drives
-// upstream attempts (with retries), and streams the response back.
+// One request/response exchange on a client connection: runs the filter chain, routes (backend
+// choice, admission, failover), and sends the response back. Each attempt on a backend is an
+// UpstreamRequest (connect or pooled connection, request out, response relayed back through
+// UpstreamRequestCallbacks); retries are decided and timed by a RetryState; the slots the request
+// holds on backends live in a BackendLease.
 //
 // Phases:
 //   Filters ──Continue…──▶ Routing ──▶ Connecting ──▶ Sending ──head──▶ Responding ──▶ Done
@@ -8,8 +11,8 @@
 // Done runs every created filter's onComplete exactly once, logs, then hands the connection back
 // with DownstreamConnection::onStreamDone(), which is always the last thing a stream does.
 //
-// Streams are pooled per worker; the request timer handle is initialised once and closed only when
-// the worker shuts down.
+// Streams are pooled per worker; the deadline timer and the RetryState's backoff timer are
+// initialised once and closed only when the worker shuts down.
 #pragma once
 
 #include <uv.h>
@@ -21,15 +24,17 @@
 
 #include "filters/circuit_breaker.h"
 #include "filters/filter.h"
+#include "proxy/backend_lease.h"
+#include "proxy/retry_state.h"
 #include "proxy/snapshot.h"
-#include "proxy/upstream.h"
+#include "proxy/upstream_request.h"
 
 namespace cutover {
 
 class DownstreamConnection;
 class Worker;
 
-class Stream final : public FilterCallbacks, public UpstreamCallbacks {
+class Stream final : public FilterCallbacks, public UpstreamRequestCallbacks {
  public:
   explicit Stream(Worker& w);
   ~Stream() override;
@@ -64,33 +69,28 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
  private:
   enum class Phase : uint8_t { Filters, Routing, Connecting, Sending, Responding, Tunnel, Done };
 
-  // UpstreamCallbacks
-  void onUpstreamConnected() override;
-  void onUpstreamHead(ResponseHead& head) override;
-  void onUpstreamBody(const char* data, size_t len) override;
-  void onUpstreamComplete() override;
-  void onUpstreamFailure(Failure f, int err) override;
-  void onUpstreamDrained() override;
-  void onUpstreamReadDone() override;
+  using Failure = UpstreamCallbacks::Failure;
+  // UpstreamRequestCallbacks
+  std::string& onAttemptSending() override;
+  bool requestComplete() const override { return request_complete_; }
+  void onAttemptHead(ResponseHead& head) override;
+  void onAttemptBody(const char* data, size_t len) override;
+  void onAttemptComplete() override;
+  void onAttemptReadDone() override;
+  void onAttemptFailed(Failure f) override;
+  void pauseRequestBody() override;
+  void resumeRequestBody() override;
+  void onAttemptTunnelData(const char* data, size_t len) override;
+  void onAttemptTunnelClosed() override;
   // Writes the held-back response head, with `first_body` in the same system call.
   void flushHead(std::string_view first_body);
-  void onUpstreamTunnelData(const char* data, size_t len) override;
-  void onUpstreamTunnelClosed() override;
 
   void runFilters();
   void route();
   void startAttempt();
-  // Reason::None when backend `b` may take a request now (endpoints, health, breaker).
-  Reason admit(uint32_t b, int64_t now_ns) const;
   void recordOutcome(Outcome o, uint16_t status);
   // Schedules another attempt if the route's policy, the retry budget and the deadline allow.
   bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
-  void endRetry();
-  void releasePending();
-  void sendRequestHead();
-  void writeBodyToUpstream(const char* data, size_t len);
-  void finishUpstreamRequest();
-  bool canRetry(Failure f, uint16_t status) const;
   void failUpstream(Failure f);
   void writeResponseHead(ResponseHead& head);
   void writeLocalReply(int status, Reason reason, std::string_view extra, std::string_view body);
@@ -100,7 +100,8 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   void finish();
   void reset();
   void armRequestTimer();
-  static void onTimer(uv_timer_t* t);
+  static void onTimer(uv_timer_t* t);  // the request deadline
+  static void onRetryFire(void* self);  // a retry's backoff is over
   static void onTimerClosed(uv_handle_t* h);
 
   Worker& worker_;
@@ -118,33 +119,24 @@ class Stream final : public FilterCallbacks, public UpstreamCallbacks {
   std::string head_buf_;           // response head waiting for its first body bytes
   bool head_pending_ = false;
   std::string body_buf_;          // request body held until the upstream is ready
-  UpstreamConnection* up_ = nullptr;
+  UpstreamRequest upstream_;      // the current attempt
   Phase phase_ = Phase::Filters;
   int64_t deadline_ms_ = 0;
   uint32_t backend_ = 0;
   uint32_t split_backend_ = 0;
-  uint32_t endpoint_ = 0;
   bool in_filter_ = false;
   bool resume_pending_ = false;
   bool request_complete_ = false;   // client finished sending the request
-  bool upstream_request_done_ = false;
-  bool body_started_ = false;       // some body bytes already sent upstream (no retry after)
   bool response_started_ = false;   // head sent to the client
   bool response_complete_ = false;
   bool response_chunked_ = false;   // we chunk-encode toward the client
   bool response_close_ = false;     // connection must close after this response
-  bool request_chunked_up_ = false;
   bool head_only_ = false;
-  bool timer_for_backoff_ = false;
-  bool upstream_paused_ = false;
   bool client_paused_ = false;
   bool upgrade_ = false;
-  bool pending_acquired_ = false;  // holds a max_pending slot while connecting
-  bool force_fresh_ = false;       // next attempt must not take a pooled connection
-  bool fresh_retry_used_ = false;
-  int inflight_backend_ = -1;      // backend whose in-flight slot this request holds
-  int budget_backend_ = -1;        // backend whose retry budget counts this request
-  int retry_backend_ = -1;         // backend whose retry budget holds an active retry
+  RetryState retry_;               // retry policy and its backoff timer
+  uint8_t handles_open_ = 0;       // while closing: timer_ and retry_'s timer
+  BackendLease lease_;             // slots held on backends; released when it is reset
 };
 
 }  // namespace cutover

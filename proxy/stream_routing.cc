@@ -42,10 +42,10 @@ void Stream::route() {
   uint32_t b = static_cast<uint32_t>(chosen);
   split_backend_ = b;
   int64_t now = monotonicNs();
-  Reason why = admit(b, now);
+  Reason why = admitBackend(*snap_, b, now);
   if (why != Reason::None && route_->fallback && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
-    if (admit(*route_->fallback, now) == Reason::None) {
+    if (admitBackend(*snap_, *route_->fallback, now) == Reason::None) {
       b = *route_->fallback;
       info_.failover = true;
       why = Reason::None;
@@ -65,18 +65,11 @@ void Stream::route() {
       return;
     }
   }
-  if (rt.limits) {
-    Reason r = rt.limits->tryAcquireInflight();
-    if (r != Reason::None) {
-      info_.backend = static_cast<int>(b);
-      localReply(503, r);
-      return;
-    }
-    inflight_backend_ = static_cast<int>(b);
-  }
-  if (rt.budget) {
-    rt.budget->startRequest();
-    budget_backend_ = static_cast<int>(b);
+  Reason r = lease_.admit(rt);
+  if (r != Reason::None) {
+    info_.backend = static_cast<int>(b);
+    localReply(503, r);
+    return;
   }
   backend_ = b;
   if (req_->expect_continue && !request_complete_) {
@@ -85,81 +78,24 @@ void Stream::route() {
   startAttempt();
 }
 
-Reason Stream::admit(uint32_t b, int64_t now_ns) const {
-  const BackendRuntime& rt = snap_->backends[b];
-  if (snap_->config->backends[b].endpoints.empty()) return Reason::NoEndpoint;
-  if (rt.health && !rt.health->anyHealthy()) return Reason::NoEndpoint;
-  if (rt.breaker && !rt.breaker->allowRequest(now_ns)) return Reason::CircuitOpen;
-  return Reason::None;
-}
-
 void Stream::startAttempt() {
   phase_ = Phase::Connecting;
-  const config::Config& cfg = *snap_->config;
-  const config::Backend& be = cfg.backends[backend_];
-  const BackendRuntime& rt = snap_->backends[backend_];
   info_.backend = static_cast<int>(backend_);
-  uint32_t n = static_cast<uint32_t>(be.endpoints.size());
-  if (n == 0) {
-    localReply(503, Reason::NoEndpoint);
+  ForwardInfo fwd;
+  fwd.client_address = conn_->peer();
+  Reason r = upstream_.start(*snap_, backend_, *req_, fwd, lease_);
+  if (r == Reason::NoEndpoint) {
+    localReply(503, r);
     return;
   }
-  uint32_t e = worker_.nextEndpoint(backend_, n);
-  if (rt.health) {
-    // Round-robin over the endpoints health checks consider up.
-    uint32_t k = 0;
-    while (k < n && !rt.health->healthy(e)) {
-      e = (e + 1) % n;
-      ++k;
-    }
-    if (k == n) {
-      localReply(503, Reason::NoEndpoint);
-      return;
-    }
-  }
   ++info_.attempts;
-  endpoint_ = e;
-  info_.endpoint = static_cast<int>(endpoint_);
+  info_.endpoint = static_cast<int>(upstream_.endpoint());
   if (info_.upstream_start_ns == 0) info_.upstream_start_ns = monotonicNs();
-  UpstreamPool& pool = worker_.pool(*snap_, backend_, endpoint_);
-  if (!force_fresh_) {
-    if (UpstreamConnection* idle = pool.takeIdle()) {
-      up_ = idle;
-      up_->attach(this);
-      sendRequestHead();
-      return;
-    }
-  }
-  force_fresh_ = false;
-  if (rt.limits) {
-    Reason r = rt.limits->tryAcquireConnection();
-    if (r != Reason::None) {
-      localReply(503, r);
-      return;
-    }
-    r = rt.limits->tryAcquirePending();
-    if (r != Reason::None) {
-      rt.limits->releaseConnection();
-      localReply(503, r);
-      return;
-    }
-    pending_acquired_ = true;
-  }
-  up_ = pool.create();
-  up_->holdConnectionSlot(rt.limits);
-  int rc = up_->connect(this, static_cast<uint32_t>(cfg.timeouts.connect.count()));
-  if (rc != 0) {
-    up_->close();
-    up_ = nullptr;
+  if (r == Reason::UpstreamConnectFailure) {
     failUpstream(Failure::Connect);
+  } else if (r != Reason::None) {
+    localReply(503, r);
   }
-}
-
-void Stream::releasePending() {
-  if (!pending_acquired_) return;
-  pending_acquired_ = false;
-  const BackendRuntime& rt = snap_->backends[backend_];
-  if (rt.limits) rt.limits->releasePending();
 }
 
 void Stream::recordOutcome(Outcome o, uint16_t status) {
@@ -176,74 +112,41 @@ void Stream::recordOutcome(Outcome o, uint16_t status) {
 bool Stream::retryAfterFailure(Outcome o, uint16_t status,
                                std::optional<config::Duration> retry_after) {
   if (phase_ == Phase::Done || response_started_) return false;
-  const config::Retry& policy = route_->retry;
-  if (!shouldRetry(policy, o, status, req_->idempotent(), body_started_, info_.attempts)) {
+  RetryState::Attempt a;
+  a.outcome = o;
+  a.status = status;
+  a.retry_after = retry_after;
+  a.attempts = info_.attempts;
+  a.idempotent = req_->idempotent();
+  a.body_started = upstream_.bodyStarted();
+  if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - worker_.nowMs(), lease_)) {
     return false;
   }
-  uint32_t target = backend_;
-  if (policy.retry_on_other_backend) {
-    // The other side of the split (e.g. new failed → legacy), else the fallback.
-    int64_t now = monotonicNs();
-    bool found = false;
-    for (const config::SplitEntry& e : route_->split) {
-      if (e.backend != backend_ && admit(e.backend, now) == Reason::None) {
-        target = e.backend;
-        found = true;
-        break;
-      }
-    }
-    if (!found && route_->fallback && *route_->fallback != backend_) target = *route_->fallback;
-  }
-  endRetry();
-  const BackendRuntime& rt = snap_->backends[target];
-  if (rt.budget && !rt.budget->tryStartRetry(policy)) return false;  // a retry storm is refused
-  retry_backend_ = static_cast<int>(target);
-  config::Duration delay = retryDelay(info_.attempts - 1, policy, retry_after, threadRng());
-  int64_t left = deadline_ms_ - worker_.nowMs();
-  if (delay.count() >= left) {
-    endRetry();
-    return false;
-  }
+  backend_ = retry_.target();
   if (snap_->metrics) {
-    snap_->metrics->route(info_.route).retries[snap_->metrics->backendSlot(static_cast<int>(target))]
+    snap_->metrics->route(info_.route).retries[snap_->metrics->backendSlot(static_cast<int>(backend_))]
         ->Increment();
   }
-  backend_ = target;
   phase_ = Phase::Routing;
-  timer_for_backoff_ = true;
-  uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(delay.count()), 0);
   return true;
 }
 
-void Stream::endRetry() {
-  if (retry_backend_ < 0) return;
-  const BackendRuntime& rt = snap_->backends[static_cast<size_t>(retry_backend_)];
-  if (rt.budget) rt.budget->endRetry();
-  retry_backend_ = -1;
-}
-
-void Stream::onUpstreamFailure(Failure f, int) {
-  // A pooled connection the backend had already closed: retry once on a fresh connection if
-  // nothing of the answer came back and no body byte went out.
-  bool dead_pooled = up_ != nullptr && up_->reused() && !up_->receivedBytes() &&
-                     f == Failure::Reset && !body_started_ && !fresh_retry_used_;
-  up_ = nullptr;  // the connection closed itself
-  if (dead_pooled && !response_started_ && phase_ != Phase::Done) {
-    fresh_retry_used_ = true;
-    force_fresh_ = true;
-    --info_.attempts;
-    startAttempt();
+void Stream::onRetryFire(void* ctx) {
+  // Backoff over: the next attempt, under the same total deadline.
+  auto* self = static_cast<Stream*>(ctx);
+  if (self->phase_ != Phase::Routing) return;
+  Reason why = admitBackend(*self->snap_, self->backend_, monotonicNs());
+  if (why != Reason::None) {
+    self->localReply(503, why);
     return;
   }
-  failUpstream(f);
+  self->startAttempt();
 }
 
+void Stream::onAttemptFailed(Failure f) { failUpstream(f); }
+
 void Stream::failUpstream(Failure f) {
-  releasePending();
-  if (up_ != nullptr) {
-    up_->close();
-    up_ = nullptr;
-  }
+  upstream_.abandon();
   if (phase_ == Phase::Done) return;
   Outcome o = f == Failure::Connect   ? Outcome::ConnectError
               : f == Failure::Timeout ? Outcome::Timeout

@@ -61,6 +61,12 @@ REQUESTS = [
      431, "headers_too_large", False),
     ("uri_over_max_uri_bytes_is_414",
      b"GET /" + b"u" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long", False),
+    ("obs_fold_after_leading_empty_lines_is_400",
+     b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n  b\r\n\r\n", 400, "bad_request", False),
+    ("head_ended_by_crlf_then_bare_lf_is_400",
+     b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\nhello", 400, "bad_request", False),
+    ("empty_header_name_is_400",
+     b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400, "bad_request", False),
     ("garbage_request_line_is_400",
      b"HELLO\r\n\r\n", 400, "bad_request", False),
 ]
@@ -151,6 +157,63 @@ def _make_response_test(kind):
 for _kind in BAD_RESPONSE_KINDS:
     setattr(MalformedResponseTest, "test_backend_response_with_%s_is_502" % _kind,
             _make_response_test(_kind))
+
+
+class RejectAccountingTest(h.ProxyTestCase):
+    """A request refused before it became a stream is still counted and logged, with its reason."""
+
+    CASES = [  # (raw request, status, reason, detail)
+        (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+         b"\r\n0\r\n\r\n", 400, "bad_request", None),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400, "bad_request", "obs_fold"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-F: " + b"f" * 70000 + b"\r\n\r\n",
+         431, "headers_too_large", "headers_too_large"),
+        (b"GET /" + b"u" * 2000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long",
+         "uri_too_long"),
+        (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405, "method_not_allowed",
+         "connect_not_supported"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417, "expectation_failed",
+         "unsupported_expect"),
+    ]
+
+    def test_every_refused_request_gets_one_access_line_and_one_local_reply_count(self):
+        legacy = self.backend("legacy")
+        p = self.proxy(h.make_config({"legacy": legacy}, admin=True,
+                                     limits={"max_uri_bytes": 1024},
+                                     timeouts={"header_read": "300ms"}))
+        for raw, status, reason, _ in self.CASES:
+            with h.Client(p.port, timeout=5) as c:
+                try:
+                    c.send(raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.assertLocalReply(c.read_response(), status, reason)
+        # A header that never completes: 408 after timeouts.header_read.
+        with h.Client(p.port, timeout=5) as c:
+            c.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            self.assertLocalReply(c.read_response(), 408, "header_timeout")
+        expected = [(s, r, d) for _, s, r, d in self.CASES] + [(408, "header_timeout",
+                                                                "header_timeout")]
+        self.assertEqual(legacy.stats()["requests"], 0)
+
+        text = h.admin(p, "GET", "/metrics").body.decode()
+        counts = {}
+        for _, reason, _ in expected:
+            counts[reason] = counts.get(reason, 0) + 1
+        for reason, n in counts.items():
+            self.assertEqual(h.metric(text, "cutover_local_replies_total", reason=reason), n,
+                             reason)
+
+        def access(px):
+            return [e for e in px.events if "request_id" in e and "event" not in e]
+        p.wait_for(lambda px: len(access(px)) >= len(expected), 5)
+        lines = access(p)
+        self.assertEqual(len(lines), len(expected), lines)
+        for line, (status, reason, detail) in zip(lines, expected):
+            self.assertEqual((line["status"], line["reason"]), (status, reason), line)
+            self.assertEqual(line["client"], "127.0.0.1")
+            if detail is not None:
+                self.assertEqual(line.get("detail"), detail, line)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,13 @@ TEST_CASE("malformed or ambiguous request framing is rejected however the bytes 
       {"bad version", "GET / HTTP/2.7\r\nHost: a\r\n\r\n", 400},
       {"negative CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
       {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
+      {"obs-fold after leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", 400},
+      {"head ended by CRLF then bare LF", "GET / HTTP/1.1\r\nHost: a\r\n\nX: not-a-body\r\n\r\n", 400},
+      {"head ended by bare LF after a header", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabc", 400},
+      {"bare LF as a leading empty line", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"empty header name", "GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400},
+      {"obs-fold in the second pipelined request",
+       "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n", 400},
   };
   for (const auto& c : cases) {
     std::string case_name = c.name;
@@ -118,7 +125,8 @@ TEST_CASE("malformed or ambiguous request framing is rejected however the bytes 
     for (const Outcome& o : allWays(c.bytes)) {
       CHECK(o.error);
       CHECK(o.status == c.status);
-      CHECK(o.completes == 0);
+      // Only the well-formed request before a bad pipelined one completes.
+      CHECK(o.completes == (case_name.find("pipelined") != std::string::npos ? 1 : 0));
     }
   }
 }
@@ -284,4 +292,114 @@ TEST_CASE("responses: chunked, HEAD without body, interim 100, read until close,
   auto cut = feedResponse("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", 4, false, true);
   CHECK(cut.error);
   CHECK(cut.completes == 0);
+}
+
+TEST_CASE("leading empty lines before a request are skipped, however the bytes arrive") {
+  for (const Outcome& o : allWays("\r\n\r\nGET /a HTTP/1.1\r\nHost: h\r\n\r\n")) {
+    REQUIRE_FALSE(o.error);
+    REQUIRE(o.heads.size() == 1);
+    CHECK(o.heads[0].target == "/a");
+  }
+}
+
+TEST_CASE("chunked trailers are dropped: they never become fields of the request head") {
+  std::string req =
+      "POST /up HTTP/1.1\r\nHost: good\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n0\r\nContent-Length: 5\r\nHost: evil\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: good\r\n\r\n";
+  for (const Outcome& o : allWays(req)) {
+    REQUIRE_FALSE(o.error);
+    REQUIRE(o.heads.size() == 2);
+    CHECK(o.completes == 2);
+    CHECK(o.body == "hello");
+    CHECK(o.heads[0].headers.size() == 2);
+    CHECK(o.heads[0].headers.count("host") == 1);
+    CHECK(o.heads[0].headers.get("host") == "good");
+    CHECK_FALSE(o.heads[0].headers.has("content-length"));
+    CHECK(o.heads[1].target == "/next");
+  }
+  // The decoder's own head, which the stream reads when the upstream head is written late.
+  Collected c;
+  RequestDecoder d(c, {});
+  size_t used = 0;
+  REQUIRE(d.execute(req.data(), req.size(), used) == DecodeStatus::MessageComplete);
+  CHECK(d.head().headers.count("host") == 1);
+  CHECK_FALSE(d.head().headers.has("content-length"));
+}
+
+TEST_CASE("oversized trailers count against the header limit") {
+  RequestDecoder::Limits limits;
+  limits.max_header_bytes = 1024;
+  std::string req = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: " +
+                    std::string(2000, 't') + "\r\n\r\n";
+  for (const Outcome& o : allWays(req, limits)) {
+    CHECK(o.error);
+    CHECK(o.status == 431);
+  }
+}
+
+TEST_CASE("Upgrade is honoured on GET only: HEAD or POST with Upgrade is an ordinary request") {
+  for (const char* method : {"HEAD", "POST", "OPTIONS"}) {
+    std::string m = method;
+    CAPTURE(m);
+    std::string req = m + " /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" +
+                      "Content-Length: 0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (const Outcome& o : allWays(req)) {
+      REQUIRE_FALSE(o.error);
+      REQUIRE(o.heads.size() == 2);
+      CHECK_FALSE(o.heads[0].upgrade);
+      CHECK(o.heads[1].target == "/next");
+    }
+  }
+}
+
+TEST_CASE("an HTTP/1.0 request without Host is accepted") {
+  for (const Outcome& o : allWays("GET /old HTTP/1.0\r\n\r\n")) {
+    REQUIRE_FALSE(o.error);
+    REQUIRE(o.heads.size() == 1);
+    CHECK_FALSE(o.heads[0].headers.has("host"));
+  }
+}
+
+TEST_CASE("backend responses: any 1xx has no body, reason phrases carry no control bytes") {
+  std::string early = "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\nLink: </a>\r\n\r\n"
+                      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  for (size_t step : {early.size(), size_t{1}, size_t{3}, size_t{50}}) {
+    RspCollected c;
+    ResponseDecoder d(c);
+    d.expectResponseTo("GET");
+    size_t pos = 0;
+    bool error = false;
+    while (pos < early.size()) {
+      size_t used = 0;
+      DecodeStatus s = d.execute(early.data() + pos, std::min(step, early.size() - pos), used);
+      if (s == DecodeStatus::Error) {
+        error = true;
+        break;
+      }
+      pos += used;
+      if (s == DecodeStatus::MessageComplete) break;
+    }
+    CAPTURE(step);
+    CHECK_FALSE(error);
+    REQUIRE(c.heads.size() == 1);
+    CHECK(c.heads[0].status == 200);
+    CHECK_FALSE(c.heads[0].headers.has("link"));
+    CHECK(c.body == "ok");
+    CHECK(c.completes == 1);
+  }
+  // A folded line in the final response after an interim one is still refused.
+  std::string fold = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n";
+  for (size_t step : {fold.size(), size_t{1}, size_t{9}}) CHECK(feedResponse(fold, step).error);
+  std::string ctl = "HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n";
+  for (size_t step : {ctl.size(), size_t{1}}) CHECK(feedResponse(ctl, step).error);
+  std::string obs = "HTTP/1.1 200 D\xe9j\xe0 vu\r\nContent-Length: 0\r\n\r\n";  // obs-text is fine
+  CHECK_FALSE(feedResponse(obs, obs.size()).error);
+  std::string trailers = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Late: 1\r\n\r\n";
+  RspCollected c;
+  ResponseDecoder d(c);
+  d.expectResponseTo("GET");
+  size_t used = 0;
+  REQUIRE(d.execute(trailers.data(), trailers.size(), used) == DecodeStatus::MessageComplete);
+  CHECK_FALSE(d.head().headers.has("x-late"));
 }

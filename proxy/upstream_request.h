@@ -1,0 +1,122 @@
+// One attempt of a request on one backend: endpoint choice (round-robin over healthy endpoints),
+// pool checkout or connect, the request head (through the HTTP/1 writer) and body out with their
+// flow control, and the response relayed up through UpstreamRequestCallbacks, the narrow
+// interface its owner implements (the model is Envoy's RouterFilterInterface). Everything that is
+// per attempt lives here; the request-level decisions (which backend, retries, what the client
+// gets) stay with the owner.
+//
+//   start() ──idle conn──▶ Sending ──head──▶ Receiving ──complete──▶ done (connection pooled)
+//      │ connect                ▲                │ failure
+//      └──▶ Connecting ─────────┘                ▼
+//                                 onAttemptFailed (connection closed), or the tunnel after a 101
+//
+// A pooled connection that turns out dead (reset before any byte came back, nothing of the body
+// sent) is replaced once by a fresh connection inside the same attempt.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "filters/filter.h"
+#include "proxy/backend_lease.h"
+#include "proxy/http1_writer.h"
+#include "proxy/snapshot.h"
+#include "proxy/upstream.h"
+
+namespace cutover {
+
+class Worker;
+
+class UpstreamRequestCallbacks {
+ public:
+  virtual ~UpstreamRequestCallbacks() = default;
+  // The connection is ready and the head went out: returns the body bytes held so far, which go
+  // out next (and are cleared). From now on body bytes go to sendBody().
+  virtual std::string& onAttemptSending() = 0;
+  // Whether the client has sent its whole request (the body's end goes out with it).
+  virtual bool requestComplete() const = 0;
+  virtual void onAttemptHead(ResponseHead& head) = 0;
+  virtual void onAttemptBody(const char* data, size_t len) = 0;
+  // The response is complete; the connection went back to the pool (or was closed).
+  virtual void onAttemptComplete() = 0;
+  // The bytes of one read were all delivered (flush what was held for batching).
+  virtual void onAttemptReadDone() = 0;
+  // The attempt failed; its connection is closed. Not called for a failure start() returned.
+  virtual void onAttemptFailed(UpstreamCallbacks::Failure f) = 0;
+  // Request-body flow control: the backend side is above / back below the high watermark.
+  virtual void pauseRequestBody() = 0;
+  virtual void resumeRequestBody() = 0;
+  // Tunnel mode (after a 101).
+  virtual void onAttemptTunnelData(const char* data, size_t len) = 0;
+  virtual void onAttemptTunnelClosed() = 0;
+};
+
+class UpstreamRequest final : public UpstreamCallbacks {
+ public:
+  UpstreamRequest(Worker& w, UpstreamRequestCallbacks& cb) : worker_(w), cb_(cb) {}
+  UpstreamRequest(const UpstreamRequest&) = delete;
+  UpstreamRequest& operator=(const UpstreamRequest&) = delete;
+
+  // Starts an attempt of `req` on backend `b`. Returns Reason::None when under way (exactly one
+  // of onAttemptHead/onAttemptFailed follows), else why it could not start (NoEndpoint,
+  // MaxConnections, MaxPending, UpstreamConnectFailure), and then nothing is called back.
+  Reason start(const Snapshot& snap, uint32_t b, const RequestHead& req, const ForwardInfo& fwd,
+               BackendLease& lease);
+  // Request body bytes from the client (chunk-framed when the request is chunked).
+  void sendBody(const char* data, size_t len);
+  // The client's request ended: the terminating chunk goes out.
+  void endBody();
+  // Response-side flow control (the client is slow / caught up).
+  void pauseResponse();
+  void resumeResponse();
+  // Drops the attempt and its connection (nothing is called back).
+  void abandon();
+  // After a 101: the connection becomes a byte tunnel; returns it for the client side.
+  UpstreamConnection* startTunnel();
+  void tunnelWrite(const char* data, size_t len);
+  size_t pendingBytes() const { return up_ != nullptr ? up_->pendingBytes() : 0; }
+
+  bool active() const { return up_ != nullptr; }
+  bool sending() const { return head_sent_; }
+  bool bodyStarted() const { return body_started_; }
+  uint32_t endpoint() const { return endpoint_; }
+  // Clears the per-attempt state for the next attempt or request.
+  void reset();
+
+ private:
+  Reason connectFresh(const BackendRuntime& rt);
+  void sendHead();
+  void checkWatermark();
+
+  // UpstreamCallbacks (from the connection)
+  void onUpstreamConnected() override;
+  void onUpstreamHead(ResponseHead& head) override;
+  void onUpstreamBody(const char* data, size_t len) override;
+  void onUpstreamComplete() override;
+  void onUpstreamFailure(Failure f, int err) override;
+  void onUpstreamDrained() override;
+  void onUpstreamReadDone() override;
+  void onUpstreamTunnelData(const char* data, size_t len) override;
+  void onUpstreamTunnelClosed() override;
+
+  Worker& worker_;
+  UpstreamRequestCallbacks& cb_;
+  UpstreamConnection* up_ = nullptr;
+  // The attempt's inputs, valid until it ends (the owner keeps them alive).
+  const Snapshot* snap_ = nullptr;
+  const RequestHead* req_ = nullptr;
+  ForwardInfo fwd_;
+  BackendLease* lease_ = nullptr;
+  uint32_t backend_ = 0;
+  uint32_t endpoint_ = 0;
+  bool head_sent_ = false;
+  bool body_started_ = false;   // body bytes went out: the attempt cannot be replayed
+  bool body_done_ = false;      // the whole request went out
+  bool response_paused_ = false;
+  bool write_paused_ = false;   // the client was asked to pause for this attempt's writes
+  bool fresh_retry_used_ = false;
+  bool upgrade_ = false;
+};
+
+}  // namespace cutover
