@@ -82,7 +82,7 @@ struct Http1Trampolines {
   static int onHeaderField(llhttp_t* p, const char* at, size_t len, uint32_t limit,
                            HeaderMap& headers, bool trailer) {
     Http1ParserState& s = st(p);
-    if (countHead(s, len + 4, limit) != HPE_OK) return HPE_USER;
+    if (countHead(s, len, limit) != HPE_OK) return HPE_USER;
     s.field_bytes += static_cast<uint32_t>(len);
     if (!trailer) headers.appendName(at, len);
     return HPE_OK;
@@ -95,7 +95,9 @@ struct Http1Trampolines {
     return HPE_OK;
   }
   // Completes one header line; rejects what llhttp let through (an empty name, control bytes).
-  static int headerDone(Http1ParserState& s, HeaderMap& headers, bool trailer) {
+  static int headerDone(Http1ParserState& s, HeaderMap& headers, bool trailer, uint32_t limit) {
+    // ": " and CRLF, once per line (however many spans llhttp delivered it in).
+    if (countHead(s, 4, limit) != HPE_OK) return HPE_USER;
     bool named = s.field_bytes != 0;
     s.field_bytes = 0;
     if (!named) return fail(s, 400, "empty_header_name");
@@ -141,7 +143,8 @@ struct Http1Trampolines {
     return onHeaderValue(p, at, len, d.limits_.max_header_bytes, d.head_.headers, d.head_complete_);
   }
   static int reqValueComplete(llhttp_t* p) {
-    return headerDone(st(p), req(p).head_.headers, req(p).head_complete_);
+    RequestDecoder& d = req(p);
+    return headerDone(st(p), d.head_.headers, d.head_complete_, d.limits_.max_header_bytes);
   }
 
   static int reqHeadersComplete(llhttp_t* p) {
@@ -241,7 +244,8 @@ struct Http1Trampolines {
     return onHeaderValue(p, at, len, d.max_header_bytes_, d.head_.headers, d.head_complete_);
   }
   static int rspValueComplete(llhttp_t* p) {
-    return headerDone(st(p), rsp(p).head_.headers, rsp(p).head_complete_);
+    ResponseDecoder& d = rsp(p);
+    return headerDone(st(p), d.head_.headers, d.head_complete_, d.max_header_bytes_);
   }
   static int rspHeadersComplete(llhttp_t* p) {
     ResponseDecoder& d = rsp(p);
@@ -393,7 +397,7 @@ size_t scanHead(Http1ParserState& s, const char* data, size_t len, const char*& 
     }
     ++i;
   }
-  s.prev_cr = len > 0 && data[len - 1] == '\r';
+  if (len > 0) s.prev_cr = data[len - 1] == '\r';  // an empty read carries the CR over
   return len;
 }
 

@@ -21,9 +21,9 @@ RetryState::RetryState(uv_loop_t* loop, Fire fire, void* ctx) : fire_(fire), ctx
   timer_.data = this;
 }
 
-void RetryState::close(uv_close_cb closed) {
+void RetryState::close(uv_close_cb closed, void* data) {
   pending_ = false;
-  timer_.data = ctx_;
+  timer_.data = data;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), closed);
 }
 

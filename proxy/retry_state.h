@@ -32,8 +32,8 @@ class RetryState {
   RetryState(uv_loop_t* loop, Fire fire, void* ctx);
   RetryState(const RetryState&) = delete;
   RetryState& operator=(const RetryState&) = delete;
-  // Closes the timer; `closed(handle)` runs from the loop afterwards (handle->data is ctx).
-  void close(uv_close_cb closed);
+  // Closes the timer; `closed(handle)` runs from the loop afterwards, with handle->data = `data`.
+  void close(uv_close_cb closed, void* data);
 
   // What the failed attempt was.
   struct Attempt {

@@ -1,12 +1,5 @@
 #include "proxy/stream.h"
 
-#include <cstring>
-
-#include "filters/backoff.h"
-#include "filters/circuit_breaker.h"
-#include "filters/health_state.h"
-#include "filters/retry_budget.h"
-#include "filters/token_bucket.h"
 #include "proxy/clock.h"
 #include "proxy/downstream_connection.h"
 #include "proxy/http1_writer.h"
@@ -21,11 +14,13 @@ namespace cutover {
 
 namespace {
 
-bool statusHasNoBody(int status) { return (status >= 100 && status < 200) || status == 204 || status == 304; }
+bool statusHasNoBody(int status) {
+  return (status >= 100 && status < 200) || status == 204 || status == 304;
+}
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w), upstream_(w, *this), retry_(w.loop(), onRetryFire, this) {
+Stream::Stream(Worker& w) : worker_(w), router_(w, *this) {
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
 }
@@ -35,7 +30,7 @@ Stream::~Stream() = default;
 void Stream::closeHandles() {
   handles_open_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
-  retry_.close(onTimerClosed);
+  router_.close(onTimerClosed, this);
 }
 
 void Stream::onTimerClosed(uv_handle_t* h) {
@@ -61,16 +56,10 @@ void Stream::reset() {
   added_names_.clear();
   head_pending_ = false;
   if (head_buf_.capacity() > 16 * 1024) std::string().swap(head_buf_);
-  if (body_buf_.capacity() > 64 * 1024) {
-    std::string().swap(body_buf_);
-  } else {
-    body_buf_.clear();
-  }
-  upstream_.reset();
+  router_.reset();
   phase_ = Phase::Filters;
   deadline_ms_ = 0;
-  backend_ = split_backend_ = 0;
-  in_filter_ = resume_pending_ = false;
+  in_filter_ = false;
   request_complete_ = false;
   response_started_ = response_complete_ = response_chunked_ = response_close_ = false;
   head_only_ = false;
@@ -106,6 +95,7 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   deadline_ms_ = worker_.nowMs() + total.count();
   armRequestTimer();
 
+  router_.bind(*snap_);
   filters_.reserve(snap_->filters.size());
   for (const auto& f : snap_->filters) filters_.push_back(f->create());
   runFilters();
@@ -130,7 +120,8 @@ void Stream::runFilters() {
     }
     if (st == FilterStatus::Paused) return;  // the filter calls resume() or localReply() later
   }
-  route();
+  phase_ = Phase::Routing;
+  router_.start(route_, *req_, info_, conn_->peer(), deadline_ms_);
 }
 
 void Stream::resume() {
@@ -138,78 +129,49 @@ void Stream::resume() {
   runFilters();
 }
 
-std::string& Stream::onAttemptSending() {
-  phase_ = Phase::Sending;
-  return body_buf_;
-}
-
-void Stream::pauseRequestBody() {
+void Stream::pauseClient() {
   if (client_paused_) return;
   client_paused_ = true;
   conn_->pauseReading();
 }
 
-void Stream::resumeRequestBody() {
+void Stream::resumeClient() {
   if (!client_paused_) return;
   client_paused_ = false;
   conn_->resumeReading();
 }
 
+void Stream::writeToClient(std::string_view bytes) {
+  Transport& t = conn_->transport();
+  t.write(bytes);
+  if (t.pendingBytes() > snap_->config->limits.high_watermark) router_.pauseResponse();
+}
+
 void Stream::onRequestBody(const char* data, size_t len) {
   info_.bytes_in += len;
-  switch (phase_) {
-    case Phase::Sending:
-    case Phase::Responding:
-      if (!response_complete_) upstream_.sendBody(data, len);
-      return;
-    case Phase::Filters:
-    case Phase::Routing:
-    case Phase::Connecting:
-      // Held until the upstream connection is ready; bounded by the high watermark.
-      body_buf_.append(data, len);
-      if (body_buf_.size() > snap_->config->limits.high_watermark) pauseRequestBody();
-      return;
-    default:
-      return;  // answered locally: the rest of the body is discarded
-  }
+  // Once answered (locally or by the backend), the rest of the body is discarded.
+  if (phase_ == Phase::Done || response_complete_) return;
+  router_.onRequestBody(data, len);
 }
 
 void Stream::onRequestComplete() {
   request_complete_ = true;
-  if (phase_ == Phase::Sending || phase_ == Phase::Responding) upstream_.endBody();
+  if (phase_ == Phase::Routing || phase_ == Phase::Responding) router_.onRequestComplete();
   if (phase_ != Phase::Done && !in_filter_) maybeFinish();
 }
 
-void Stream::onDownstreamDrained() { upstream_.resumeResponse(); }
+void Stream::onDownstreamDrained() { router_.resumeResponse(); }
 
 // ---- response side --------------------------------------------------------------------------
 
-void Stream::onAttemptHead(ResponseHead& head) {
-  info_.upstream_headers_ns = monotonicNs();
-  recordOutcome(Outcome::Status, head.status);
-  if (route_->retry.enabled) {
-    std::optional<config::Duration> retry_after;
-    std::string_view ra = head.headers.get("retry-after");
-    if (!ra.empty() && ra.size() < 6 && ra.find_first_not_of("0123456789") == std::string_view::npos) {
-      retry_after = std::chrono::seconds(std::stoi(std::string(ra)));
-    }
-    if (retryAfterFailure(Outcome::Status, head.status, retry_after)) {
-      // Drop this answer with its connection; the retry timer is running.
-      upstream_.abandon();
-      return;
-    }
-  }
+void Stream::routerHead(ResponseHead& head) {
   phase_ = Phase::Responding;
   // Filters see the response in reverse order, only those whose onRequest ran.
   for (size_t i = next_filter_; i > 0; --i) filters_[i - 1]->onResponse(*this, head);
   if (head.status == 101) {
-    if (!upgrade_) {
-      failUpstream(Failure::BadResponse);
-      return;
-    }
     writeResponseHead(head);
     phase_ = Phase::Tunnel;
-    conn_->startTunnel(upstream_.startTunnel());
+    conn_->startTunnel(router_.startTunnel());
     return;
   }
   if (upgrade_) response_close_ = true;  // the backend declined the upgrade
@@ -257,7 +219,7 @@ void Stream::writeResponseHead(ResponseHead& head) {
            (!st->added_names_.empty() && st->addedByFilter(name));
   };
   writeResponseStart(out, head, framing, skip, this);
-  out.append("x-cutover-backend: ").append(cfg.backends[backend_].name).append("\r\n");
+  out.append("x-cutover-backend: ").append(cfg.backends[router_.backend()].name).append("\r\n");
   if (info_.attempts > 1) {
     out.append("x-cutover-attempts: ");
     appendUint(out, info_.attempts);
@@ -286,9 +248,7 @@ void Stream::flushHead(std::string_view first_body) {
   conn_->transport().write2(head_buf_, first_body);
 }
 
-void Stream::onAttemptReadDone() { flushHead({}); }
-
-void Stream::onAttemptBody(const char* data, size_t len) {
+void Stream::routerBody(const char* data, size_t len) {
   info_.bytes_out += len;
   if (head_only_) return;
   Transport& t = conn_->transport();
@@ -302,10 +262,10 @@ void Stream::onAttemptBody(const char* data, size_t len) {
   } else {
     flushHead(std::string_view(data, len));
   }
-  if (t.pendingBytes() > snap_->config->limits.high_watermark) upstream_.pauseResponse();
+  if (t.pendingBytes() > snap_->config->limits.high_watermark) router_.pauseResponse();
 }
 
-void Stream::onAttemptComplete() {
+void Stream::routerComplete() {
   flushHead(response_chunked_ ? kChunkEnd : std::string_view());
   response_complete_ = true;
   maybeFinish();
@@ -317,8 +277,7 @@ void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
   // Total request deadline passed (a pending backoff ends with the request).
-  self->retry_.cancel();
-  self->upstream_.abandon();
+  self->router_.abandon();
   if (self->phase_ == Phase::Filters && self->next_filter_ > 0) {
     self->filters_[self->next_filter_ - 1]->onCancel();  // the filter that paused
   }
@@ -350,7 +309,7 @@ void Stream::localReply(int status, Reason reason, std::string_view extra,
                         std::string_view body) {
   if (phase_ == Phase::Done) return;
   info_.reason = reason;
-  upstream_.abandon();
+  router_.abandon();
   if (response_started_) {
     response_close_ = true;
     finish();
@@ -401,10 +360,8 @@ void Stream::finish() {
   if (phase_ == Phase::Done) return;
   phase_ = Phase::Done;
   uv_timer_stop(&timer_);
-  retry_.cancel();
-  upstream_.abandon();
+  router_.reset();  // drops the attempt and gives back every slot the request held on backends
   info_.end_ns = monotonicNs();
-  lease_ = BackendLease();  // gives back every slot this request held
   for (auto& f : filters_) f->onComplete(info_);
   if (snap_->metrics) snap_->metrics->recordRequest(info_);
   if (snap_->stats) snap_->stats->record(info_);
@@ -470,25 +427,22 @@ void Stream::onDownstreamGone() {
 // ---- tunnel ---------------------------------------------------------------------------------
 
 void Stream::tunnelData(const char* data, size_t len) {
-  if (!upstream_.active()) return;
+  if (!router_.tunnelOpen()) return;
   info_.bytes_in += len;
-  upstream_.tunnelWrite(data, len);
+  router_.tunnelWrite(data, len);
 }
 
-void Stream::onAttemptTunnelData(const char* data, size_t len) {
-  info_.bytes_out += len;
-  Transport& t = conn_->transport();
-  t.write(data, len);
-  if (t.pendingBytes() > snap_->config->limits.high_watermark) upstream_.pauseResponse();
+void Stream::routerResponseCut(Reason reason) {
+  response_close_ = true;
+  info_.reason = reason;
+  finish();
 }
-
-void Stream::onAttemptTunnelClosed() { endTunnel(); }
 
 void Stream::tunnelClientClosed() { endTunnel(); }
 
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.
-  upstream_.abandon();
+  router_.abandon();
   response_complete_ = true;
   response_close_ = true;
   finish();

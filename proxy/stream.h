@@ -22,23 +22,20 @@
 #include <string>
 #include <vector>
 
-#include "filters/circuit_breaker.h"
 #include "filters/filter.h"
-#include "proxy/backend_lease.h"
-#include "proxy/retry_state.h"
 #include "proxy/snapshot.h"
-#include "proxy/upstream_request.h"
+#include "proxy/router_filter.h"
 
 namespace cutover {
 
 class DownstreamConnection;
 class Worker;
 
-class Stream final : public FilterCallbacks, public UpstreamRequestCallbacks {
+class Stream final : public FilterCallbacks, public RouterCallbacks {
  public:
   explicit Stream(Worker& w);
   ~Stream() override;
-  // Worker shutdown: close the timer; `done` frees the stream in the close callback.
+  // Worker shutdown: closes the timers; the stream is freed in the last close callback.
   void closeHandles();
 
   // ---- from the DownstreamConnection ----
@@ -67,31 +64,27 @@ class Stream final : public FilterCallbacks, public UpstreamRequestCallbacks {
   void resume() override;
 
  private:
-  enum class Phase : uint8_t { Filters, Routing, Connecting, Sending, Responding, Tunnel, Done };
+  enum class Phase : uint8_t { Filters, Routing, Responding, Tunnel, Done };
 
-  using Failure = UpstreamCallbacks::Failure;
-  // UpstreamRequestCallbacks
-  std::string& onAttemptSending() override;
+  // ---- RouterCallbacks ----
+  void routerLocalReply(int status, Reason reason, std::string_view extra) override {
+    localReply(status, reason, extra);
+  }
+  void routerHead(ResponseHead& head) override;
+  void routerBody(const char* data, size_t len) override;
+  void routerComplete() override;
+  void routerReadDone() override { flushHead({}); }
+  void routerResponseCut(Reason reason) override;
+  bool responseStarted() const override { return response_started_; }
   bool requestComplete() const override { return request_complete_; }
-  void onAttemptHead(ResponseHead& head) override;
-  void onAttemptBody(const char* data, size_t len) override;
-  void onAttemptComplete() override;
-  void onAttemptReadDone() override;
-  void onAttemptFailed(Failure f) override;
-  void pauseRequestBody() override;
-  void resumeRequestBody() override;
-  void onAttemptTunnelData(const char* data, size_t len) override;
-  void onAttemptTunnelClosed() override;
-  // Writes the held-back response head, with `first_body` in the same system call.
-  void flushHead(std::string_view first_body);
+  void pauseClient() override;
+  void resumeClient() override;
+  void writeToClient(std::string_view bytes) override;
+  void routerTunnelClosed() override { endTunnel(); }
 
   void runFilters();
-  void route();
-  void startAttempt();
-  void recordOutcome(Outcome o, uint16_t status);
-  // Schedules another attempt if the route's policy, the retry budget and the deadline allow.
-  bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
-  void failUpstream(Failure f);
+  // Writes the held-back response head, with `first_body` in the same system call.
+  void flushHead(std::string_view first_body);
   void writeResponseHead(ResponseHead& head);
   void writeLocalReply(int status, Reason reason, std::string_view extra, std::string_view body);
   void maybeFinish();
@@ -101,8 +94,8 @@ class Stream final : public FilterCallbacks, public UpstreamRequestCallbacks {
   void reset();
   void armRequestTimer();
   static void onTimer(uv_timer_t* t);  // the request deadline
-  static void onRetryFire(void* self);  // a retry's backoff is over
   static void onTimerClosed(uv_handle_t* h);
+  bool addedByFilter(std::string_view name) const;
 
   Worker& worker_;
   uv_timer_t timer_{};
@@ -115,17 +108,13 @@ class Stream final : public FilterCallbacks, public UpstreamRequestCallbacks {
   size_t next_filter_ = 0;
   std::string response_headers_;  // preformatted extra response headers from filters
   std::vector<std::pair<uint32_t, uint32_t>> added_names_;  // their names within it
-  bool addedByFilter(std::string_view name) const;
   std::string head_buf_;           // response head waiting for its first body bytes
-  bool head_pending_ = false;
-  std::string body_buf_;          // request body held until the upstream is ready
-  UpstreamRequest upstream_;      // the current attempt
+  Router router_;                  // backend choice, attempts and retries
   Phase phase_ = Phase::Filters;
   int64_t deadline_ms_ = 0;
-  uint32_t backend_ = 0;
-  uint32_t split_backend_ = 0;
+  uint8_t handles_open_ = 0;        // while closing: timer_ and the router's retry timer
+  bool head_pending_ = false;
   bool in_filter_ = false;
-  bool resume_pending_ = false;
   bool request_complete_ = false;   // client finished sending the request
   bool response_started_ = false;   // head sent to the client
   bool response_complete_ = false;
@@ -134,9 +123,6 @@ class Stream final : public FilterCallbacks, public UpstreamRequestCallbacks {
   bool head_only_ = false;
   bool client_paused_ = false;
   bool upgrade_ = false;
-  RetryState retry_;               // retry policy and its backoff timer
-  uint8_t handles_open_ = 0;       // while closing: timer_ and retry_'s timer
-  BackendLease lease_;             // slots held on backends; released when it is reset
 };
 
 }  // namespace cutover

@@ -4,6 +4,7 @@ never forwarded; malformed backend responses become 502 bad_upstream_response.""
 
 import os
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -174,6 +175,8 @@ class RejectAccountingTest(h.ProxyTestCase):
          "connect_not_supported"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417, "expectation_failed",
          "unsupported_expect"),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "version_not_supported",
+         "unsupported_version"),
     ]
 
     def test_every_refused_request_gets_one_access_line_and_one_local_reply_count(self):
@@ -196,6 +199,8 @@ class RejectAccountingTest(h.ProxyTestCase):
                                                                 "header_timeout")]
         self.assertEqual(legacy.stats()["requests"], 0)
 
+        p.wait_for(lambda px: len([e for e in px.events
+                                   if "request_id" in e and "event" not in e]) >= len(expected), 5)
         text = h.admin(p, "GET", "/metrics").body.decode()
         counts = {}
         for _, reason, _ in expected:
@@ -214,6 +219,57 @@ class RejectAccountingTest(h.ProxyTestCase):
             self.assertEqual(line["client"], "127.0.0.1")
             if detail is not None:
                 self.assertEqual(line.get("detail"), detail, line)
+
+
+class StreamLocalReplyAccountingTest(h.ProxyTestCase):
+    def test_429_502_503_504_each_get_one_access_line_and_one_local_reply_count(self):
+        slow = self.backend("slow")
+        slow.set_latency(2000)
+        dead_port = h.free_port()
+        routes = [
+            {"name": "limited", "match": {"prefix": "/limited"}, "split": {"slow": 100},
+             "rate_limit": {"rate": "1/min"}},
+            {"name": "slow", "match": {"prefix": "/slow"}, "split": {"slow": 100}, "timeout": "300ms"},
+            {"name": "dead", "match": {"prefix": "/dead"}, "split": {"dead": 100}},
+        ]
+        cfg = h.make_config({"slow": slow, "dead": [dead_port]}, routes=routes, admin=True)
+        cfg["backends"]["dead"]["circuit_breaker"] = {"consecutive_failures": 1, "cooldown": "60s",
+                                                      "failure_on": ["connect_error"]}
+        p = self.proxy(cfg)
+        slow.set_latency(0)
+        expected = []
+        for target, status, reason in [("/limited", 200, None), ("/limited", 429, "rate_limited"),
+                                       ("/dead", 502, "upstream_connect_failure"),
+                                       ("/dead", 503, "circuit_open")]:
+            r = h.get(p.port, target)
+            self.assertEqual(r.status, status, r)
+            self.assertEqual(r.header("x-cutover-reason"), reason, r)
+            expected.append((status, reason or "none"))
+        slow.set_latency(2000)
+        r = h.get(p.port, "/slow")
+        self.assertLocalReply(r, 504, "request_timeout")
+        expected.append((504, "request_timeout"))
+
+        # The worker counts a request right after writing its response: the scrape may race the
+        # last one, so wait (bounded) for it to show.
+        deadline = time.monotonic() + 5
+        while True:
+            text = h.admin(p, "GET", "/metrics").body.decode()
+            if h.metric(text, "cutover_local_replies_total", reason="request_timeout") or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        for reason in ("rate_limited", "upstream_connect_failure", "circuit_open",
+                       "request_timeout"):
+            self.assertEqual(h.metric(text, "cutover_local_replies_total", reason=reason), 1,
+                             reason + "\n" + "\n".join(l for l in text.splitlines()
+                                                       if "local_replies" in l))
+
+        def access(px):
+            return [e for e in px.events if "request_id" in e and "event" not in e]
+        p.wait_for(lambda px: len(access(px)) >= len(expected), 5)
+        lines = access(p)
+        self.assertEqual([(e["status"], e["reason"]) for e in lines], expected)
 
 
 if __name__ == "__main__":

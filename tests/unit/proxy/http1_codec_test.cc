@@ -403,3 +403,29 @@ TEST_CASE("backend responses: any 1xx has no body, reason phrases carry no contr
   REQUIRE(d.execute(trailers.data(), trailers.size(), used) == DecodeStatus::MessageComplete);
   CHECK_FALSE(d.head().headers.has("x-late"));
 }
+
+TEST_CASE("an empty read between CR and LF changes nothing") {
+  const std::string parts[] = {"GET / HTTP/1.1\r", "", "\nHost: a\r", "", "\n\r", "", "\n"};
+  Collected c;
+  RequestDecoder d(c, {});
+  DecodeStatus last = DecodeStatus::Ok;
+  for (const std::string& p : parts) {
+    size_t used = 0;
+    last = d.execute(p.data(), p.size(), used);
+    REQUIRE(last != DecodeStatus::Error);
+  }
+  CHECK(last == DecodeStatus::MessageComplete);
+  REQUIRE(c.heads.size() == 1);
+  CHECK(c.heads[0].headers.get("host") == "a");
+}
+
+TEST_CASE("the head limit counts a header line once, however llhttp splits it") {
+  RequestDecoder::Limits limits;
+  limits.max_header_bytes = 60;
+  // 16 + 9 + 31 = 56 bytes of head lines: under the limit whole, byte by byte, or split.
+  std::string req = "GET / HTTP/1.1\r\nHost: a\r\nX-Abcdefghijklmnopqrstuv: w\r\n\r\n";
+  for (const Outcome& o : allWays(req, limits)) {
+    CHECK_FALSE(o.error);
+    CHECK(o.completes == 1);
+  }
+}

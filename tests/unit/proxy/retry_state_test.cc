@@ -44,7 +44,7 @@ struct Fixture {
                                          this);
   }
   ~Fixture() {
-    retry->close([](uv_handle_t*) {});
+    retry->close([](uv_handle_t*) {}, nullptr);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }

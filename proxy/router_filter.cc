@@ -1,0 +1,286 @@
+#include "proxy/router_filter.h"
+
+#include <chrono>
+#include <string>
+
+#include "filters/circuit_breaker.h"
+#include "filters/token_bucket.h"
+#include "proxy/clock.h"
+#include "proxy/metrics.h"
+#include "proxy/router.h"
+#include "proxy/worker.h"
+
+namespace cutover {
+
+Router::Router(Worker& w, RouterCallbacks& cb)
+    : worker_(w), cb_(cb), upstream_(w, *this), retry_(w.loop(), onRetryFire, this) {}
+
+void Router::reset() {
+  abandon();
+  lease_ = BackendLease();  // gives back every slot this request held
+  upstream_.reset();
+  snap_ = nullptr;
+  route_ = nullptr;
+  req_ = nullptr;
+  info_ = nullptr;
+  client_address_ = {};
+  if (body_buf_.capacity() > 64 * 1024) {
+    std::string().swap(body_buf_);
+  } else {
+    body_buf_.clear();
+  }
+  backend_ = 0;
+  state_ = State::Idle;
+}
+
+void Router::abandon() {
+  retry_.cancel();
+  upstream_.abandon();
+  if (state_ != State::Idle) state_ = State::Done;
+}
+
+void Router::localReply(int status, Reason reason, std::string_view extra) {
+  abandon();
+  cb_.routerLocalReply(status, reason, extra);
+}
+
+void Router::start(const config::Route* route, RequestHead& req, StreamInfo& info,
+                   std::string_view client_address, int64_t deadline_ms) {
+  const Snapshot& snap = *snap_;
+  route_ = route;
+  req_ = &req;
+  info_ = &info;
+  client_address_ = client_address;
+  deadline_ms_ = deadline_ms;
+  state_ = State::Connecting;
+  if (route_ == nullptr) {
+    localReply(404, Reason::NoRoute);
+    return;
+  }
+  const config::Config& cfg = *snap_->config;
+  int chosen = -1;
+  if (!cfg.override_header.empty()) {
+    std::string_view v = req.headers.get(cfg.override_header);
+    if (!v.empty()) {
+      for (const config::SplitEntry& e : route_->split) {
+        if (cfg.backends[e.backend].name == v) chosen = static_cast<int>(e.backend);
+      }
+    }
+  }
+  if (chosen < 0) {
+    std::string_view key = stickyKey(*route_, req, client_address_);
+    uint32_t bucket = key.empty() ? worker_.rng().below(10000) : stickyBucket(key);
+    chosen = static_cast<int>(route_->split[pickSplit(*route_, bucket)].backend);
+  }
+  uint32_t b = static_cast<uint32_t>(chosen);
+  int64_t now = monotonicNs();
+  Reason why = admitBackend(snap, b, now);
+  if (why != Reason::None && route_->fallback && *route_->fallback != b) {
+    // Failover: the split's choice is open or has no healthy endpoint.
+    if (admitBackend(snap, *route_->fallback, now) == Reason::None) {
+      b = *route_->fallback;
+      info.failover = true;
+      why = Reason::None;
+    }
+  }
+  if (why != Reason::None) {
+    info.backend = static_cast<int>(b);
+    localReply(503, why);
+    return;
+  }
+  const BackendRuntime& rt = snap.backends[b];
+  if (rt.limiter) {
+    TokenBucket::Decision d = rt.limiter->take(now);
+    if (!d.allowed) {
+      std::string extra = "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n";
+      localReply(429, Reason::RateLimited, extra);
+      return;
+    }
+  }
+  Reason r = lease_.admit(rt);
+  if (r != Reason::None) {
+    info.backend = static_cast<int>(b);
+    localReply(503, r);
+    return;
+  }
+  backend_ = b;
+  if (req.expect_continue && !cb_.requestComplete()) {
+    cb_.writeToClient("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  startAttempt();
+}
+
+void Router::startAttempt() {
+  state_ = State::Connecting;
+  info_->backend = static_cast<int>(backend_);
+  ForwardInfo fwd;
+  fwd.client_address = client_address_;
+  Reason r = upstream_.start(*snap_, backend_, *req_, fwd, lease_);
+  if (r == Reason::NoEndpoint) {
+    localReply(503, r);
+    return;
+  }
+  ++info_->attempts;
+  info_->endpoint = static_cast<int>(upstream_.endpoint());
+  if (info_->upstream_start_ns == 0) info_->upstream_start_ns = monotonicNs();
+  if (r == Reason::UpstreamConnectFailure) {
+    failUpstream(Failure::Connect);
+  } else if (r != Reason::None) {
+    localReply(503, r);
+  }
+}
+
+// ---- request body ---------------------------------------------------------------------------
+
+void Router::onRequestBody(const char* data, size_t len) {
+  switch (state_) {
+    case State::Sending:
+    case State::Responding:
+      upstream_.sendBody(data, len);
+      return;
+    case State::Idle:
+    case State::Connecting:
+    case State::Backoff:
+      // Held until an attempt is sending; bounded by the high watermark.
+      body_buf_.append(data, len);
+      if (snap_ != nullptr && body_buf_.size() > snap_->config->limits.high_watermark) {
+        cb_.pauseClient();
+      }
+      return;
+    case State::Done:
+      return;  // answered locally: the rest of the body is discarded
+  }
+}
+
+void Router::onRequestComplete() {
+  if (state_ == State::Sending || state_ == State::Responding) upstream_.endBody();
+}
+
+std::string& Router::onAttemptSending() {
+  state_ = State::Sending;
+  return body_buf_;
+}
+
+// ---- answers and failures -------------------------------------------------------------------
+
+void Router::recordOutcome(Outcome o, uint16_t status) {
+  const BackendRuntime& rt = snap_->backends[backend_];
+  if (!rt.breaker) return;
+  int64_t now = monotonicNs();
+  if (isFailure(rt.breaker->config(), o, status)) {
+    rt.breaker->onFailure(now);
+  } else {
+    rt.breaker->onSuccess(now);
+  }
+}
+
+void Router::onAttemptHead(ResponseHead& head) {
+  info_->upstream_headers_ns = monotonicNs();
+  recordOutcome(Outcome::Status, head.status);
+  if (route_->retry.enabled) {
+    std::optional<config::Duration> retry_after;
+    std::string_view ra = head.headers.get("retry-after");
+    if (!ra.empty() && ra.size() < 6 &&
+        ra.find_first_not_of("0123456789") == std::string_view::npos) {
+      retry_after = std::chrono::seconds(std::stoi(std::string(ra)));
+    }
+    if (retryAfterFailure(Outcome::Status, head.status, retry_after)) {
+      // Drop this answer with its connection; the retry timer is running.
+      upstream_.abandon();
+      return;
+    }
+  }
+  if (head.status == 101 && !req_->upgrade) {
+    failUpstream(Failure::BadResponse);  // a tunnel nobody asked for
+    return;
+  }
+  state_ = State::Responding;
+  cb_.routerHead(head);
+}
+
+void Router::onAttemptComplete() {
+  state_ = State::Done;
+  cb_.routerComplete();
+}
+
+void Router::onAttemptTunnelData(const char* data, size_t len) {
+  info_->bytes_out += len;
+  cb_.writeToClient(std::string_view(data, len));
+}
+
+bool Router::retryAfterFailure(Outcome o, uint16_t status,
+                               std::optional<config::Duration> retry_after) {
+  if (state_ == State::Done || state_ == State::Idle || cb_.responseStarted()) return false;
+  RetryState::Attempt a;
+  a.outcome = o;
+  a.status = status;
+  a.retry_after = retry_after;
+  a.attempts = info_->attempts;
+  a.idempotent = req_->idempotent();
+  a.body_started = upstream_.bodyStarted();
+  if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - worker_.nowMs(), lease_)) {
+    return false;
+  }
+  backend_ = retry_.target();
+  if (snap_->metrics) {
+    snap_->metrics->route(info_->route)
+        .retries[snap_->metrics->backendSlot(static_cast<int>(backend_))]
+        ->Increment();
+  }
+  state_ = State::Backoff;
+  return true;
+}
+
+void Router::onRetryFire(void* ctx) {
+  // Backoff over: the next attempt, under the same total deadline.
+  auto* self = static_cast<Router*>(ctx);
+  if (self->state_ != State::Backoff) return;
+  Reason why = admitBackend(*self->snap_, self->backend_, monotonicNs());
+  if (why != Reason::None) {
+    self->localReply(503, why);
+    return;
+  }
+  self->startAttempt();
+}
+
+void Router::failUpstream(Failure f) {
+  upstream_.abandon();
+  if (state_ == State::Done || state_ == State::Idle) return;
+  Outcome o = f == Failure::Connect   ? Outcome::ConnectError
+              : f == Failure::Timeout ? Outcome::Timeout
+                                      : Outcome::Reset;
+  recordOutcome(o, 0);
+  if (snap_->metrics) {
+    const BackendMetrics& bm = snap_->metrics->backends[backend_];
+    if (f == Failure::Connect) {
+      bm.connect_failures->Increment();
+    } else if (f == Failure::Timeout) {
+      bm.timeouts->Increment();
+    } else if (f == Failure::Reset) {
+      bm.resets->Increment();
+    }
+  }
+  if (cb_.responseStarted()) {
+    // Never let a cut-short response look complete: the client connection is reset.
+    state_ = State::Done;
+    cb_.routerResponseCut(f == Failure::Timeout ? Reason::UpstreamTimeout : Reason::UpstreamReset);
+    return;
+  }
+  if (retryAfterFailure(o, 0, std::nullopt)) return;
+  switch (f) {
+    case Failure::Connect:
+      localReply(502, Reason::UpstreamConnectFailure);
+      return;
+    case Failure::Timeout:
+      localReply(504, Reason::UpstreamTimeout);
+      return;
+    case Failure::Reset:
+      localReply(502, Reason::UpstreamReset);
+      return;
+    case Failure::BadResponse:
+      localReply(502, Reason::BadUpstreamResponse);
+      return;
+  }
+}
+
+}  // namespace cutover
