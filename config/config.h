@@ -138,6 +138,8 @@ struct RouteMatch {
   std::string path;
   std::string header;        // optional: lower-case header name that must be present
   std::string header_value;  // optional: exact value it must have (empty = any)
+  // false: `path` is compared ASCII case-insensitively (the backend must treat case the same way)
+  bool case_sensitive = true;
 };
 
 struct SplitEntry {
@@ -165,6 +167,18 @@ struct Route {
   std::optional<Duration> request_timeout;  // overrides Timeouts::request
 };
 
+// Request paths are normalised before routing, and the normalised target is what the backend gets,
+// so a route's limits apply to every spelling the backend would serve as the same path.
+struct Http {
+  enum class EscapedSlashes { Reject, Keep, Decode };  // what %2F and %5C do
+  bool normalize_path = true;  // RFC 3986 §6: decode unreserved escapes, uppercase the others,
+                               // remove dot-segments
+  bool merge_slashes = true;   // "//" → "/"
+  EscapedSlashes escaped_slashes = EscapedSlashes::Reject;  // Reject answers 400
+};
+
+class RouteTable;  // config/route_table.h
+
 struct Admin {
   bool enabled = true;
   SocketAddress address;  // default 127.0.0.1:9901
@@ -188,6 +202,10 @@ struct Config {
   Limits limits;
   std::vector<Backend> backends;
   std::vector<Route> routes;
+  // Index over routes[].match built by the loader (null for few routes, where a scan is faster,
+  // and for configs built by hand). Code that edits `routes` afterwards keeps paths unchanged.
+  std::shared_ptr<const RouteTable> route_table;
+  Http http;
   std::vector<std::string> filters;  // chain order as written, e.g. [rate_limit, router]
   std::optional<RateLimit> rate_limit;  // chain default; a route's own rate_limit overrides it
   std::string override_header;       // empty = off; else lower-case name, e.g. x-cutover-backend

@@ -123,6 +123,7 @@ void emitRoute(YAML::Emitter& out, const Config& config, const Route& route) {
     }
     out << YAML::EndMap;
   }
+  out << YAML::Key << "case_sensitive" << YAML::Value << route.match.case_sensitive;
   out << YAML::EndMap;
 
   out << YAML::Key << "split" << YAML::Value << YAML::Flow << YAML::BeginMap;
@@ -172,6 +173,18 @@ void emitRoute(YAML::Emitter& out, const Config& config, const Route& route) {
     emitRateLimit(out, *route.rate_limit);
   }
   out << YAML::EndMap;
+}
+
+const char* escapedSlashes(Http::EscapedSlashes action) {
+  switch (action) {
+    case Http::EscapedSlashes::Reject:
+      return "reject";
+    case Http::EscapedSlashes::Keep:
+      return "keep";
+    case Http::EscapedSlashes::Decode:
+      return "decode";
+  }
+  return "reject";
 }
 
 const char* accessLogMode(AccessLog::Mode mode) {
@@ -227,6 +240,13 @@ std::string dumpYaml(const Config& config) {
   } else {
     out << config.override_header;
   }
+
+  out << YAML::Key << "http" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "normalize_path" << YAML::Value << config.http.normalize_path;
+  out << YAML::Key << "merge_slashes" << YAML::Value << config.http.merge_slashes;
+  out << YAML::Key << "escaped_slashes" << YAML::Value
+      << escapedSlashes(config.http.escaped_slashes);
+  out << YAML::EndMap;
 
   out << YAML::Key << "filters" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const std::string& filter : config.filters) out << filter;

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "config/route_table.h"
 #include "config/schema.h"
 
 namespace cutover::config {
@@ -42,7 +43,7 @@ void Loader::load(const YAML::Node& root) {
     return;
   }
   MapReader top(errors_, root, "",
-                {"listeners", "workers", "timeouts", "limits", "override_header", "filters",
+                {"listeners", "workers", "timeouts", "limits", "override_header", "http", "filters",
                  "rate_limit", "backends", "routes", "admin", "access_log", "metrics"});
   if (!top.ok()) return;
   // Order matters only where later sections refer to earlier ones: backends before routes.
@@ -51,6 +52,7 @@ void Loader::load(const YAML::Node& root) {
   loadTimeouts(top);
   loadLimits(top);
   loadOverrideHeader(top);
+  loadHttp(top);
   loadFilters(top);
   if (top.has("rate_limit")) {
     RateLimit limit;
@@ -170,6 +172,28 @@ void Loader::loadOverrideHeader(const MapReader& top) {
   // Null or "" spell "off" explicitly (dumpYaml writes ~).
   if (node.IsNull() || (node.IsScalar() && node.Scalar().empty())) return;
   readHeaderName(node, "override_header", config_.override_header);
+}
+
+void Loader::loadHttp(const MapReader& top) {
+  if (!top.has("http")) return;
+  MapReader map(errors_, top.value("http"), "http",
+                {"normalize_path", "merge_slashes", "escaped_slashes"}, true);
+  Http& http = config_.http;
+  map.getBool("normalize_path", http.normalize_path);
+  map.getBool("merge_slashes", http.merge_slashes);
+  std::string action;
+  if (map.getString("escaped_slashes", action)) {
+    if (action == "reject") {
+      http.escaped_slashes = Http::EscapedSlashes::Reject;
+    } else if (action == "keep") {
+      http.escaped_slashes = Http::EscapedSlashes::Keep;
+    } else if (action == "decode") {
+      http.escaped_slashes = Http::EscapedSlashes::Decode;
+    } else {
+      errors_.add(map.value("escaped_slashes"), map.path("escaped_slashes"),
+                  "expected reject, keep or decode, got " + quoted(action));
+    }
+  }
 }
 
 void Loader::loadFilters(const MapReader& top) {
@@ -338,7 +362,10 @@ LoadResult loadString(const std::string& text, const std::string& file) {
   }
   LoadResult result;
   result.errors = errors.take();
-  if (result.errors.empty()) result.config = std::move(config);
+  if (result.errors.empty()) {
+    config->route_table = RouteTable::build(config->routes);
+    result.config = std::move(config);
+  }
   return result;
 }
 

@@ -877,3 +877,94 @@ TEST_CASE("the shipped examples load without errors") {
     CHECK(config.admin.address.text == "127.0.0.1:9901");
   }
 }
+
+TEST_CASE("http: path normalisation is on by default and each option can be set") {
+  auto minimal = loadOk(kListeners + kBackends + kRoutes);
+  CHECK(minimal->http.normalize_path);
+  CHECK(minimal->http.merge_slashes);
+  CHECK(minimal->http.escaped_slashes == Http::EscapedSlashes::Reject);
+  CHECK(minimal->routes[0].match.case_sensitive);
+  std::string dumped = dumpYaml(*minimal);
+  CHECK(dumped.find(
+            "http:\n  normalize_path: true\n  merge_slashes: true\n  escaped_slashes: reject") !=
+        std::string::npos);
+  CHECK(dumped.find("match: {prefix: /, case_sensitive: true}") != std::string::npos);
+
+  for (const char* action : {"reject", "keep", "decode"}) {
+    auto config = loadOk(
+        kListeners + kBackends +
+        "http: { normalize_path: false, merge_slashes: false, escaped_slashes: " + action + " }\n" +
+        "routes:\n"
+        "  - name: default\n"
+        "    match: { prefix: /API, case_sensitive: false }\n"
+        "    split: { new: 10, legacy: 90 }\n");
+    CHECK_FALSE(config->http.normalize_path);
+    CHECK_FALSE(config->http.merge_slashes);
+    CHECK_FALSE(config->routes[0].match.case_sensitive);
+    std::string dump = dumpYaml(*config);
+    INFO(dump);
+    CHECK(dump.find(std::string("escaped_slashes: ") + action) != std::string::npos);
+    auto reloaded = loadOk(dump);
+    CHECK(reloaded->http.escaped_slashes == config->http.escaped_slashes);
+    CHECK_FALSE(reloaded->routes[0].match.case_sensitive);
+    CHECK(dumpYaml(*reloaded) == dump);  // a fixed point
+  }
+}
+
+TEST_CASE("http and case_sensitive errors carry file:line:col and key path") {
+  CHECK(errorsOf(kListeners + kBackends +
+                 "http: { escaped_slashes: drop, merge_slash: true, normalize_path: 1 }\n" +
+                 "routes:\n"
+                 "  - name: default\n"
+                 "    match: { prefix: /, case_sensitive: maybe }\n"
+                 "    split: { new: 10, legacy: 90 }\n") ==
+        std::vector<std::string>{
+            "cutover.yaml:7:26: http.escaped_slashes: expected reject, keep or decode, got 'drop'",
+            "cutover.yaml:7:32: http: unknown key 'merge_slash' (did you mean 'merge_slashes'?)",
+            "cutover.yaml:7:67: http.normalize_path: expected true or false, got '1'",
+            "cutover.yaml:10:41: routes[0].match.case_sensitive: expected true or false, got "
+            "'maybe'"});
+}
+
+TEST_CASE("duplicate route names are found among many routes") {
+  std::string yaml = kListeners + kBackends + "routes:\n";
+  for (int i = 0; i < 3000; ++i) {
+    yaml += "  - {name: r" + std::to_string(i % 2999) + ", match: {prefix: /" + std::to_string(i) +
+            "}, split: {legacy: 100}}\n";
+  }
+  CHECK(errorsOf(yaml) ==
+        std::vector<std::string>{
+            "cutover.yaml:3007:12: routes[2999].name: duplicate route name 'r0'"});
+}
+
+TEST_CASE("a route path that no normalised request can have is an error") {
+  auto routeWith = [](const std::string& match, const std::string& http = "") {
+    std::string yaml = kListeners + kBackends + http + "routes:\n  - name: r\n    match: { ";
+    return yaml + match + " }\n    split: { new: 10, legacy: 90 }\n";
+  };
+  CHECK(errorsOf(routeWith("exact: /api//x")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:21: routes[0].match.exact: requests are normalised before routing (see "
+            "the http section), so no request matches '/api//x'; normalised it reads '/api/x'"});
+  CHECK(errorsOf(routeWith("prefix: /api/dat%61")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:22: routes[0].match.prefix: requests are normalised before routing "
+            "(see the http section), so no request matches '/api/dat%61'; normalised it reads "
+            "'/api/data'"});
+  CHECK(errorsOf(routeWith("prefix: /a%2Fb")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:22: routes[0].match.prefix: requests with this path are answered 400 "
+            "(a malformed escape, %00, or an encoded slash under http.escaped_slashes: reject), so "
+            "the route never matches"});
+  // Prefixes that end inside a segment or an escape requests carry in full are fine.
+  for (const char* ok : {"prefix: /a/.", "prefix: /a/..", "prefix: /a/", "prefix: /a%3B",
+                         "exact: /a/.b", "prefix: /API, case_sensitive: false"}) {
+    CAPTURE(ok);
+    CHECK(errorsOf(routeWith(ok)).empty());
+  }
+  CHECK(errorsOf(routeWith("prefix: /a%2F", "http: { escaped_slashes: keep }\n")).empty());
+  CHECK(errorsOf(routeWith("prefix: /a%2", "http: { escaped_slashes: keep }\n")).empty());
+  CHECK(errorsOf(routeWith("exact: /a//b/./c",
+                           "http: { normalize_path: false, merge_slashes: false }\n"))
+            .empty());
+}
