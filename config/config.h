@@ -161,9 +161,15 @@ struct Route {
 
 struct Admin {
   bool enabled = true;
-  SocketAddress address;  // default 127.0.0.1:9901
-  std::string token_file;
+  SocketAddress address;   // default 127.0.0.1:9901
+  std::string token_file;  // read at load (start, reload, --check); wins over token_env
   std::string token_env;
+  // The bearer token mutating calls need, resolved at load from token_file or token_env (trimmed).
+  // A configured source that yields no token is a load error, never an open admin API. Empty only
+  // when neither source is set. Never dumped (/config shows the source, not the secret).
+  std::string token;
+  // Allows a non-loopback admin address without a token (otherwise a load error).
+  bool allow_unauthenticated = false;
 };
 
 struct AccessLog {

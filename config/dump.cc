@@ -249,6 +249,7 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "address" << YAML::Value << config.admin.address.text;
   out << YAML::Key << "token_file" << YAML::Value << config.admin.token_file;
   out << YAML::Key << "token_env" << YAML::Value << config.admin.token_env;
+  out << YAML::Key << "allow_unauthenticated" << YAML::Value << config.admin.allow_unauthenticated;
   out << YAML::EndMap;
 
   out << YAML::Key << "access_log" << YAML::Value << YAML::BeginMap;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "config/loader.h"
 #include "proxy/http1_codec.h"
 
 namespace cutover {
@@ -419,16 +420,6 @@ bool requirePost(const AdminRequest& request, const AdminResponder& responder) {
   return false;
 }
 
-bool isLoopback(const config::SocketAddress& address) {
-  if (address.addr.ss_family == AF_INET) {
-    const auto* a = reinterpret_cast<const sockaddr_in*>(&address.addr);
-    return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (address.addr.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&address.addr);
-    return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
-  }
-  return false;
-}
+bool isLoopback(const config::SocketAddress& address) { return config::isLoopbackAddress(address); }
 
 }  // namespace cutover

@@ -116,7 +116,7 @@ void respondMethodNotAllowed(const AdminResponder& responder, std::string_view a
 bool requirePost(const AdminRequest& request, const AdminResponder& responder);
 
 // Whether an admin address is loopback (127.0.0.0/8 or ::1): a non-loopback address without a
-// token deserves a warning at startup.
+// token is refused at load unless admin.allow_unauthenticated (config::isLoopbackAddress).
 bool isLoopback(const config::SocketAddress& address);
 
 }  // namespace cutover

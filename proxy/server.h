@@ -78,7 +78,8 @@ class Server {
   void swapIn(std::shared_ptr<const config::Config> file_cfg);
   int bindListener(const config::Listener& l, uint32_t workers, BoundListener& out);
   void startListener(BoundListener& b);
-  void startAdmin();
+  // Binds the admin listener; false (logged) when it cannot, e.g. the port is in use.
+  bool startAdmin();
   void handleAdmin(const AdminRequest& req, AdminResponder res);
   static void onSignal(uv_signal_t* s, int signum);
   static void onCheck(uv_timer_t* t);
