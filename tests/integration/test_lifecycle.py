@@ -222,6 +222,27 @@ class CheckTest(h.ProxyTestCase):
         code, out, err = h.run_binary(["--config", "/nonexistent/cutover.yaml"], timeout=10)
         self.assertNotEqual(code, 0)
 
+    def test_fifo_as_config_fails_start_and_check_at_once_with_a_clear_error(self):
+        d = tempfile.mkdtemp(prefix="cutover-fifo-")
+        fifo = os.path.join(d, "cutover.yaml")
+        os.mkfifo(fifo)  # nobody writes: a blocking open would wait forever
+        for mode in ("--config", "--check"):
+            t0 = time.monotonic()
+            code, out, err = h.run_binary([mode, fifo], timeout=10)
+            elapsed = time.monotonic() - t0
+            self.assertEqual(code, 1, "%s: %s%s" % (mode, out, err))  # an exit, not a signal
+            self.assertIn(fifo + ": cannot read the file: not a regular file (a FIFO)", out + err)
+            self.assertLess(elapsed, 5.0, mode)
+
+    def test_config_over_16_mib_is_refused_with_a_clear_error(self):
+        d = tempfile.mkdtemp(prefix="cutover-big-")
+        path = os.path.join(d, "cutover.yaml")
+        with open(path, "w") as f:
+            f.truncate(16 * 1024 * 1024 + 1)  # sparse
+        code, out, err = h.run_binary(["--check", path], timeout=10)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("cannot read the file: larger than 16 MiB", out + err)
+
 
 if __name__ == "__main__":
     h.main()
