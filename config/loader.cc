@@ -142,9 +142,10 @@ void Loader::loadTimeouts(const MapReader& top) {
 
 void Loader::loadLimits(const MapReader& top) {
   if (!top.has("limits")) return;
-  MapReader map(
-      errors_, top.value("limits"), "limits",
-      {"max_header_bytes", "max_uri_bytes", "max_response_header_bytes", "high_watermark"}, true);
+  MapReader map(errors_, top.value("limits"), "limits",
+                {"max_header_bytes", "max_uri_bytes", "max_response_header_bytes", "high_watermark",
+                 "max_connections_per_worker"},
+                true);
   constexpr uint32_t KiB = 1024;
   constexpr uint32_t MiB = 1024 * 1024;
   Limits& l = config_.limits;
@@ -152,6 +153,7 @@ void Loader::loadLimits(const MapReader& top) {
   map.getSize("max_uri_bytes", 64, 16 * MiB, l.max_uri_bytes);
   map.getSize("max_response_header_bytes", 1 * KiB, 16 * MiB, l.max_response_header_bytes);
   map.getSize("high_watermark", 4 * KiB, 1024 * MiB, l.high_watermark);
+  map.getUint32("max_connections_per_worker", 1, 1'000'000, l.max_connections_per_worker);
 }
 
 bool Loader::readHeaderName(const YAML::Node& node, const std::string& path, std::string& out) {

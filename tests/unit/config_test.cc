@@ -241,6 +241,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(config->limits.max_uri_bytes == 8192);
   CHECK(config->limits.max_response_header_bytes == 65536);
   CHECK(config->limits.high_watermark == 1048576);
+  CHECK(config->limits.max_connections_per_worker == 1024);
   CHECK(config->override_header.empty());
   CHECK(config->filters == std::vector<std::string>{"request_id", "rate_limit", "router"});
   CHECK_FALSE(config->rate_limit.has_value());
@@ -292,6 +293,7 @@ limits:
   max_uri_bytes: 4096
   max_response_header_bytes: 1MiB
   high_watermark: 2MiB
+  max_connections_per_worker: 5000
 override_header: X-Cutover-Backend
 filters: [rate_limit, request_id, router]
 rate_limit:
@@ -380,6 +382,7 @@ void checkFull(const Config& config) {
   CHECK(config.limits.max_uri_bytes == 4096);
   CHECK(config.limits.max_response_header_bytes == 1024 * 1024);
   CHECK(config.limits.high_watermark == 2 * 1024 * 1024);
+  CHECK(config.limits.max_connections_per_worker == 5000);
   CHECK(config.override_header == "x-cutover-backend");
   CHECK(config.filters == std::vector<std::string>{"rate_limit", "request_id", "router"});
 
