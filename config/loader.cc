@@ -249,9 +249,9 @@ void Loader::loadAdmin(const MapReader& top) {
 }
 
 // Fail closed: a token source that is configured but yields no token is an error, never "no
-// token" (which would leave every mutating call open). The file read is bounded, refuses FIFOs
-// and devices without waiting, and is at most kMaxTokenFileBytes: cheap enough for the reload
-// path on the main loop.
+// token" (which would leave every mutating call open). The file read refuses FIFOs and devices
+// without waiting and is at most kMaxTokenFileBytes; at reload the whole load runs on the thread
+// pool (Server::loadThenApply), so it never blocks the main loop.
 void Loader::loadAdminToken(const MapReader& map, bool env_ok) {
   Admin& admin = config_.admin;
   auto trim = [](std::string_view v) {

@@ -173,8 +173,7 @@ int Server::run() {
           log::info("config_file_empty", {{"file", config_path_}, {"action", "waiting"}});
           return;
         }
-        ReloadResult r = applyText(contents, "file_change");
-        (void)r;
+        loadThenApply(std::move(contents), "file_change", {});
       },
       [](int uv_err, const std::string& what) {
         log::warn("config_watch_error", {{"error", readErrorText(uv_err)}, {"what", what}});
@@ -314,26 +313,81 @@ void Server::reload(const char* trigger, std::function<void(const ReloadResult&)
   }
   std::string why = trigger;
   watcher_->readNow([this, why, done = std::move(done)](int err, std::string contents) {
-    ReloadResult r;
-    if (err != 0) {
-      r.errors.push_back(config_path_ + ": cannot read the file: " + readErrorText(err));
-      last_reload_error_ = r.errors.back();
-      metrics_->onReloadResult(false);
-      log::error("config_reload_rejected", {{"trigger", why}, {"error", r.errors.back()}});
-    } else {
-      r = applyText(contents, why.c_str());
+    if (err == 0) {
+      loadThenApply(std::move(contents), why, done);
+      return;
     }
+    ReloadResult r;
+    r.errors.push_back(config_path_ + ": cannot read the file: " + readErrorText(err));
+    last_reload_error_ = r.errors.back();
+    metrics_->onReloadResult(false);
+    log::error("config_reload_rejected", {{"trigger", why}, {"error", r.errors.back()}});
     if (done) done(r);
   });
 }
 
-Server::ReloadResult Server::applyText(const std::string& text, const char* trigger) {
+// One parse on libuv's thread pool: loadString reads the admin token file and parses YAML, neither
+// of which belongs on the main loop. Loads run one at a time in the order they were asked for, so
+// an older file can never be applied after a newer one.
+struct Server::PendingLoad {
+  Server* server = nullptr;
+  uv_work_t work{};
+  std::string text;
+  std::string path;
+  std::string trigger;
+  std::function<void(const ReloadResult&)> done;
+  config::LoadResult result;
+};
+
+void Server::loadThenApply(std::string text, std::string trigger,
+                           std::function<void(const ReloadResult&)> done) {
+  auto load = std::make_unique<PendingLoad>();
+  load->server = this;
+  load->work.data = load.get();
+  load->text = std::move(text);
+  load->path = config_path_;
+  load->trigger = std::move(trigger);
+  load->done = std::move(done);
+  loads_.push_back(std::move(load));
+  startNextLoad();
+}
+
+void Server::startNextLoad() {
+  if (load_in_flight_ || loads_.empty()) return;
+  load_in_flight_ = true;
+  const int rc = uv_queue_work(
+      &loop_, &loads_.front()->work,
+      [](uv_work_t* w) {
+        auto* load = static_cast<PendingLoad*>(w->data);
+        load->result = config::loadString(load->text, load->path);
+      },
+      [](uv_work_t* w, int status) {
+        Server* self = static_cast<PendingLoad*>(w->data)->server;
+        std::unique_ptr<PendingLoad> load = std::move(self->loads_.front());
+        self->loads_.pop_front();
+        self->load_in_flight_ = false;
+        if (status != 0) load->result.errors.push_back({"", 0, 0, "", "reload cancelled"});
+        ReloadResult r = self->applyLoaded(std::move(load->result), load->trigger.c_str());
+        if (load->done) load->done(r);
+        self->startNextLoad();
+      });
+  if (rc != 0) {
+    // Not expected (uv_queue_work fails only without a work callback): parse here instead.
+    std::unique_ptr<PendingLoad> load = std::move(loads_.front());
+    loads_.pop_front();
+    load_in_flight_ = false;
+    ReloadResult r = applyLoaded(config::loadString(load->text, load->path), load->trigger.c_str());
+    if (load->done) load->done(r);
+    startNextLoad();
+  }
+}
+
+Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* trigger) {
   ReloadResult r;
   if (draining_) {
     r.errors.push_back("draining: reload ignored");
     return r;
   }
-  config::LoadResult res = config::loadString(text, config_path_);
   if (!res.ok()) {
     std::string joined;
     for (const auto& e : res.errors) {
