@@ -53,6 +53,9 @@ struct Limits {
   uint32_t max_uri_bytes = 8 * 1024;      // request target; over → 414
   uint32_t max_response_header_bytes = 64 * 1024;  // backend header block; over → 502
   uint32_t high_watermark = 1024 * 1024;  // pending write bytes that pause the other side
+  // Open client connections per worker; a connection accepted beyond it is closed at once
+  // (counted in cutover_downstream_connections_rejected_total).
+  uint32_t max_connections_per_worker = 1024;
 };
 
 // Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
@@ -181,9 +184,15 @@ class RouteTable;  // config/route_table.h
 
 struct Admin {
   bool enabled = true;
-  SocketAddress address;  // default 127.0.0.1:9901
-  std::string token_file;
+  SocketAddress address;   // default 127.0.0.1:9901
+  std::string token_file;  // read at load (start, reload, --check); wins over token_env
   std::string token_env;
+  // The bearer token mutating calls need, resolved at load from token_file or token_env (trimmed).
+  // A configured source that yields no token is a load error, never an open admin API. Empty only
+  // when neither source is set. Never dumped (/config shows the source, not the secret).
+  std::string token;
+  // Allows a non-loopback admin address without a token (otherwise a load error).
+  bool allow_unauthenticated = false;
 };
 
 struct AccessLog {

@@ -232,6 +232,7 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "max_uri_bytes" << YAML::Value << l.max_uri_bytes;
   out << YAML::Key << "max_response_header_bytes" << YAML::Value << l.max_response_header_bytes;
   out << YAML::Key << "high_watermark" << YAML::Value << l.high_watermark;
+  out << YAML::Key << "max_connections_per_worker" << YAML::Value << l.max_connections_per_worker;
   out << YAML::EndMap;
 
   out << YAML::Key << "override_header" << YAML::Value;
@@ -269,6 +270,7 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "address" << YAML::Value << config.admin.address.text;
   out << YAML::Key << "token_file" << YAML::Value << config.admin.token_file;
   out << YAML::Key << "token_env" << YAML::Value << config.admin.token_env;
+  out << YAML::Key << "allow_unauthenticated" << YAML::Value << config.admin.allow_unauthenticated;
   out << YAML::EndMap;
 
   out << YAML::Key << "access_log" << YAML::Value << YAML::BeginMap;

@@ -58,6 +58,7 @@ class Loader {
   void loadSticky(const YAML::Node& node, const std::string& path, Sticky& out);
   void loadRetry(const YAML::Node& node, const std::string& path, Retry& out);
   void loadAdmin(const MapReader& top);
+  void loadAdminToken(const MapReader& map, bool env_ok);
   void loadAccessLog(const MapReader& top);
   bool loadConditions(const YAML::Node& node, const std::string& path, bool for_retry,
                       Conditions& out);
