@@ -41,8 +41,8 @@ window [kill, restart + --settle s]; for a WebSocket, only if its own backend wa
 Everything else is unexplained and fails the run (exit 1): any 5xx outside a kill window, a 5xx
 without a reason header, a wrong or truncated-but-complete-looking body, a malformed response, a
 429 to a polite key, a slowloris cut too early or never, a hang past its bound (no byte for 30 s,
-or a whole exchange over request timeout + 5 s; 40 s for the slow reader), a refused connection to the proxy, a reload not applied, the
-proxy exiting.
+or a whole exchange over request timeout + 5 s; 40 s for the slow reader), a refused connection
+to the proxy, a reload not applied, the proxy exiting.
 
 Memory and descriptors (sampled every second from /proc/<pid>/status VmRSS and /proc/<pid>/fd):
   - warm-up = max(10 s, 20% of the run). The samples after it are split into two halves; the run
@@ -340,7 +340,13 @@ def config_text(ports, new_weight, logdir, generation):
 listeners:
   - { name: public, address: "127.0.0.1:0" }
 workers: %d
-timeouts: { connect: 1s, header_read: %dms, request: %dms, downstream_idle: 30s, upstream_idle: %dms, drain: 5s }
+timeouts:
+  connect: 1s
+  header_read: %dms
+  request: %dms
+  downstream_idle: 30s
+  upstream_idle: %dms
+  drain: 5s
 limits: { high_watermark: 256KiB }
 filters: [request_id, rate_limit, router]
 backends:
@@ -351,7 +357,14 @@ backends:
     endpoints: ["127.0.0.1:%d"]
     pool: %s
     circuit_breaker: { consecutive_failures: 5, cooldown: 1s, max_cooldown: 2s }
-    health_check: { path: /health, interval: 1s, timeout: 1s, healthy_threshold: 2, unhealthy_threshold: 2, backoff_base: 500ms, backoff_max: 1s }
+    health_check:
+      path: /health
+      interval: 1s
+      timeout: 1s
+      healthy_threshold: 2
+      unhealthy_threshold: 2
+      backoff_base: 500ms
+      backoff_max: 1s
 routes:
   - name: limited
     match: { prefix: /rl/ }
