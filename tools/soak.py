@@ -424,6 +424,7 @@ class Ledger:
         self.hog_ok = collections.Counter()
         self.hog_429 = 0
         self.bytes_in = 0
+        self.closing = False  # interrupted: children are going away, errors are ours
 
     def rel(self, t):
         return t - self.t0
@@ -468,7 +469,7 @@ class Ledger:
                     self.unexplained_samples.append(
                         "t=%.2f-%.2fs %s: %s: %s" % (self.rel(t_start), self.rel(t_end), op,
                                                       cls, o.detail))
-        if not explained:
+        if not explained and not self.closing:
             sys.stderr.write("UNEXPLAINED t=%.2fs %s %s: %s\n"
                              % (self.rel(t_end), op, cls, o.detail))
 
@@ -995,6 +996,7 @@ class Soak:
         self.samples = []   # (t, rss KiB, fds)
         self.base_fds = None
         self.end_fds = None
+        self.end_fds_text = ""
         self.proxy = None
         self.backends = {}
 
@@ -1110,12 +1112,13 @@ class Soak:
             return
         deadline = now() + 10
         fds = None
-        while now() < deadline:
+        while now() < deadline:  # until back to the startup count, or 10 s
             fds = proc_sample(self.proxy.pid)[1]
-            if fds is not None and fds <= self.base_fds + 4:
+            if fds is not None and fds <= self.base_fds:
                 break
             time.sleep(0.25)
         self.end_fds = fds
+        self.end_fds_text = describe_fds(self.proxy.pid)
         if fds is None or fds > self.base_fds + 4:
             self.ledger.fail("fd_leak", "%s open fds 10 s after every client closed (startup %d)"
                              ": %s" % (fds, self.base_fds, describe_fds(self.proxy.pid)))
@@ -1216,6 +1219,8 @@ class Soak:
              mem.get("rss_limit_kib"), mem.get("rss_slope_kib_per_min")))
         p("fds             startup %s, max %s (bound %s), 10 s after clients closed %s"
           % (self.base_fds, result["fds_max"], self.fd_cap, self.end_fds))
+        if self.end_fds is not None and self.end_fds > self.base_fds:
+            p("fds at the end  %s" % self.end_fds_text)
         with open(os.path.join(self.tmpdir, "samples.csv"), "w") as f:
             f.write("t_s,rss_kib,fds\n")
             for t, rss, fds in self.samples:
@@ -1255,7 +1260,9 @@ def main():
     def on_term(signum, frame):
         raise KeyboardInterrupt()
 
+    # Explicit for SIGINT too: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     try:
         try:
             soak.setup()
@@ -1268,6 +1275,7 @@ def main():
         soak.run()
         return soak.report()
     except KeyboardInterrupt:
+        soak.ledger.closing = True
         sys.stderr.write("soak interrupted\n")
         soak.stop.set()
         return 130
