@@ -53,6 +53,9 @@ struct Limits {
   uint32_t max_uri_bytes = 8 * 1024;      // request target; over → 414
   uint32_t max_response_header_bytes = 64 * 1024;  // backend header block; over → 502
   uint32_t high_watermark = 1024 * 1024;  // pending write bytes that pause the other side
+  // Open client connections per worker; a connection accepted beyond it is closed at once
+  // (counted in cutover_downstream_connections_rejected_total).
+  uint32_t max_connections_per_worker = 1024;
 };
 
 // Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
@@ -138,6 +141,8 @@ struct RouteMatch {
   std::string path;
   std::string header;        // optional: lower-case header name that must be present
   std::string header_value;  // optional: exact value it must have (empty = any)
+  // false: `path` is compared ASCII case-insensitively (the backend must treat case the same way)
+  bool case_sensitive = true;
 };
 
 struct SplitEntry {
@@ -165,11 +170,29 @@ struct Route {
   std::optional<Duration> request_timeout;  // overrides Timeouts::request
 };
 
+// Request paths are normalised before routing, and the normalised target is what the backend gets,
+// so a route's limits apply to every spelling the backend would serve as the same path.
+struct Http {
+  enum class EscapedSlashes { Reject, Keep, Decode };  // what %2F and %5C do
+  bool normalize_path = true;  // RFC 3986 §6: decode unreserved escapes, uppercase the others,
+                               // remove dot-segments
+  bool merge_slashes = true;   // "//" → "/"
+  EscapedSlashes escaped_slashes = EscapedSlashes::Reject;  // Reject answers 400
+};
+
+class RouteTable;  // config/route_table.h
+
 struct Admin {
   bool enabled = true;
-  SocketAddress address;  // default 127.0.0.1:9901
-  std::string token_file;
+  SocketAddress address;   // default 127.0.0.1:9901
+  std::string token_file;  // read at load (start, reload, --check); wins over token_env
   std::string token_env;
+  // The bearer token mutating calls need, resolved at load from token_file or token_env (trimmed).
+  // A configured source that yields no token is a load error, never an open admin API. Empty only
+  // when neither source is set. Never dumped (/config shows the source, not the secret).
+  std::string token;
+  // Allows a non-loopback admin address without a token (otherwise a load error).
+  bool allow_unauthenticated = false;
 };
 
 struct AccessLog {
@@ -188,6 +211,10 @@ struct Config {
   Limits limits;
   std::vector<Backend> backends;
   std::vector<Route> routes;
+  // Index over routes[].match built by the loader (null for few routes, where a scan is faster,
+  // and for configs built by hand). Code that edits `routes` afterwards keeps paths unchanged.
+  std::shared_ptr<const RouteTable> route_table;
+  Http http;
   std::vector<std::string> filters;  // chain order as written, e.g. [rate_limit, router]
   std::optional<RateLimit> rate_limit;  // chain default; a route's own rate_limit overrides it
   std::string override_header;       // empty = off; else lower-case name, e.g. x-cutover-backend

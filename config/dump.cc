@@ -123,6 +123,7 @@ void emitRoute(YAML::Emitter& out, const Config& config, const Route& route) {
     }
     out << YAML::EndMap;
   }
+  out << YAML::Key << "case_sensitive" << YAML::Value << route.match.case_sensitive;
   out << YAML::EndMap;
 
   out << YAML::Key << "split" << YAML::Value << YAML::Flow << YAML::BeginMap;
@@ -174,6 +175,18 @@ void emitRoute(YAML::Emitter& out, const Config& config, const Route& route) {
   out << YAML::EndMap;
 }
 
+const char* escapedSlashes(Http::EscapedSlashes action) {
+  switch (action) {
+    case Http::EscapedSlashes::Reject:
+      return "reject";
+    case Http::EscapedSlashes::Keep:
+      return "keep";
+    case Http::EscapedSlashes::Decode:
+      return "decode";
+  }
+  return "reject";
+}
+
 const char* accessLogMode(AccessLog::Mode mode) {
   switch (mode) {
     case AccessLog::Mode::Off:
@@ -219,6 +232,7 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "max_uri_bytes" << YAML::Value << l.max_uri_bytes;
   out << YAML::Key << "max_response_header_bytes" << YAML::Value << l.max_response_header_bytes;
   out << YAML::Key << "high_watermark" << YAML::Value << l.high_watermark;
+  out << YAML::Key << "max_connections_per_worker" << YAML::Value << l.max_connections_per_worker;
   out << YAML::EndMap;
 
   out << YAML::Key << "override_header" << YAML::Value;
@@ -227,6 +241,13 @@ std::string dumpYaml(const Config& config) {
   } else {
     out << config.override_header;
   }
+
+  out << YAML::Key << "http" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "normalize_path" << YAML::Value << config.http.normalize_path;
+  out << YAML::Key << "merge_slashes" << YAML::Value << config.http.merge_slashes;
+  out << YAML::Key << "escaped_slashes" << YAML::Value
+      << escapedSlashes(config.http.escaped_slashes);
+  out << YAML::EndMap;
 
   out << YAML::Key << "filters" << YAML::Value << YAML::Flow << YAML::BeginSeq;
   for (const std::string& filter : config.filters) out << filter;
@@ -249,6 +270,7 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "address" << YAML::Value << config.admin.address.text;
   out << YAML::Key << "token_file" << YAML::Value << config.admin.token_file;
   out << YAML::Key << "token_env" << YAML::Value << config.admin.token_env;
+  out << YAML::Key << "allow_unauthenticated" << YAML::Value << config.admin.allow_unauthenticated;
   out << YAML::EndMap;
 
   out << YAML::Key << "access_log" << YAML::Value << YAML::BeginMap;

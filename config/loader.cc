@@ -4,6 +4,7 @@
 #include "config/loader.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 
@@ -13,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "config/route_table.h"
 #include "config/schema.h"
 
 namespace cutover::config {
@@ -42,7 +44,7 @@ void Loader::load(const YAML::Node& root) {
     return;
   }
   MapReader top(errors_, root, "",
-                {"listeners", "workers", "timeouts", "limits", "override_header", "filters",
+                {"listeners", "workers", "timeouts", "limits", "override_header", "http", "filters",
                  "rate_limit", "backends", "routes", "admin", "access_log", "metrics"});
   if (!top.ok()) return;
   // Order matters only where later sections refer to earlier ones: backends before routes.
@@ -51,6 +53,7 @@ void Loader::load(const YAML::Node& root) {
   loadTimeouts(top);
   loadLimits(top);
   loadOverrideHeader(top);
+  loadHttp(top);
   loadFilters(top);
   if (top.has("rate_limit")) {
     RateLimit limit;
@@ -140,9 +143,10 @@ void Loader::loadTimeouts(const MapReader& top) {
 
 void Loader::loadLimits(const MapReader& top) {
   if (!top.has("limits")) return;
-  MapReader map(
-      errors_, top.value("limits"), "limits",
-      {"max_header_bytes", "max_uri_bytes", "max_response_header_bytes", "high_watermark"}, true);
+  MapReader map(errors_, top.value("limits"), "limits",
+                {"max_header_bytes", "max_uri_bytes", "max_response_header_bytes", "high_watermark",
+                 "max_connections_per_worker"},
+                true);
   constexpr uint32_t KiB = 1024;
   constexpr uint32_t MiB = 1024 * 1024;
   Limits& l = config_.limits;
@@ -150,6 +154,7 @@ void Loader::loadLimits(const MapReader& top) {
   map.getSize("max_uri_bytes", 64, 16 * MiB, l.max_uri_bytes);
   map.getSize("max_response_header_bytes", 1 * KiB, 16 * MiB, l.max_response_header_bytes);
   map.getSize("high_watermark", 4 * KiB, 1024 * MiB, l.high_watermark);
+  map.getUint32("max_connections_per_worker", 1, 1'000'000, l.max_connections_per_worker);
 }
 
 bool Loader::readHeaderName(const YAML::Node& node, const std::string& path, std::string& out) {
@@ -170,6 +175,28 @@ void Loader::loadOverrideHeader(const MapReader& top) {
   // Null or "" spell "off" explicitly (dumpYaml writes ~).
   if (node.IsNull() || (node.IsScalar() && node.Scalar().empty())) return;
   readHeaderName(node, "override_header", config_.override_header);
+}
+
+void Loader::loadHttp(const MapReader& top) {
+  if (!top.has("http")) return;
+  MapReader map(errors_, top.value("http"), "http",
+                {"normalize_path", "merge_slashes", "escaped_slashes"}, true);
+  Http& http = config_.http;
+  map.getBool("normalize_path", http.normalize_path);
+  map.getBool("merge_slashes", http.merge_slashes);
+  std::string action;
+  if (map.getString("escaped_slashes", action)) {
+    if (action == "reject") {
+      http.escaped_slashes = Http::EscapedSlashes::Reject;
+    } else if (action == "keep") {
+      http.escaped_slashes = Http::EscapedSlashes::Keep;
+    } else if (action == "decode") {
+      http.escaped_slashes = Http::EscapedSlashes::Decode;
+    } else {
+      errors_.add(map.value("escaped_slashes"), map.path("escaped_slashes"),
+                  "expected reject, keep or decode, got " + quoted(action));
+    }
+  }
 }
 
 void Loader::loadFilters(const MapReader& top) {
@@ -212,10 +239,11 @@ void Loader::loadAdmin(const MapReader& top) {
   parseSocketAddress("127.0.0.1:9901", admin.address);
   if (!top.has("admin")) return;
   MapReader map(errors_, top.value("admin"), "admin",
-                {"enabled", "address", "token_file", "token_env"}, true);
+                {"enabled", "address", "token_file", "token_env", "allow_unauthenticated"}, true);
   map.getBool("enabled", admin.enabled);
-  if (map.getAddress("address", admin.address) && admin.enabled &&
-      !admin.address.text.ends_with(":0")) {
+  map.getBool("allow_unauthenticated", admin.allow_unauthenticated);
+  const bool address_ok = map.getAddress("address", admin.address);
+  if (address_ok && admin.enabled && !admin.address.text.ends_with(":0")) {
     for (const Listener& listener : config_.listeners) {
       if (listener.address.text == admin.address.text) {
         errors_.add(map.value("address"), map.path("address"),
@@ -225,10 +253,61 @@ void Loader::loadAdmin(const MapReader& top) {
     }
   }
   map.getString("token_file", admin.token_file);
-  if (map.getString("token_env", admin.token_env) && !admin.token_env.empty() &&
-      !isEnvName(admin.token_env)) {
+  const bool env_ok = !map.getString("token_env", admin.token_env) || admin.token_env.empty() ||
+                      isEnvName(admin.token_env);
+  if (!env_ok) {
     errors_.add(map.value("token_env"), map.path("token_env"),
                 "expected an environment variable name, got " + quoted(admin.token_env));
+  }
+  if (!admin.enabled) return;
+  loadAdminToken(map, env_ok);
+  if (address_ok && admin.token.empty() && !admin.allow_unauthenticated &&
+      !isLoopbackAddress(admin.address)) {
+    errors_.add(map.value("address"), map.path("address"),
+                "admin address " + admin.address.text +
+                    " is not loopback and no token is configured: anyone who reaches it could "
+                    "reload, drain or roll back; set admin.token_file or admin.token_env, or "
+                    "admin.allow_unauthenticated: true");
+  }
+}
+
+// Fail closed: a token source that is configured but yields no token is an error, never "no
+// token" (which would leave every mutating call open). The file read refuses FIFOs and devices
+// without waiting and is at most kMaxTokenFileBytes; at reload the whole load runs on the thread
+// pool (Server::loadThenApply), so it never blocks the main loop.
+void Loader::loadAdminToken(const MapReader& map, bool env_ok) {
+  Admin& admin = config_.admin;
+  auto trim = [](std::string_view v) {
+    const size_t b = v.find_first_not_of(" \t\r\n");
+    if (b == std::string_view::npos) return std::string();
+    const size_t e = v.find_last_not_of(" \t\r\n");
+    return std::string(v.substr(b, e - b + 1));
+  };
+  if (!admin.token_file.empty()) {
+    std::string text, why;
+    if (!readRegularFile(admin.token_file, kMaxTokenFileBytes, text, why)) {
+      errors_.add(map.value("token_file"), map.path("token_file"),
+                  "cannot read the token file " + quoted(admin.token_file) + ": " + why);
+      return;
+    }
+    admin.token = trim(text);
+    if (admin.token.empty()) {
+      errors_.add(map.value("token_file"), map.path("token_file"),
+                  "the token file " + quoted(admin.token_file) + " is empty or blank");
+    }
+    return;
+  }
+  if (admin.token_env.empty() || !env_ok) return;
+  const char* value = std::getenv(admin.token_env.c_str());
+  if (value == nullptr) {
+    errors_.add(map.value("token_env"), map.path("token_env"),
+                "environment variable " + admin.token_env + " is not set");
+    return;
+  }
+  admin.token = trim(value);
+  if (admin.token.empty()) {
+    errors_.add(map.value("token_env"), map.path("token_env"),
+                "environment variable " + admin.token_env + " is empty or blank");
   }
 }
 
@@ -264,8 +343,6 @@ void Loader::loadAccessLog(const MapReader& top) {
 namespace {
 
 using namespace detail;
-
-constexpr size_t kMaxFileBytes = 16 * 1024 * 1024;
 
 std::string fnv1a64Hex(const std::string& bytes) {
   uint64_t hash = 0xcbf29ce484222325ULL;
@@ -338,39 +415,78 @@ LoadResult loadString(const std::string& text, const std::string& file) {
   }
   LoadResult result;
   result.errors = errors.take();
-  if (result.errors.empty()) result.config = std::move(config);
+  if (result.errors.empty()) {
+    config->route_table = RouteTable::build(config->routes);
+    result.config = std::move(config);
+  }
   return result;
 }
 
+static std::string fileTypeName(unsigned mode) {
+  switch (mode & S_IFMT) {
+    case S_IFDIR:
+      return "a directory";
+    case S_IFIFO:
+      return "a FIFO";
+    case S_IFSOCK:
+      return "a socket";
+    case S_IFCHR:
+      return "a character device";
+    case S_IFBLK:
+      return "a block device";
+    default:
+      return "not a regular file";
+  }
+}
+
+bool readRegularFile(const std::string& path, size_t max_bytes, std::string& out,
+                     std::string& error) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    error = std::strerror(errno);
+    return false;
+  }
+  auto fail = [&](std::string why) {
+    ::close(fd);
+    error = std::move(why);
+    return false;
+  };
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail(std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) {
+    return fail("not a regular file (" + fileTypeName(st.st_mode) + ")");
+  }
+  const std::string too_large =
+      "larger than " + (max_bytes % (1024 * 1024) == 0
+                            ? std::to_string(max_bytes / (1024 * 1024)) + " MiB"
+                            : std::to_string(max_bytes) + " bytes");
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) return fail(too_large);
+  std::string text;
+  char buffer[64 * 1024];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(std::strerror(errno));
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > max_bytes) return fail(too_large);  // grew while being read
+  }
+  ::close(fd);
+  out = std::move(text);
+  return true;
+}
+
 LoadResult loadFile(const std::string& path) {
-  auto unreadable = [&](const std::string& why) {
+  std::string text, why;
+  if (!readRegularFile(path, kMaxConfigFileBytes, text, why)) {
     LoadResult result;
     Error error;
     error.file = path;
     error.message = "cannot read the file: " + why;
     result.errors.push_back(std::move(error));
     return result;
-  };
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return unreadable(std::strerror(errno));
-  std::string text;
-  char buffer[64 * 1024];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int saved = errno;
-      ::close(fd);
-      return unreadable(std::strerror(saved));
-    }
-    if (n == 0) break;
-    text.append(buffer, static_cast<size_t>(n));
-    if (text.size() > kMaxFileBytes) {
-      ::close(fd);
-      return unreadable("larger than 16 MiB");
-    }
   }
-  ::close(fd);
   return loadString(text, path);
 }
 

@@ -30,9 +30,21 @@ struct LoadResult {
   bool ok() const { return errors.empty() && config != nullptr; }
 };
 
+// The largest config file read: a bigger one is refused with a clear error.
+constexpr size_t kMaxConfigFileBytes = 16 * 1024 * 1024;
+// The largest admin token file read.
+constexpr size_t kMaxTokenFileBytes = 4096;
+
+// Reads a whole regular file of at most `max_bytes` with blocking reads (startup, --check, or a
+// thread-pool job). A FIFO, socket, device or directory is refused without waiting (opened with
+// O_NONBLOCK, then fstat); so is a file larger than `max_bytes`. On failure `error` says why
+// ("No such file or directory", "not a regular file (a FIFO)", "larger than 16 MiB").
+bool readRegularFile(const std::string& path, size_t max_bytes, std::string& out,
+                     std::string& error);
+
 // Parses and validates `text`; `file` is used only for error messages and Config::file.
 LoadResult loadString(const std::string& text, const std::string& file);
-// Reads `path` with blocking I/O (startup and --check only), then loadString.
+// Reads `path` with readRegularFile (at most kMaxConfigFileBytes), then loadString.
 LoadResult loadFile(const std::string& path);
 
 // Effective config rendered back as YAML (for the admin /config endpoint): every default made
@@ -43,5 +55,7 @@ std::string dumpYaml(const Config& config);
 bool parseDuration(const std::string& text, Duration& out);            // "250ms", "15s", "1m", "1h"
 bool parseRate(const std::string& text, uint32_t& count, Duration& per);  // "5/min", "10/s", "100/h"
 bool parseSocketAddress(const std::string& text, SocketAddress& out);
+// 127.0.0.0/8 or ::1.
+bool isLoopbackAddress(const SocketAddress& address);
 
 }  // namespace cutover::config

@@ -86,6 +86,18 @@ bool parseRate(const std::string& text, uint32_t& count, Duration& per) {
   return true;
 }
 
+bool isLoopbackAddress(const SocketAddress& address) {
+  if (address.addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&address.addr);
+    return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (address.addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&address.addr);
+    return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+  }
+  return false;
+}
+
 bool parseSocketAddress(const std::string& text, SocketAddress& out) {
   std::string host;
   std::string_view port_text;

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -40,6 +42,7 @@ class Loader {
   void loadTimeouts(const MapReader& top);
   void loadLimits(const MapReader& top);
   void loadOverrideHeader(const MapReader& top);
+  void loadHttp(const MapReader& top);
   void loadFilters(const MapReader& top);
   bool loadRateLimit(const YAML::Node& node, const std::string& path, RateLimit& out);
   void loadBackends(const MapReader& top);
@@ -49,10 +52,13 @@ class Loader {
   void loadRoutes(const MapReader& top);
   void loadRoute(const YAML::Node& node, const std::string& path, Route& route);
   void loadMatch(const YAML::Node& node, const std::string& path, RouteMatch& out);
+  // Reports a match path that no request can have once normalised (config.http).
+  void checkNormalPath(const YAML::Node& at, const std::string& path, const RouteMatch& m);
   void loadSplit(const YAML::Node& node, const std::string& path, Route& route);
   void loadSticky(const YAML::Node& node, const std::string& path, Sticky& out);
   void loadRetry(const YAML::Node& node, const std::string& path, Retry& out);
   void loadAdmin(const MapReader& top);
+  void loadAdminToken(const MapReader& map, bool env_ok);
   void loadAccessLog(const MapReader& top);
   bool loadConditions(const YAML::Node& node, const std::string& path, bool for_retry,
                       Conditions& out);
@@ -66,6 +72,9 @@ class Loader {
   bool backends_known_ = false;  // backends parsed as a map: names can be checked
   bool rate_limit_filter_ = true;
   std::vector<std::pair<YAML::Node, std::string>> rate_limits_;  // where limits are configured
+  // Name lookups stay O(1) so a config with 100k routes checks in linear time.
+  std::unordered_map<std::string, int> backend_index_;
+  std::unordered_set<std::string> route_names_;
 };
 
 }  // namespace cutover::config::detail

@@ -250,7 +250,7 @@ void Loader::loadBackends(const MapReader& top) {
       continue;
     }
     const std::string& name = key.Scalar();
-    if (config_.backendIndex(name) >= 0) {
+    if (!backend_index_.emplace(name, static_cast<int>(config_.backends.size())).second) {
       errors_.add(key, "backends", "duplicate backend " + quoted(name));
       continue;
     }
@@ -264,7 +264,8 @@ void Loader::loadBackends(const MapReader& top) {
 
 int Loader::resolveBackend(const YAML::Node& at, const std::string& path, const std::string& name) {
   if (!backends_known_) return -1;
-  int index = config_.backendIndex(name);
+  auto found = backend_index_.find(name);
+  int index = found == backend_index_.end() ? -1 : found->second;
   if (index < 0) {
     std::vector<std::string> names;
     for (const Backend& backend : config_.backends) names.push_back(backend.name);

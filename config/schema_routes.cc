@@ -2,22 +2,27 @@
 #include <algorithm>
 
 #include "config/schema.h"
+#include "proxy/path_normalize.h"
 
 namespace cutover::config::detail {
 
 using std::chrono::hours;
 
 void Loader::loadMatch(const YAML::Node& node, const std::string& path, RouteMatch& out) {
-  MapReader map(errors_, node, path, {"prefix", "exact", "header"});
+  MapReader map(errors_, node, path, {"prefix", "exact", "header", "case_sensitive"});
   if (!map.ok()) return;
   if (map.has("prefix") == map.has("exact")) {
     errors_.add(node, path, "needs exactly one of 'prefix' or 'exact'");
   } else {
     const std::string key = map.has("prefix") ? "prefix" : "exact";
     out.kind = map.has("prefix") ? RouteMatch::Kind::Prefix : RouteMatch::Kind::Exact;
-    if (map.getString(key, out.path) && !isPath(out.path)) {
-      errors_.add(map.value(key), map.path(key),
-                  "expected a path starting with '/' without spaces, got " + quoted(out.path));
+    if (map.getString(key, out.path)) {
+      if (!isPath(out.path)) {
+        errors_.add(map.value(key), map.path(key),
+                    "expected a path starting with '/' without spaces, got " + quoted(out.path));
+      } else {
+        checkNormalPath(map.value(key), map.path(key), out);
+      }
     }
   }
   if (map.has("header")) {
@@ -27,6 +32,32 @@ void Loader::loadMatch(const YAML::Node& node, const std::string& path, RouteMat
     }
     header.getString("value", out.header_value);
   }
+  map.getBool("case_sensitive", out.case_sensitive);
+}
+
+void Loader::checkNormalPath(const YAML::Node& at, const std::string& path, const RouteMatch& m) {
+  std::string normal = m.path;
+  PathStatus status = normalizePath(normal, config_.http);
+  if (status == PathStatus::Unchanged) return;
+  if (m.kind == RouteMatch::Kind::Prefix) {
+    // A prefix may end inside a segment or an escape that requests carry in full: "/a/." matches
+    // "/a/.well-known", "/a%2" matches "/a%2F" when escaped slashes are kept.
+    size_t n = m.path.size();
+    if (m.path[n - 1] == '%' || (n >= 2 && m.path[n - 2] == '%')) return;
+    std::string longer = m.path + "x";
+    if (normalizePath(longer, config_.http) != PathStatus::Invalid && longer.starts_with(m.path)) {
+      return;
+    }
+  }
+  if (status == PathStatus::Invalid) {
+    errors_.add(at, path,
+                "requests with this path are answered 400 (a malformed escape, %00, or an encoded "
+                "slash under http.escaped_slashes: reject), so the route never matches");
+    return;
+  }
+  std::string message = "requests are normalised before routing (see the http section), so no ";
+  message += "request matches " + quoted(m.path) + "; normalised it reads " + quoted(normal);
+  errors_.add(at, path, std::move(message));
 }
 
 void Loader::loadSplit(const YAML::Node& node, const std::string& path, Route& route) {
@@ -150,13 +181,9 @@ void Loader::loadRoute(const YAML::Node& node, const std::string& path, Route& r
     if (!isName(route.name)) {
       errors_.add(map.value("name"), map.path("name"),
                   "must be 1..64 letters, digits, '_', '-' or '.', got " + quoted(route.name));
-    } else {
-      for (const Route& other : config_.routes) {
-        if (other.name == route.name) {
-          errors_.add(map.value("name"), map.path("name"),
-                      "duplicate route name " + quoted(route.name));
-        }
-      }
+    } else if (!route_names_.insert(route.name).second) {
+      errors_.add(map.value("name"), map.path("name"),
+                  "duplicate route name " + quoted(route.name));
     }
   }
   if (map.require("match")) loadMatch(map.value("match"), map.path("match"), route.match);
@@ -188,6 +215,7 @@ void Loader::loadRoutes(const MapReader& top) {
     errors_.add(list, "routes", "expected a sequence of at least one route, got " + describe(list));
     return;
   }
+  config_.routes.reserve(list.size());
   for (size_t i = 0; i < list.size(); ++i) {
     Route route;
     loadRoute(list[i], indexPath("routes", i), route);

@@ -60,6 +60,7 @@ enum class Reason : uint8_t {
   MethodNotAllowed,     // 405: CONNECT
   ExpectationFailed,    // 417: an Expect other than 100-continue
   VersionNotSupported,  // 505: not HTTP/1.x
+  InvalidPath,          // 400: the path has a malformed escape, %00, or a rejected %2F / %5C
   Count,
 };
 std::string_view reasonName(Reason r);

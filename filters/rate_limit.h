@@ -17,7 +17,9 @@
 //
 // Keys: the client address; the first value of the configured header, where a request without
 // that header (or with an empty value) is not counted, as in nginx's limit_req and Envoy's
-// descriptors; or one bucket for the whole route.
+// descriptors; or one bucket for the whole route. A key of any length costs the table the same
+// fixed-size entry (its keyed 128-bit hash, see BucketTable), so a client sending 60 KB header
+// values grows nothing but the LRU's count, which max_keys bounds.
 //
 // Backend-wide limits (Backend::rate_limit) are not this filter: the router takes a token from
 // StateStore::backendLimiter(), a plain TokenBucket, after the split has picked the backend.

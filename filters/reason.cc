@@ -25,6 +25,7 @@ std::string_view reasonName(Reason r) {
     case Reason::MethodNotAllowed: return "method_not_allowed";
     case Reason::ExpectationFailed: return "expectation_failed";
     case Reason::VersionNotSupported: return "version_not_supported";
+    case Reason::InvalidPath: return "invalid_path";
     case Reason::Count: break;
   }
   return "unknown";

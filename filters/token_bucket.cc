@@ -84,49 +84,52 @@ BucketTable::BucketTable(const BucketParams& params, size_t max_keys, size_t sha
   }
 }
 
-BucketTable::Shard& BucketTable::shardFor(std::string_view key) const {
-  // The map hashes again with its own seedless std::hash; mixing the high bits here keeps the
-  // shard choice independent of the map's bucket choice.
-  const uint64_t h = std::hash<std::string_view>{}(key)*0x9e3779b97f4a7c15ULL;
-  return shards_[(h >> 32) % shard_count_];
+BucketTable::Shard& BucketTable::shardFor(const Hash128& h) const {
+  // The map picks its bucket from the low half; the high half picks the shard.
+  return shards_[h.hi % shard_count_];
 }
 
 TokenBucket::Decision BucketTable::take(std::string_view key, int64_t now_ns) {
-  Shard& s = shardFor(key);
+  const Hash128 h = hashOf(key);
+  Shard& s = shardFor(h);
   std::lock_guard lock(s.mu);
-  auto it = s.index.find(key);
+  auto it = s.index.find(h);
   if (it != s.index.end()) {
     s.lru.splice(s.lru.begin(), s.lru, it->second);
     return TokenBucket::step(it->second->tat, params_, now_ns);
   }
   if (s.index.size() >= per_shard_cap_) {
-    // Reuse the least recently used node: its string keeps its capacity, so a scan of new keys
-    // settles into no allocation for the list.
+    // Reuse the least recently used entry's list node and map node: a scan of new keys against a
+    // full table allocates nothing.
     auto victim = std::prev(s.lru.end());
-    s.index.erase(std::string_view(victim->key));
+    Index::node_type node = s.index.extract(victim->key);
     evictions_.fetch_add(1, std::memory_order_relaxed);
-    victim->key.assign(key);
+    victim->key = h;
     victim->tat = 0;
     s.lru.splice(s.lru.begin(), s.lru, victim);
+    node.key() = h;
+    node.mapped() = victim;
+    s.index.insert(std::move(node));
   } else {
-    s.lru.push_front(Entry{std::string(key), 0});
+    s.lru.push_front(Entry{h, 0});
+    s.index.emplace(h, s.lru.begin());
   }
-  auto node = s.lru.begin();
-  s.index.emplace(std::string_view(node->key), node);
-  return TokenBucket::step(node->tat, params_, now_ns);
+  return TokenBucket::step(s.lru.begin()->tat, params_, now_ns);
 }
 
 uint32_t BucketTable::available(std::string_view key, int64_t now_ns) const {
-  Shard& s = shardFor(key);
+  const Hash128 h = hashOf(key);
+  Shard& s = shardFor(h);
   std::lock_guard lock(s.mu);
-  auto it = s.index.find(key);
+  auto it = s.index.find(h);
   return TokenBucket::availableAt(it == s.index.end() ? 0 : it->second->tat, params_, now_ns);
 }
 
 bool BucketTable::contains(std::string_view key) const {
-  Shard& s = shardFor(key);
+  const Hash128 h = hashOf(key);
+  Shard& s = shardFor(h);
   std::lock_guard lock(s.mu);
-  return s.index.count(key) != 0;
+  return s.index.count(h) != 0;
 }
 
 size_t BucketTable::size() const {
@@ -136,6 +139,32 @@ size_t BucketTable::size() const {
     n += shards_[i].index.size();
   }
   return n;
+}
+
+namespace {
+
+// glibc malloc: a chunk is the request plus 8 bytes of header, rounded up to 16, at least 32.
+constexpr size_t mallocChunk(size_t request) {
+  const size_t c = (request + 8 + 15) & ~size_t{15};
+  return c < 32 ? 32 : c;
+}
+
+}  // namespace
+
+size_t BucketTable::accountedBytes() const {
+  // libstdc++ nodes: a list node is two pointers and the value; a map node is a next pointer, the
+  // value pair and (for a hash that is not marked fast) the cached hash code.
+  constexpr size_t kListNode = mallocChunk(2 * sizeof(void*) + sizeof(Entry));
+  constexpr size_t kMapNode =
+      mallocChunk(sizeof(void*) + sizeof(Index::value_type) + sizeof(size_t));
+  size_t bytes = 0;
+  for (size_t i = 0; i < shard_count_; ++i) {
+    std::lock_guard lock(shards_[i].mu);
+    const Shard& s = shards_[i];
+    bytes += s.lru.size() * kListNode + s.index.size() * kMapNode;
+    if (s.index.bucket_count() > 1) bytes += mallocChunk(s.index.bucket_count() * sizeof(void*));
+  }
+  return bytes;
 }
 
 }  // namespace cutover

@@ -16,11 +16,11 @@
 #include <list>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <string_view>
 #include <unordered_map>
 
 #include "config/config.h"
+#include "filters/siphash.h"
 
 namespace cutover {
 
@@ -68,14 +68,26 @@ class TokenBucket {
 
 // Buckets keyed by a string (client address, header value), one set of parameters for all.
 //
-// Bounded: at most `max_keys` buckets, split over shards that each hold a mutex, a hash map and an
-// LRU list; when a shard is full its least recently used key is evicted (that key starts again
-// with a full bucket). A take holds its shard's lock for a hash lookup and a few arithmetic
-// instructions, never across I/O. Owned through a shared_ptr by the StateStore and by every config
+// Bounded in count and in bytes: at most `max_keys` buckets, split over shards that each hold a
+// mutex, a hash map and an LRU list; when a shard is full its least recently used key is evicted
+// (that key starts again with a full bucket). A key is stored as its keyed 128-bit SipHash
+// (filters/siphash.h, a secret per-process key), never as the bytes the client sent, so an entry
+// has the same fixed size for a 10-byte address and a 60 KB header value: see kMaxBytesPerEntry.
+// Two different keys share a bucket only if their 128-bit hashes collide, which nobody can arrange
+// without the secret. The map's own hash is half of that SipHash, so crafted keys cannot flood one
+// hash chain either.
+//
+// A take hashes the key, then holds its shard's lock for a hash lookup and a few arithmetic
+// instructions, never across I/O. Once a shard is full a new key reuses the evicted entry's list
+// and map nodes: no allocation. Owned through a shared_ptr by the StateStore and by every config
 // snapshot that uses it, so buckets survive a reload that keeps the same limit.
 class BucketTable {
  public:
   static constexpr size_t kDefaultShards = 16;
+  // Upper bound of the heap bytes one key costs (its LRU node, its map node and its share of the
+  // map's bucket array, with malloc's per-chunk overhead), whatever the key's length. The worst
+  // case of a table is capacity() * kMaxBytesPerEntry plus its fixed shard array.
+  static constexpr size_t kMaxBytesPerEntry = 128;
 
   // The capacity is split evenly over the shards (fewer shards when max_keys is small), so size()
   // never exceeds max_keys.
@@ -85,8 +97,8 @@ class BucketTable {
   BucketTable(const BucketTable&) = delete;
   BucketTable& operator=(const BucketTable&) = delete;
 
-  // Takes a token from `key`'s bucket, creating it (full) if absent. Allocates only when a key
-  // is new and no evicted entry can be reused.
+  // Takes a token from `key`'s bucket, creating it (full) if absent. Allocates only while the
+  // key's shard is below its share of the capacity.
   TokenBucket::Decision take(std::string_view key, int64_t now_ns);
   // Tokens available for `key` without taking one (a full bucket when the key is absent).
   uint32_t available(std::string_view key, int64_t now_ns) const;
@@ -95,20 +107,30 @@ class BucketTable {
   size_t capacity() const { return per_shard_cap_ * shard_count_; }
   uint64_t evictions() const { return evictions_.load(std::memory_order_relaxed); }
   const BucketParams& params() const { return params_; }
+  // Heap bytes held by the entries now, from the sizes of the list and map nodes and the maps'
+  // bucket arrays, each rounded up to a glibc malloc chunk. Never more than maxBytes().
+  size_t accountedBytes() const;
+  // The bound: capacity() * kMaxBytesPerEntry (100,000 keys, the default max_keys: 12.8 MB).
+  size_t maxBytes() const { return capacity() * kMaxBytesPerEntry; }
 
  private:
+  struct KeyHash {
+    size_t operator()(const Hash128& h) const { return static_cast<size_t>(h.lo); }
+  };
   struct Entry {
-    std::string key;
+    Hash128 key;
     int64_t tat;
   };
+  using Lru = std::list<Entry>;
+  using Index = std::unordered_map<Hash128, Lru::iterator, KeyHash>;
   struct Shard {
     mutable std::mutex mu;
-    std::list<Entry> lru;  // front = most recently used
-    // Keys are views of the strings in `lru`, whose nodes never move.
-    std::unordered_map<std::string_view, std::list<Entry>::iterator> index;
+    Lru lru;  // front = most recently used
+    Index index;
   };
 
-  Shard& shardFor(std::string_view key) const;
+  Hash128 hashOf(std::string_view key) const { return sipHash128(processSipKey(), key); }
+  Shard& shardFor(const Hash128& h) const;
 
   const BucketParams params_;
   size_t shard_count_;

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "config/loader.h"
 #include "proxy/http1_codec.h"
 
 namespace cutover {
@@ -344,6 +345,17 @@ int AdminServer::start(std::string& bound_address) {
 void AdminServer::onConnection(uv_stream_t* listener, int status) {
   auto* self = static_cast<AdminServer*>(listener->data);
   if (status < 0 || self->closing_) return;
+  if (self->connections_.size() >= self->options_.max_connections) {
+    auto* tcp = new uv_tcp_t;
+    if (uv_tcp_init(self->loop_, tcp) != 0) {
+      delete tcp;
+      return;
+    }
+    uv_accept(listener, reinterpret_cast<uv_stream_t*>(tcp));
+    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    return;
+  }
   auto conn = std::make_shared<AdminConnection>(*self);
   AdminConnection* raw = conn.get();
   self->connections_.emplace(raw, std::move(conn));
@@ -419,16 +431,6 @@ bool requirePost(const AdminRequest& request, const AdminResponder& responder) {
   return false;
 }
 
-bool isLoopback(const config::SocketAddress& address) {
-  if (address.addr.ss_family == AF_INET) {
-    const auto* a = reinterpret_cast<const sockaddr_in*>(&address.addr);
-    return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-  }
-  if (address.addr.ss_family == AF_INET6) {
-    const auto* a = reinterpret_cast<const sockaddr_in6*>(&address.addr);
-    return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
-  }
-  return false;
-}
+bool isLoopback(const config::SocketAddress& address) { return config::isLoopbackAddress(address); }
 
 }  // namespace cutover

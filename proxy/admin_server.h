@@ -69,6 +69,9 @@ class AdminServer {
     uint32_t max_header_bytes = 16 * 1024;
     uint32_t max_uri_bytes = 8 * 1024;
     uint64_t idle_timeout_ms = 60'000;
+    // Open connections; one accepted beyond it is closed at once. Each holds at most one request
+    // (headers and max_body) and one response: reading pauses while a response is pending.
+    size_t max_connections = 64;
   };
 
   AdminServer(uv_loop_t* loop, const config::SocketAddress& address, Handler handler,
@@ -116,7 +119,7 @@ void respondMethodNotAllowed(const AdminResponder& responder, std::string_view a
 bool requirePost(const AdminRequest& request, const AdminResponder& responder);
 
 // Whether an admin address is loopback (127.0.0.0/8 or ::1): a non-loopback address without a
-// token deserves a warning at startup.
+// token is refused at load unless admin.allow_unauthenticated (config::isLoopbackAddress).
 bool isLoopback(const config::SocketAddress& address);
 
 }  // namespace cutover

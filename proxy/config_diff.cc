@@ -1,5 +1,9 @@
 #include "proxy/config_diff.h"
 
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
 namespace cutover {
 
 namespace {
@@ -55,11 +59,16 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
     }
     return 0;
   };
+  // Names are unique within a config: one map each way keeps a 100k-route reload linear.
+  std::unordered_map<std::string_view, const config::Route*> old_routes;
+  std::unordered_set<std::string_view> new_names;
+  old_routes.reserve(from.routes.size());
+  new_names.reserve(to.routes.size());
+  for (const auto& o : from.routes) old_routes[o.name] = &o;
+  for (const auto& r : to.routes) new_names.insert(r.name);
   for (const auto& r : to.routes) {
-    const config::Route* old = nullptr;
-    for (const auto& o : from.routes) {
-      if (o.name == r.name) old = &o;
-    }
+    auto found = old_routes.find(r.name);
+    const config::Route* old = found == old_routes.end() ? nullptr : found->second;
     if (old == nullptr) {
       out.push_back("route " + r.name + ": added");
       continue;
@@ -74,9 +83,7 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
     }
   }
   for (const auto& o : from.routes) {
-    bool kept = false;
-    for (const auto& r : to.routes) kept = kept || r.name == o.name;
-    if (!kept) out.push_back("route " + o.name + ": removed");
+    if (new_names.count(o.name) == 0) out.push_back("route " + o.name + ": removed");
   }
   for (const auto& b : to.backends) {
     int i = from.backendIndex(b.name);

@@ -1,6 +1,7 @@
 #include "proxy/config_watcher.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +25,7 @@ struct ConfigWatcher::Read {
   char chunk[kChunk];
 
   static void onOpen(uv_fs_t* req);
+  static void onStat(uv_fs_t* req);
   static void onRead(uv_fs_t* req);
   static void onClose(uv_fs_t* req);
   void readNext();
@@ -41,6 +43,32 @@ void ConfigWatcher::Read::onOpen(uv_fs_t* req) {
     return;
   }
   self->fd = static_cast<uv_file>(result);
+  self->req.data = self;
+  if (uv_fs_fstat(self->owner->loop_, &self->req, self->fd, onStat) < 0) {
+    self->error = UV_EIO;
+    self->closeFile();
+  }
+}
+
+// Only a regular file of at most max_bytes is read: a FIFO (opened without waiting thanks to
+// O_NONBLOCK) would block a thread-pool thread in read() forever, and a device never ends.
+void ConfigWatcher::Read::onStat(uv_fs_t* req) {
+  auto* self = static_cast<Read*>(req->data);
+  const ssize_t result = req->result;
+  const uint64_t mode = req->statbuf.st_mode;
+  const uint64_t size = req->statbuf.st_size;
+  uv_fs_req_cleanup(req);
+  if (result < 0) {
+    self->error = static_cast<int>(result);
+  } else if ((mode & S_IFMT) != S_IFREG) {
+    self->error = UV_EFTYPE;
+  } else if (size > self->owner->options_.max_bytes) {
+    self->error = UV_EFBIG;
+  }
+  if (self->error != 0) {
+    self->closeFile();
+    return;
+  }
   self->readNext();
 }
 
@@ -175,8 +203,8 @@ void ConfigWatcher::startRead(ReadCallback done) {
   if (closing_) {
     r->error = UV_ECANCELED;
   } else {
-    const int err = uv_fs_open(loop_, &r->req, path_.c_str(), O_RDONLY | O_CLOEXEC, 0,
-                               Read::onOpen);
+    const int err = uv_fs_open(loop_, &r->req, path_.c_str(),
+                               O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0, Read::onOpen);
     if (err == 0) return;
     r->error = err;
   }

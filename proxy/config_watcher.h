@@ -12,6 +12,9 @@
 //
 // All callbacks run on the loop thread, never from inside the call that caused them. Read errors
 // (ENOENT while an editor or ConfigMap swap is half done) go to on_error; the next event retries.
+// Only a regular file is read: the open does not wait (O_NONBLOCK) and an fstat refuses a FIFO,
+// socket, device or directory with UV_EFTYPE, and a file over max_bytes with UV_EFBIG, so no
+// thread-pool thread can be stuck in a read that never ends.
 #pragma once
 
 #include <cstdint>

@@ -111,6 +111,11 @@ Metrics::Metrics(std::string_view version, bool enabled)
                              .Name("cutover_downstream_connections_active")
                              .Help("Open client connections.")
                              .Register(*registry_)),
+      downstream_rejected_(BuildCounter()
+                               .Name("cutover_downstream_connections_rejected_total")
+                               .Help("Client connections closed at accept: the worker was at "
+                                     "limits.max_connections_per_worker.")
+                               .Register(*registry_)),
       upstream_active_(BuildGauge()
                            .Name("cutover_upstream_connections_active")
                            .Help("Open backend connections (in use or idle in a pool).")
@@ -143,6 +148,7 @@ Metrics::Metrics(std::string_view version, bool enabled)
   rollback_active_.Add({}).Set(0);
   generation_.Add({}).Set(0);
   downstream_active_.Add({});
+  downstream_rejected_.Add({});
   upstream_active_.Add({});
   reloads_.Add({{"result", "success"}});
   reloads_.Add({{"result", "rejected"}});
@@ -214,6 +220,7 @@ std::shared_ptr<const SnapshotMetrics> Metrics::forConfig(const config::Config& 
         &local_replies_.Add({{"reason", str(reasonName(static_cast<Reason>(i)))}});
   }
   m->downstream_connections = &downstream_active_.Add({});
+  m->downstream_rejected = &downstream_rejected_.Add({});
   m->upstream_connections = &upstream_active_.Add({});
   return m;
 }

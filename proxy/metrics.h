@@ -20,6 +20,7 @@
 //   cutover_circuit_breaker_state{backend}                  0 closed, 1 half-open, 2 open
 //   cutover_circuit_breaker_transitions_total{backend,to}   to = closed | half_open | open
 //   cutover_downstream_connections_active
+//   cutover_downstream_connections_rejected_total          over limits.max_connections_per_worker
 //   cutover_upstream_connections_active
 //   cutover_route_weight_percent{route,backend}             effective (rollback applied)
 //   cutover_config_reloads_total{result}                    success | rejected
@@ -124,6 +125,7 @@ struct SnapshotMetrics {
   std::vector<BackendMetrics> backends;
   std::array<prometheus::Counter*, static_cast<size_t>(Reason::Count)> local_replies{};  // [None]=null
   prometheus::Gauge* downstream_connections = nullptr;
+  prometheus::Counter* downstream_rejected = nullptr;
   prometheus::Gauge* upstream_connections = nullptr;
 
   size_t backendSlot(int backend) const {
@@ -187,6 +189,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& breaker_state_;
   prometheus::Family<prometheus::Counter>& breaker_transitions_;
   prometheus::Family<prometheus::Gauge>& downstream_active_;
+  prometheus::Family<prometheus::Counter>& downstream_rejected_;
   prometheus::Family<prometheus::Gauge>& upstream_active_;
   prometheus::Family<prometheus::Gauge>& weights_;
   prometheus::Family<prometheus::Counter>& reloads_;

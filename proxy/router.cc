@@ -1,20 +1,41 @@
 #include "proxy/router.h"
 
+#include "config/route_table.h"
+
 namespace cutover {
 
+namespace {
+
+bool headerMatches(const config::RouteMatch& m, const RequestHead& req) {
+  if (m.header.empty()) return true;
+  if (!req.headers.has(m.header)) return false;
+  return m.header_value.empty() || req.headers.get(m.header) == m.header_value;
+}
+
+bool pathMatches(const config::RouteMatch& m, std::string_view path) {
+  if (m.kind == config::RouteMatch::Kind::Exact) {
+    return m.case_sensitive ? path == m.path : iequals(path, m.path);
+  }
+  if (path.size() < m.path.size()) return false;
+  std::string_view head = path.substr(0, m.path.size());
+  return m.case_sensitive ? head == m.path : iequals(head, m.path);
+}
+
+}  // namespace
+
 int matchRoute(const config::Config& cfg, const RequestHead& req) {
+  const config::RouteTable* table = cfg.route_table.get();
+  if (table == nullptr || table->routeCount() != cfg.routes.size())
+    return matchRouteLinear(cfg, req);
+  return table->match(req.path(),
+                      [&](uint32_t i) { return headerMatches(cfg.routes[i].match, req); });
+}
+
+int matchRouteLinear(const config::Config& cfg, const RequestHead& req) {
   std::string_view path = req.path();
   for (size_t i = 0; i < cfg.routes.size(); ++i) {
     const config::RouteMatch& m = cfg.routes[i].match;
-    bool ok = m.kind == config::RouteMatch::Kind::Exact
-                  ? path == m.path
-                  : path.substr(0, m.path.size()) == m.path;
-    if (!ok) continue;
-    if (!m.header.empty()) {
-      if (!req.headers.has(m.header)) continue;
-      if (!m.header_value.empty() && req.headers.get(m.header) != m.header_value) continue;
-    }
-    return static_cast<int>(i);
+    if (pathMatches(m, path) && headerMatches(m, req)) return static_cast<int>(i);
   }
   return -1;
 }

@@ -15,8 +15,11 @@
 
 namespace cutover {
 
-// First route matching the request, or -1.
+// First route matching the request, in config order, or -1. Uses cfg.route_table when the loader
+// built one, else scans.
 int matchRoute(const config::Config& cfg, const RequestHead& req);
+// The same answer by comparing every route in turn (the reference the table is tested against).
+int matchRouteLinear(const config::Config& cfg, const RequestHead& req);
 
 // FNV-1a 64 → bucket in 0..9999. Stable across processes and releases (users stay put).
 uint32_t stickyBucket(std::string_view key);

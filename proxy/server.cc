@@ -9,8 +9,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "config/loader.h"
 #include "filters/circuit_breaker.h"
@@ -33,17 +31,11 @@ namespace cutover {
 
 namespace {
 
-// Blocking read: startup only (before any loop runs).
-bool readWholeFile(const std::string& path, std::string& out, std::string& err) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    err = path + ": cannot read the file: " + strerror(errno);
-    return false;
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return true;
+// What a failed asynchronous read of the config file reports (ConfigWatcher's errors).
+std::string readErrorText(int uv_error) {
+  if (uv_error == UV_EFTYPE) return "not a regular file";
+  if (uv_error == UV_EFBIG) return "larger than 16 MiB";
+  return uv_strerror(uv_error);
 }
 
 // SO_REUSEPORT would let a second cutover (or anything else with the option set) share a port
@@ -58,11 +50,6 @@ bool portIsFree(const sockaddr_storage& addr, socklen_t len) {
   bool free = ::bind(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0 || errno != EADDRINUSE;
   ::close(fd);
   return free;
-}
-
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
 }
 
 }  // namespace
@@ -186,11 +173,10 @@ int Server::run() {
           log::info("config_file_empty", {{"file", config_path_}, {"action", "waiting"}});
           return;
         }
-        ReloadResult r = applyText(contents, "file_change");
-        (void)r;
+        loadThenApply(std::move(contents), "file_change", {});
       },
       [](int uv_err, const std::string& what) {
-        log::warn("config_watch_error", {{"error", uv_strerror(uv_err)}, {"what", what}});
+        log::warn("config_watch_error", {{"error", readErrorText(uv_err)}, {"what", what}});
       });
   if (int rc = watcher_->start(); rc != 0) {
     log::warn("config_watch_error", {{"error", uv_strerror(rc)}, {"what", config_path_}});
@@ -202,9 +188,10 @@ int Server::run() {
     return 1;
   };
 
+  // Blocking, before the loop runs; a FIFO or device at the path is refused without waiting.
   std::string text, err;
-  if (!readWholeFile(config_path_, text, err)) {
-    log::error("config_error", {{"error", err}});
+  if (!config::readRegularFile(config_path_, config::kMaxConfigFileBytes, text, err)) {
+    log::error("config_error", {{"error", config_path_ + ": cannot read the file: " + err}});
     return failEarly();
   }
   watcher_->prime(text);
@@ -241,23 +228,30 @@ int Server::run() {
   uv_timer_init(&loop_, &drain_deadline_);
   check_.data = drain_deadline_.data = this;
 
+  // Every socket is bound before any worker starts: a port in use ends the start cleanly, with
+  // every handle closed through its close callback (the admin server included) before returning.
+  auto failStartup = [this] {
+    for (auto& bl : listeners_) {
+      for (int fd : bl.fds) ::close(fd);
+    }
+    listeners_.clear();
+    closeMainHandles();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+    log::error("start_failed", {{"config", config_path_}});
+    return 1;
+  };
   for (const config::Listener& l : cfg.listeners) {
     BoundListener b;
     int rc = bindListener(l, cfg.workers, b);
     if (rc != 0) {
-      log::error("listen_failed", {{"listener", l.name},
-                                   {"address", l.address.text},
-                                   {"error", strerror(-rc)}});
-      for (auto& bl : listeners_) {
-        for (int fd : bl.fds) ::close(fd);
-      }
-      closeMainHandles();
-      uv_run(&loop_, UV_RUN_DEFAULT);
-      uv_loop_close(&loop_);
-      return 1;
+      log::error("listen_failed",
+                 {{"listener", l.name}, {"address", l.address.text}, {"error", strerror(-rc)}});
+      return failStartup();
     }
     listeners_.push_back(std::move(b));
   }
+  if (!startAdmin()) return failStartup();
 
   for (uint32_t i = 0; i < cfg.workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(i, snapshot_, access_sink_));
@@ -267,7 +261,6 @@ int Server::run() {
 
   health_ = std::make_unique<HealthChecker>(&loop_);
   health_->update(*snapshot_);
-  startAdmin();
   ready_ = true;
   log::info("started", {{"workers", cfg.workers},
                         {"config", config_path_},
@@ -283,24 +276,16 @@ int Server::run() {
   return 0;
 }
 
-void Server::startAdmin() {
+bool Server::startAdmin() {
   const config::Config& cfg = *file_config_;
-  if (!cfg.admin.enabled) return;
-  if (!cfg.admin.token_file.empty()) {
-    std::string err;
-    if (!readWholeFile(cfg.admin.token_file, admin_token_, err)) {
-      log::error("admin_token_error", {{"error", err}});
-    }
-    admin_token_ = trimmed(admin_token_);
-  } else if (!cfg.admin.token_env.empty()) {
-    const char* v = getenv(cfg.admin.token_env.c_str());
-    if (v != nullptr) admin_token_ = trimmed(v);
-  }
-  if (!isLoopback(cfg.admin.address) && admin_token_.empty()) {
+  if (!cfg.admin.enabled) return true;
+  admin_token_ = cfg.admin.token;  // checked at load: set whenever a source is configured
+  if (admin_token_.empty() && !isLoopback(cfg.admin.address)) {
     log::warn("admin_unprotected",
               {{"address", cfg.admin.address.text},
-               {"hint", "set admin.token_file or admin.token_env: mutations are open to anyone "
-                        "who can reach this address"}});
+               {"why",
+                "admin.allow_unauthenticated: mutations are open to anyone who can reach "
+                "this address"}});
   }
   admin_ = std::make_unique<AdminServer>(
       &loop_, cfg.admin.address,
@@ -308,12 +293,13 @@ void Server::startAdmin() {
   std::string bound;
   int rc = admin_->start(bound);
   if (rc != 0) {
+    // The server is closed (and freed by ~Server) after its close callbacks: see failStartup.
     log::error("admin_listen_failed",
                {{"address", cfg.admin.address.text}, {"error", uv_strerror(rc)}});
-    admin_.reset();
-    return;
+    return false;
   }
   log::info("admin_listening", {{"address", bound}});
+  return true;
 }
 
 // ---- reload and rollback --------------------------------------------------------------------
@@ -327,26 +313,81 @@ void Server::reload(const char* trigger, std::function<void(const ReloadResult&)
   }
   std::string why = trigger;
   watcher_->readNow([this, why, done = std::move(done)](int err, std::string contents) {
-    ReloadResult r;
-    if (err != 0) {
-      r.errors.push_back(config_path_ + ": cannot read the file: " + uv_strerror(err));
-      last_reload_error_ = r.errors.back();
-      metrics_->onReloadResult(false);
-      log::error("config_reload_rejected", {{"trigger", why}, {"error", r.errors.back()}});
-    } else {
-      r = applyText(contents, why.c_str());
+    if (err == 0) {
+      loadThenApply(std::move(contents), why, done);
+      return;
     }
+    ReloadResult r;
+    r.errors.push_back(config_path_ + ": cannot read the file: " + readErrorText(err));
+    last_reload_error_ = r.errors.back();
+    metrics_->onReloadResult(false);
+    log::error("config_reload_rejected", {{"trigger", why}, {"error", r.errors.back()}});
     if (done) done(r);
   });
 }
 
-Server::ReloadResult Server::applyText(const std::string& text, const char* trigger) {
+// One parse on libuv's thread pool: loadString reads the admin token file and parses YAML, neither
+// of which belongs on the main loop. Loads run one at a time in the order they were asked for, so
+// an older file can never be applied after a newer one.
+struct Server::PendingLoad {
+  Server* server = nullptr;
+  uv_work_t work{};
+  std::string text;
+  std::string path;
+  std::string trigger;
+  std::function<void(const ReloadResult&)> done;
+  config::LoadResult result;
+};
+
+void Server::loadThenApply(std::string text, std::string trigger,
+                           std::function<void(const ReloadResult&)> done) {
+  auto load = std::make_unique<PendingLoad>();
+  load->server = this;
+  load->work.data = load.get();
+  load->text = std::move(text);
+  load->path = config_path_;
+  load->trigger = std::move(trigger);
+  load->done = std::move(done);
+  loads_.push_back(std::move(load));
+  startNextLoad();
+}
+
+void Server::startNextLoad() {
+  if (load_in_flight_ || loads_.empty()) return;
+  load_in_flight_ = true;
+  const int rc = uv_queue_work(
+      &loop_, &loads_.front()->work,
+      [](uv_work_t* w) {
+        auto* load = static_cast<PendingLoad*>(w->data);
+        load->result = config::loadString(load->text, load->path);
+      },
+      [](uv_work_t* w, int status) {
+        Server* self = static_cast<PendingLoad*>(w->data)->server;
+        std::unique_ptr<PendingLoad> load = std::move(self->loads_.front());
+        self->loads_.pop_front();
+        self->load_in_flight_ = false;
+        if (status != 0) load->result.errors.push_back({"", 0, 0, "", "reload cancelled"});
+        ReloadResult r = self->applyLoaded(std::move(load->result), load->trigger.c_str());
+        if (load->done) load->done(r);
+        self->startNextLoad();
+      });
+  if (rc != 0) {
+    // Not expected (uv_queue_work fails only without a work callback): parse here instead.
+    std::unique_ptr<PendingLoad> load = std::move(loads_.front());
+    loads_.pop_front();
+    load_in_flight_ = false;
+    ReloadResult r = applyLoaded(config::loadString(load->text, load->path), load->trigger.c_str());
+    if (load->done) load->done(r);
+    startNextLoad();
+  }
+}
+
+Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* trigger) {
   ReloadResult r;
   if (draining_) {
     r.errors.push_back("draining: reload ignored");
     return r;
   }
-  config::LoadResult res = config::loadString(text, config_path_);
   if (!res.ok()) {
     std::string joined;
     for (const auto& e : res.errors) {
@@ -374,6 +415,10 @@ Server::ReloadResult Server::applyText(const std::string& text, const char* trig
     // The file itself now sets new weights: that is the operator's new intent.
     rollback_ = false;
     log::info("rollback_cleared", {{"trigger", "file sets new weights"}});
+  }
+  if (res.config->admin.token != admin_token_ && admin_) {
+    admin_token_ = res.config->admin.token;  // a rotated token file or secret takes effect now
+    log::info("admin_token_changed", {{"trigger", trigger}});
   }
   swapIn(res.config);
   last_reload_error_.clear();

@@ -3,14 +3,16 @@
 // it talks to them through Worker::post().
 //
 // Reload (file change, SIGHUP, POST /reload):
-//   read file (async) ─▶ parse + validate ─▶ invalid: log file:line:key, count rejected, keep
-//                                          └▶ valid: build snapshot (state carried by name)
-//                                               ─▶ start added listeners ─▶ swap into workers
-//                                               ─▶ stop removed listeners ─▶ log the diff
+//   read file (async) ─▶ parse, validate, read the token file (thread pool, in order)
+//                      ─▶ invalid: log file:line:key, count rejected, keep
+//                      └▶ valid: build snapshot (state carried by name)
+//                           ─▶ start added listeners ─▶ swap into workers
+//                           ─▶ stop removed listeners ─▶ log the diff
 #pragma once
 
 #include <uv.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "config/loader.h"
 #include "proxy/snapshot.h"
 
 namespace cutover {
@@ -74,11 +77,17 @@ class Server {
   std::shared_ptr<const Snapshot> buildSnapshot(std::shared_ptr<const config::Config> cfg);
   // The config requests run on: the file's, with rollback applied when active.
   std::shared_ptr<const config::Config> effective(std::shared_ptr<const config::Config> file) const;
-  ReloadResult applyText(const std::string& text, const char* trigger);
+  struct PendingLoad;
+  // Parses `text` on the thread pool, then applies it on the loop; `done` (may be empty) runs once.
+  void loadThenApply(std::string text, std::string trigger,
+                     std::function<void(const ReloadResult&)> done);
+  void startNextLoad();
+  ReloadResult applyLoaded(config::LoadResult res, const char* trigger);
   void swapIn(std::shared_ptr<const config::Config> file_cfg);
   int bindListener(const config::Listener& l, uint32_t workers, BoundListener& out);
   void startListener(BoundListener& b);
-  void startAdmin();
+  // Binds the admin listener; false (logged) when it cannot, e.g. the port is in use.
+  bool startAdmin();
   void handleAdmin(const AdminRequest& req, AdminResponder res);
   static void onSignal(uv_signal_t* s, int signum);
   static void onCheck(uv_timer_t* t);
@@ -106,6 +115,8 @@ class Server {
   bool rollback_ = false;
   std::string rollback_weights_;  // the file's weights when rollback began
   std::string admin_token_;
+  std::deque<std::unique_ptr<PendingLoad>> loads_;  // front is in flight when load_in_flight_
+  bool load_in_flight_ = false;
   bool ready_ = false;
   bool draining_ = false;
 };

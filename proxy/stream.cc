@@ -5,6 +5,7 @@
 #include "proxy/http1_writer.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "proxy/path_normalize.h"
 #include "proxy/stats.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
@@ -79,6 +80,11 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   if (!head.keep_alive || worker_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
+  // Routes, filters and the backend all see the normalised path (proxy/path_normalize.h).
+  if (normalizePath(head.target, cfg.http) == PathStatus::Invalid) {
+    localReply(400, Reason::InvalidPath);
+    return;
+  }
   // No route is answered by the router at the end of the chain (404), so the filters still run:
   // the request gets its id, shows in logs like any other, and limits can see it.
   int r = matchRoute(cfg, head);

@@ -135,9 +135,33 @@ void Worker::onAccept(uv_stream_t* server, int status) {
   auto* l = static_cast<Listener*>(server->data);
   Worker* w = l->worker;
   if (status != 0 || w->draining_) return;
+  if (w->connections_ >= w->snapshot_->config->limits.max_connections_per_worker) {
+    w->rejectConnection(server);
+    return;
+  }
   auto* c = new DownstreamConnection(*w);
   w->connectionOpened();
   c->start(server);
+}
+
+// Accepts and closes at once: leaving the connection in the kernel's queue would only delay the
+// refusal, and the listener would keep reporting it.
+void Worker::rejectConnection(uv_stream_t* server) {
+  auto* tcp = new uv_tcp_t;
+  if (uv_tcp_init(&loop_, tcp) != 0) {
+    delete tcp;
+    return;
+  }
+  uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp));  // on failure there is nothing to close
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  if (snapshot_->metrics) snapshot_->metrics->downstream_rejected->Increment();
+  if (!at_connection_limit_) {
+    at_connection_limit_ = true;  // logged once per episode, not once per connection
+    log::warn("connection_limit_reached", {{"worker", id_},
+                                           {"max_connections_per_worker",
+                                            snapshot_->config->limits.max_connections_per_worker}});
+  }
 }
 
 void Worker::drain() {
@@ -236,6 +260,10 @@ void Worker::connectionClosed(DownstreamConnection* c) {
   moveConnection(c, ConnList::None);
   --connections_;
   if (snapshot_->metrics) snapshot_->metrics->downstream_connections->Decrement();
+  if (at_connection_limit_ &&
+      connections_ + connections_ / 10 < snapshot_->config->limits.max_connections_per_worker) {
+    at_connection_limit_ = false;  // well below the limit again: the next episode is logged
+  }
   delete c;
   maybeFinish();
 }

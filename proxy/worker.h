@@ -97,6 +97,7 @@ class Worker {
   };
   static void onAsync(uv_async_t* a);
   static void onAccept(uv_stream_t* server, int status);
+  void rejectConnection(uv_stream_t* server);
   static void onSweep(uv_timer_t* t);
   void run();
   void closeListener(Listener* l);
@@ -127,6 +128,7 @@ class Worker {
   IntrusiveList<DownstreamConnection> header_list_, idle_list_, active_list_;
   size_t upstream_count_ = 0;
   size_t connections_ = 0;
+  bool at_connection_limit_ = false;
 
   std::map<std::string, std::unique_ptr<UpstreamPool>> pools_;  // key: backend|address
   std::vector<std::vector<UpstreamPool*>> pool_table_;           // [backend][endpoint], current

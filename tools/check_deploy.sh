@@ -72,7 +72,10 @@ grep -q 'ENTRYPOINT \["/usr/local/bin/cutover", "--config", "/etc/cutover/cutove
 bin="${CUTOVER_BIN:-$root/build/proxy/cutover}"
 if [[ -x "$bin" && -s "$tmp/cutover.yaml" ]]; then
   step "cutover --check on data.cutover.yaml of deploy/kubernetes/configmap.yaml (copied to $tmp)"
-  "$bin" --check "$tmp/cutover.yaml" || fail=1
+  # The Deployment sets CUTOVER_ADMIN_TOKEN from its Secret, and the ConfigMap's admin listener is
+  # not loopback, so the check needs a token as the pod has one (a missing one is a config error).
+  CUTOVER_ADMIN_TOKEN="${CUTOVER_ADMIN_TOKEN:-check-deploy-placeholder}" \
+    "$bin" --check "$tmp/cutover.yaml" || fail=1
 else
   echo "no cutover binary (CUTOVER_BIN) or PyYAML: ConfigMap config check skipped"
 fi

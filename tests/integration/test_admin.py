@@ -7,8 +7,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -162,6 +164,95 @@ class AdminTest(h.ProxyTestCase):
         self.assertEqual((r.status, r.json()["ok"]), (200, True), r.body)
         r = admin(p, "POST", "/rollback/clear", [("Authorization", "Bearer " + token)])
         self.assertEqual(r.status, 200, r)
+
+    # ---- failing closed -------------------------------------------------------------------------
+
+    def write_config(self, cfg):
+        d = tempfile.mkdtemp(prefix="cutover-admin-")
+        self.addCleanup(shutil.rmtree, d, True)
+        path = os.path.join(d, "cutover.yaml")
+        with open(path, "w") as f:
+            f.write(h.to_yaml(cfg) + "\n")
+        return path
+
+    def assertStartFails(self, cfg, message):
+        """`--config` exits 1 (not by a signal) naming `message`; `--check` fails the same way."""
+        path = self.write_config(cfg)
+        for mode in ("--config", "--check"):
+            code, out, err = h.run_binary([mode, path], timeout=15)
+            self.assertEqual(code, 1, "%s exit %r:\n%s%s" % (mode, code, out, err))
+            self.assertIn(message, out + err, mode)
+        return path
+
+    def test_missing_token_file_fails_start_and_check_with_file_line_col(self):
+        path = self.assertStartFails(
+            self.config(extra={"admin": {"address": "127.0.0.1:0",
+                                         "token_file": "/nonexistent/admin-token"}}),
+            "admin.token_file: cannot read the token file '/nonexistent/admin-token': "
+            "No such file or directory")
+        code, out, err = h.run_binary(["--check", path])
+        self.assertRegex(out + err, re.escape(path) + r":\d+:\d+: admin\.token_file: ")
+
+    def test_unset_or_blank_token_env_fails_start_and_check(self):
+        os.environ.pop(TOKEN_ENV, None)
+        cfg = self.config(extra={"admin": {"address": "127.0.0.1:0", "token_env": TOKEN_ENV}})
+        self.assertStartFails(cfg, "admin.token_env: environment variable %s is not set"
+                              % TOKEN_ENV)
+        os.environ[TOKEN_ENV] = "  \n"
+        self.addCleanup(os.environ.pop, TOKEN_ENV, None)
+        self.assertStartFails(cfg, "admin.token_env: environment variable %s is empty or blank"
+                              % TOKEN_ENV)
+
+    def test_reload_with_a_blank_token_file_is_rejected_and_the_old_token_still_guards(self):
+        d = tempfile.mkdtemp(prefix="cutover-token-")
+        self.addCleanup(shutil.rmtree, d, True)
+        token_file = os.path.join(d, "token")
+        write_atomic(token_file, "first-token\n")
+        p = self.proxy(self.config(new=0, legacy=100,
+                                   extra={"admin": {"address": "127.0.0.1:0",
+                                                    "token_file": token_file}}))
+        ok = [("Authorization", "Bearer first-token")]
+        write_atomic(token_file, " \n")
+        r = admin(p, "POST", "/reload", ok)
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("is empty or blank", " ".join(r.json()["errors"]), r.body)
+        self.assertEqual(admin(p, "POST", "/stats/reset").status, 401)
+        self.assertEqual(admin(p, "POST", "/stats/reset", ok).status, 200)
+        self.assertEqual(admin(p, "POST", "/drain").status, 401)
+        self.assertEqual(admin(p, "GET", "/ready").status, 200)
+        # A good reload rotates the token.
+        write_atomic(token_file, "second-token\n")
+        r = admin(p, "POST", "/reload", ok)
+        self.assertEqual((r.status, r.json()["ok"]), (200, True), r.body)
+        self.assertEqual(admin(p, "POST", "/stats/reset", ok).status, 401)
+        self.assertEqual(admin(p, "POST", "/stats/reset",
+                               [("Authorization", "Bearer second-token")]).status, 200)
+
+    def test_admin_on_all_interfaces_without_a_token_is_refused_unless_explicitly_allowed(self):
+        self.assertStartFails(
+            self.config(extra={"admin": {"address": "0.0.0.0:0"}}),
+            "admin.address: admin address 0.0.0.0:0 is not loopback and no token is configured")
+        p = self.proxy(self.config(extra={"admin": {"address": "0.0.0.0:0",
+                                                    "allow_unauthenticated": True}}))
+        self.assertTrue(p.find_events("admin_unprotected"), p.log_tail())
+        self.assertEqual(admin(p, "GET", "/ready").status, 200)
+
+    def test_admin_port_in_use_exits_1_with_a_clear_message_and_no_abort(self):
+        holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        path = self.write_config(self.config(extra={"admin": {"address": "127.0.0.1:%d" % port}}))
+        code, out, err = h.run_binary(["--config", path], timeout=15)
+        text = out + err
+        self.assertEqual(code, 1, "exit %r (negative: killed by a signal):\n%s" % (code, text))
+        self.assertNotIn("destroyed before", text)
+        events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        failed = [e for e in events if e.get("event") == "admin_listen_failed"]
+        self.assertTrue(failed, text)
+        self.assertEqual(failed[0].get("address"), "127.0.0.1:%d" % port, failed)
+        self.assertIn("address already in use", failed[0].get("error", ""), failed)
 
     # ---- /metrics -------------------------------------------------------------------------------
 

@@ -177,6 +177,75 @@ admin: { enabled: false }
 """
 
 
+def closed_without_answer(sock, timeout=3.0):
+    """True when the proxy closes `sock` (EOF or reset) without sending a byte."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+class ConnectionLimitTest(h.ProxyTestCase):
+    def setUp(self):
+        self.legacy = self.backend("legacy")
+
+    def open_sockets(self, port, n):
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            self.addCleanup(s.close)
+            socks.append(s)
+        return socks
+
+    def test_connection_over_max_connections_per_worker_is_closed_and_a_freed_slot_serves(self):
+        p = self.proxy(h.make_config({"legacy": self.legacy}, admin=True,
+                                     limits={"max_connections_per_worker": 4}))
+        held = self.open_sockets(p.port, 4)
+        for s in held:  # each one is really accepted and served
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            self.assertTrue(s.recv(65536).startswith(b"HTTP/1.1 200"))
+        extra = self.open_sockets(p.port, 1)[0]
+        self.assertTrue(closed_without_answer(extra), "the 5th connection was kept open")
+        held[0].close()
+        deadline = time.monotonic() + 3
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = h.get(p.port, "/").status
+            except (h.HttpError, OSError):
+                time.sleep(0.02)
+        self.assertEqual(status, 200, "a freed slot did not serve again")
+        text = h.admin(p, "GET", "/metrics").body.decode()
+        self.assertGreaterEqual(h.metric(text, "cutover_downstream_connections_rejected_total"), 1)
+        self.assertEqual(len(p.find_events("connection_limit_reached")), 1, p.log_tail())
+
+    def test_600_connections_each_holding_a_60_kib_partial_header_keep_rss_growth_bounded(self):
+        # The largest per-connection memory a client alone controls is the request header buffer
+        # (up to limits.max_header_bytes). With 100 connections allowed per worker, 600 clients
+        # each sending 60 KiB of an unfinished header hold at most 100 of those buffers (6 MiB),
+        # not 600 (36 MiB).
+        p = self.proxy(h.make_config({"legacy": self.legacy},
+                                     limits={"max_connections_per_worker": 100}))
+        base = p.rss_kib()
+        socks = self.open_sockets(p.port, 600)
+        head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * (60 * 1024)
+        for s in socks:
+            try:
+                s.sendall(head)
+            except OSError:
+                pass  # closed by the proxy: over the limit
+        time.sleep(0.5)  # let the proxy read what it accepted
+        growth_mib = (p.rss_kib() - base) / 1024.0
+        closed = sum(1 for s in socks if closed_without_answer(s, 0.05))
+        print("600 x 60 KiB partial headers, limit 100: RSS +%.1f MiB, %d closed"
+              % (growth_mib, closed), file=sys.stderr)
+        self.assertGreaterEqual(closed, 450)
+        self.assertLess(growth_mib, 20, "RSS grew by %.1f MiB" % growth_mib)
+
+
 class CheckTest(h.ProxyTestCase):
     def write(self, text):
         d = tempfile.mkdtemp(prefix="cutover-check-")
@@ -221,6 +290,27 @@ class CheckTest(h.ProxyTestCase):
     def test_missing_config_file_fails_to_start(self):
         code, out, err = h.run_binary(["--config", "/nonexistent/cutover.yaml"], timeout=10)
         self.assertNotEqual(code, 0)
+
+    def test_fifo_as_config_fails_start_and_check_at_once_with_a_clear_error(self):
+        d = tempfile.mkdtemp(prefix="cutover-fifo-")
+        fifo = os.path.join(d, "cutover.yaml")
+        os.mkfifo(fifo)  # nobody writes: a blocking open would wait forever
+        for mode in ("--config", "--check"):
+            t0 = time.monotonic()
+            code, out, err = h.run_binary([mode, fifo], timeout=10)
+            elapsed = time.monotonic() - t0
+            self.assertEqual(code, 1, "%s: %s%s" % (mode, out, err))  # an exit, not a signal
+            self.assertIn(fifo + ": cannot read the file: not a regular file (a FIFO)", out + err)
+            self.assertLess(elapsed, 5.0, mode)
+
+    def test_config_over_16_mib_is_refused_with_a_clear_error(self):
+        d = tempfile.mkdtemp(prefix="cutover-big-")
+        path = os.path.join(d, "cutover.yaml")
+        with open(path, "w") as f:
+            f.truncate(16 * 1024 * 1024 + 1)  # sparse
+        code, out, err = h.run_binary(["--check", path], timeout=10)
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("cannot read the file: larger than 16 MiB", out + err)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,51 @@ class RateLimitTest(h.ProxyTestCase):
                              "admitted %d in %.2fs with rate 20/min burst 20" % (admitted, elapsed))
         self.assertEqual(legacy.stats()["requests"], admitted)
 
+    def test_6000_distinct_30_to_60_kb_header_keys_keep_proxy_rss_growth_under_48_mib(self):
+        # Keys are stored as fixed-size hashes: 6000 keys of ~45 KB (270 MB as strings) must not
+        # stay in memory. The backend port is closed, so every request ends in a fast local 503
+        # after the rate-limit filter has recorded its key.
+        dead = h.free_port()
+        routes = [limited_route("keyed", "/", {"rate": "5/min", "key": {"header": "x-user"}},
+                                backend="legacy")]
+        p = self.proxy(h.make_config({"legacy": dead}, routes=routes))
+        total, threads_n = 6000, 4
+        with Session(p.port) as c:  # warm up: the first connection's buffers and the pools
+            c.request("GET", "/", [("x-user", "warm-up")])
+        base = p.rss_kib()
+        peak = [base]
+        errors = []
+        lock = threading.Lock()
+
+        def client(t):
+            try:
+                with Session(p.port) as c:
+                    for i in range(t, total, threads_n):
+                        size = 30 * 1024 + (i * 7919) % (30 * 1024)
+                        key = ("%06d-" % i) + "k" * (size - 7)
+                        r = c.request("GET", "/", [("x-user", key)])
+                        if r.status not in (429, 502, 503):
+                            raise AssertionError("unexpected %r" % r)
+                        if i % 200 == t:
+                            v = p.rss_kib()
+                            with lock:
+                                peak[0] = max(peak[0], v or 0)
+            except Exception as e:  # reported below
+                with lock:
+                    errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(t,)) for t in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        peak[0] = max(peak[0], p.rss_kib() or 0)
+        self.assertEqual(errors, [])
+        growth_mib = (peak[0] - base) / 1024.0
+        print("rss base %d KiB, peak %d KiB, growth %.1f MiB after %d keys of 30-60 KB"
+              % (base, peak[0], growth_mib, total), file=sys.stderr)
+        self.assertLess(growth_mib, 48, "RSS grew by %.1f MiB" % growth_mib)
+
 
 if __name__ == "__main__":
     h.main()

@@ -315,6 +315,29 @@ class ReloadTest(h.ProxyTestCase):
             got = [served_by(c.request("GET", "/")) for _ in range(200)]
         self.assertTrue(20 <= got.count("new") <= 100, got.count("new"))  # 60 ± 5 sigma
 
+    def test_fifo_swapped_in_for_the_config_is_rejected_at_once_and_sigterm_still_exits(self):
+        p = self.start(new=0, legacy=100)
+        fifo = os.path.join(os.path.dirname(p.config_path), ".fifo.tmp")
+        os.mkfifo(fifo)  # nobody ever writes to it: a blocking open or read would never return
+        os.replace(fifo, p.config_path)
+        # The watcher's read refuses it (it used to hang a thread-pool thread for good).
+        self.assertTrue(p.wait_for(lambda px: [e for e in px.find_events("config_watch_error")
+                                               if "not a regular file" in e.get("error", "")], 3),
+                        p.log_tail())
+        t0 = time.monotonic()
+        r = admin(p, "POST", "/reload")
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.json()["ok"], False, r.body)
+        self.assertIn("not a regular file", " ".join(r.json()["errors"]), r.body)
+        self.assert_all_served_by(p, "legacy")  # the running config stays
+        p.expect_exit = True
+        t0 = time.monotonic()
+        p.signal(signal.SIGTERM)
+        code = p.wait_exit(10)
+        self.assertEqual(code, 0, "SIGTERM with a FIFO config: exit %r after %.1fs; log:\n%s"
+                         % (code, time.monotonic() - t0, p.log_tail()))
+
     # ---- listeners ------------------------------------------------------------------------------
 
     def test_removed_listener_stops_accepting_and_added_listener_starts(self):

@@ -2,7 +2,11 @@
 // its exact file:line:col and key path.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <thread>
@@ -237,6 +241,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(config->limits.max_uri_bytes == 8192);
   CHECK(config->limits.max_response_header_bytes == 65536);
   CHECK(config->limits.high_watermark == 1048576);
+  CHECK(config->limits.max_connections_per_worker == 1024);
   CHECK(config->override_header.empty());
   CHECK(config->filters == std::vector<std::string>{"request_id", "rate_limit", "router"});
   CHECK_FALSE(config->rate_limit.has_value());
@@ -288,6 +293,7 @@ limits:
   max_uri_bytes: 4096
   max_response_header_bytes: 1MiB
   high_watermark: 2MiB
+  max_connections_per_worker: 5000
 override_header: X-Cutover-Backend
 filters: [rate_limit, request_id, router]
 rate_limit:
@@ -376,6 +382,7 @@ void checkFull(const Config& config) {
   CHECK(config.limits.max_uri_bytes == 4096);
   CHECK(config.limits.max_response_header_bytes == 1024 * 1024);
   CHECK(config.limits.high_watermark == 2 * 1024 * 1024);
+  CHECK(config.limits.max_connections_per_worker == 5000);
   CHECK(config.override_header == "x-cutover-backend");
   CHECK(config.filters == std::vector<std::string>{"rate_limit", "request_id", "router"});
 
@@ -817,6 +824,115 @@ TEST_CASE("loadFile: an unreadable file is one error without a position") {
         "/nonexistent/cutover.yaml: cannot read the file: No such file or directory");
 }
 
+TEST_CASE("loadFile refuses a FIFO at once and a file over 16 MiB") {
+  char tmpl[] = "/tmp/cutover_cfg_XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string fifo = dir + "/fifo.yaml";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  LoadResult result = loadFile(fifo);  // would wait for a writer forever without O_NONBLOCK
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].str() == fifo + ": cannot read the file: not a regular file (a FIFO)");
+
+  result = loadFile(dir);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].str() == dir + ": cannot read the file: not a regular file (a directory)");
+
+  const std::string big = dir + "/big.yaml";
+  const int fd = ::open(big.c_str(), O_CREAT | O_WRONLY, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 16 * 1024 * 1024 + 1) == 0);  // sparse: no 16 MiB written
+  ::close(fd);
+  result = loadFile(big);
+  REQUIRE(result.errors.size() == 1);
+  CHECK(result.errors[0].str() == big + ": cannot read the file: larger than 16 MiB");
+  ::unlink(big.c_str());
+  ::unlink(fifo.c_str());
+  ::rmdir(dir.c_str());
+}
+
+namespace {
+
+// A temporary token file, removed at the end of the test.
+struct TokenFile {
+  std::string path;
+  explicit TokenFile(const std::string& contents) {
+    char tmpl[] = "/tmp/cutover_token_XXXXXX";
+    const int fd = ::mkstemp(tmpl);
+    REQUIRE(fd >= 0);
+    REQUIRE(::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
+    ::close(fd);
+    path = tmpl;
+  }
+  ~TokenFile() { ::unlink(path.c_str()); }
+};
+
+std::string withAdmin(const std::string& admin_block) {
+  return kListeners + kBackends + kRoutes + "admin:\n" + admin_block;
+}
+
+}  // namespace
+
+TEST_CASE("admin token: a configured source that yields no token is an error (fail closed)") {
+  SUBCASE("a missing token file") {
+    CHECK(
+        errorsOf(withAdmin("  token_file: /nonexistent/token\n")) ==
+        std::vector<std::string>{"cutover.yaml:12:15: admin.token_file: cannot read the token file "
+                                 "'/nonexistent/token': No such file or directory"});
+  }
+  SUBCASE("a blank token file") {
+    TokenFile blank(" \n\t\n");
+    CHECK(errorsOf(withAdmin("  token_file: " + blank.path + "\n")) ==
+          std::vector<std::string>{"cutover.yaml:12:15: admin.token_file: the token file '" +
+                                   blank.path + "' is empty or blank"});
+  }
+  SUBCASE("an unset environment variable") {
+    ::unsetenv("CUTOVER_TEST_UNSET_TOKEN");
+    CHECK(errorsOf(withAdmin("  token_env: CUTOVER_TEST_UNSET_TOKEN\n")) ==
+          std::vector<std::string>{"cutover.yaml:12:14: admin.token_env: environment variable "
+                                   "CUTOVER_TEST_UNSET_TOKEN is not set"});
+  }
+  SUBCASE("a blank environment variable") {
+    ::setenv("CUTOVER_TEST_BLANK_TOKEN", "  ", 1);
+    CHECK(errorsOf(withAdmin("  token_env: CUTOVER_TEST_BLANK_TOKEN\n")) ==
+          std::vector<std::string>{"cutover.yaml:12:14: admin.token_env: environment variable "
+                                   "CUTOVER_TEST_BLANK_TOKEN is empty or blank"});
+    ::unsetenv("CUTOVER_TEST_BLANK_TOKEN");
+  }
+  SUBCASE("a disabled admin API reads no token") {
+    auto config = loadOk(withAdmin("  enabled: false\n  token_file: /nonexistent/token\n"));
+    CHECK(config->admin.token.empty());
+  }
+}
+
+TEST_CASE("admin token: read trimmed from the file, else from the environment") {
+  TokenFile file("  s3cret-from-file \n");
+  ::setenv("CUTOVER_TEST_TOKEN", "s3cret-from-env\n", 1);
+  CHECK(loadOk(withAdmin("  token_file: " + file.path + "\n"))->admin.token == "s3cret-from-file");
+  CHECK(loadOk(withAdmin("  token_env: CUTOVER_TEST_TOKEN\n"))->admin.token == "s3cret-from-env");
+  CHECK(loadOk(withAdmin("  token_file: " + file.path + "\n  token_env: CUTOVER_TEST_TOKEN\n"))
+            ->admin.token == "s3cret-from-file");
+  // The secret itself never appears in the effective config.
+  const std::string dumped = dumpYaml(*loadOk(withAdmin("  token_file: " + file.path + "\n")));
+  CHECK(dumped.find("s3cret") == std::string::npos);
+  ::unsetenv("CUTOVER_TEST_TOKEN");
+}
+
+TEST_CASE("a non-loopback admin address needs a token or allow_unauthenticated") {
+  CHECK(errorsOf(withAdmin("  address: 0.0.0.0:9901\n")) ==
+        std::vector<std::string>{
+            "cutover.yaml:12:12: admin.address: admin address 0.0.0.0:9901 is not loopback and "
+            "no token is configured: anyone who reaches it could reload, drain or roll back; set "
+            "admin.token_file or admin.token_env, or admin.allow_unauthenticated: true"});
+  auto open = loadOk(withAdmin("  address: 0.0.0.0:9901\n  allow_unauthenticated: true\n"));
+  CHECK(open->admin.allow_unauthenticated);
+  TokenFile file("t0ken\n");
+  CHECK(loadOk(withAdmin("  address: 0.0.0.0:9901\n  token_file: " + file.path + "\n"))
+            ->admin.token == "t0ken");
+  CHECK(loadOk(withAdmin("  address: \"[::1]:9901\"\n"))->admin.token.empty());
+  CHECK(loadOk(withAdmin("  address: 127.0.0.2:9901\n"))->admin.token.empty());
+}
+
 TEST_CASE("the hash follows the file bytes") {
   std::string text = kListeners + kBackends + kRoutes;
   auto a = loadOk(text);
@@ -876,4 +992,95 @@ TEST_CASE("the shipped examples load without errors") {
     CHECK(config.override_header == "x-cutover-backend");
     CHECK(config.admin.address.text == "127.0.0.1:9901");
   }
+}
+
+TEST_CASE("http: path normalisation is on by default and each option can be set") {
+  auto minimal = loadOk(kListeners + kBackends + kRoutes);
+  CHECK(minimal->http.normalize_path);
+  CHECK(minimal->http.merge_slashes);
+  CHECK(minimal->http.escaped_slashes == Http::EscapedSlashes::Reject);
+  CHECK(minimal->routes[0].match.case_sensitive);
+  std::string dumped = dumpYaml(*minimal);
+  CHECK(dumped.find(
+            "http:\n  normalize_path: true\n  merge_slashes: true\n  escaped_slashes: reject") !=
+        std::string::npos);
+  CHECK(dumped.find("match: {prefix: /, case_sensitive: true}") != std::string::npos);
+
+  for (const char* action : {"reject", "keep", "decode"}) {
+    auto config = loadOk(
+        kListeners + kBackends +
+        "http: { normalize_path: false, merge_slashes: false, escaped_slashes: " + action + " }\n" +
+        "routes:\n"
+        "  - name: default\n"
+        "    match: { prefix: /API, case_sensitive: false }\n"
+        "    split: { new: 10, legacy: 90 }\n");
+    CHECK_FALSE(config->http.normalize_path);
+    CHECK_FALSE(config->http.merge_slashes);
+    CHECK_FALSE(config->routes[0].match.case_sensitive);
+    std::string dump = dumpYaml(*config);
+    INFO(dump);
+    CHECK(dump.find(std::string("escaped_slashes: ") + action) != std::string::npos);
+    auto reloaded = loadOk(dump);
+    CHECK(reloaded->http.escaped_slashes == config->http.escaped_slashes);
+    CHECK_FALSE(reloaded->routes[0].match.case_sensitive);
+    CHECK(dumpYaml(*reloaded) == dump);  // a fixed point
+  }
+}
+
+TEST_CASE("http and case_sensitive errors carry file:line:col and key path") {
+  CHECK(errorsOf(kListeners + kBackends +
+                 "http: { escaped_slashes: drop, merge_slash: true, normalize_path: 1 }\n" +
+                 "routes:\n"
+                 "  - name: default\n"
+                 "    match: { prefix: /, case_sensitive: maybe }\n"
+                 "    split: { new: 10, legacy: 90 }\n") ==
+        std::vector<std::string>{
+            "cutover.yaml:7:26: http.escaped_slashes: expected reject, keep or decode, got 'drop'",
+            "cutover.yaml:7:32: http: unknown key 'merge_slash' (did you mean 'merge_slashes'?)",
+            "cutover.yaml:7:67: http.normalize_path: expected true or false, got '1'",
+            "cutover.yaml:10:41: routes[0].match.case_sensitive: expected true or false, got "
+            "'maybe'"});
+}
+
+TEST_CASE("duplicate route names are found among many routes") {
+  std::string yaml = kListeners + kBackends + "routes:\n";
+  for (int i = 0; i < 3000; ++i) {
+    yaml += "  - {name: r" + std::to_string(i % 2999) + ", match: {prefix: /" + std::to_string(i) +
+            "}, split: {legacy: 100}}\n";
+  }
+  CHECK(errorsOf(yaml) ==
+        std::vector<std::string>{
+            "cutover.yaml:3007:12: routes[2999].name: duplicate route name 'r0'"});
+}
+
+TEST_CASE("a route path that no normalised request can have is an error") {
+  auto routeWith = [](const std::string& match, const std::string& http = "") {
+    std::string yaml = kListeners + kBackends + http + "routes:\n  - name: r\n    match: { ";
+    return yaml + match + " }\n    split: { new: 10, legacy: 90 }\n";
+  };
+  CHECK(errorsOf(routeWith("exact: /api//x")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:21: routes[0].match.exact: requests are normalised before routing (see "
+            "the http section), so no request matches '/api//x'; normalised it reads '/api/x'"});
+  CHECK(errorsOf(routeWith("prefix: /api/dat%61")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:22: routes[0].match.prefix: requests are normalised before routing "
+            "(see the http section), so no request matches '/api/dat%61'; normalised it reads "
+            "'/api/data'"});
+  CHECK(errorsOf(routeWith("prefix: /a%2Fb")) ==
+        std::vector<std::string>{
+            "cutover.yaml:9:22: routes[0].match.prefix: requests with this path are answered 400 "
+            "(a malformed escape, %00, or an encoded slash under http.escaped_slashes: reject), so "
+            "the route never matches"});
+  // Prefixes that end inside a segment or an escape requests carry in full are fine.
+  for (const char* ok : {"prefix: /a/.", "prefix: /a/..", "prefix: /a/", "prefix: /a%3B",
+                         "exact: /a/.b", "prefix: /API, case_sensitive: false"}) {
+    CAPTURE(ok);
+    CHECK(errorsOf(routeWith(ok)).empty());
+  }
+  CHECK(errorsOf(routeWith("prefix: /a%2F", "http: { escaped_slashes: keep }\n")).empty());
+  CHECK(errorsOf(routeWith("prefix: /a%2", "http: { escaped_slashes: keep }\n")).empty());
+  CHECK(errorsOf(routeWith("exact: /a//b/./c",
+                           "http: { normalize_path: false, merge_slashes: false }\n"))
+            .empty());
 }

@@ -2,9 +2,11 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <atomic>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "proxy/clock.h"
@@ -235,4 +237,81 @@ TEST_CASE("BucketTable shared by two threads on one key admits exactly the burst
   a.join();
   b.join();
   CHECK(admitted.load() == 500);
+}
+
+TEST_CASE("SipHash-2-4-128 matches the reference vectors") {
+  // vectors_sip128 from the SipHash reference implementation: key 00..0f, input 00..(n-1).
+  const SipKey key{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL};
+  const std::vector<std::pair<size_t, std::array<uint8_t, 16>>> vectors = {
+      {0,
+       {0xa3, 0x81, 0x7f, 0x04, 0xba, 0x25, 0xa8, 0xe6, 0x6d, 0xf6, 0x72, 0x14, 0xc7, 0x55, 0x02,
+        0x93}},
+      {1,
+       {0xda, 0x87, 0xc1, 0xd8, 0x6b, 0x99, 0xaf, 0x44, 0x34, 0x76, 0x59, 0x11, 0x9b, 0x22, 0xfc,
+        0x45}},
+      {8,
+       {0x3b, 0x62, 0xa9, 0xba, 0x62, 0x58, 0xf5, 0x61, 0x0f, 0x83, 0xe2, 0x64, 0xf3, 0x14, 0x97,
+        0xb4}},
+      {15,
+       {0x54, 0x93, 0xe9, 0x99, 0x33, 0xb0, 0xa8, 0x11, 0x7e, 0x08, 0xec, 0x0f, 0x97, 0xcf, 0xc3,
+        0xd9}},
+      {63,
+       {0x51, 0x50, 0xd1, 0x77, 0x2f, 0x50, 0x83, 0x4a, 0x50, 0x3e, 0x06, 0x9a, 0x97, 0x3f, 0xbd,
+        0x7c}},
+  };
+  std::string input;
+  for (int i = 0; i < 64; ++i) input.push_back(static_cast<char>(i));
+  for (const auto& [len, want] : vectors) {
+    CAPTURE(len);
+    const Hash128 h = sipHash128(key, std::string_view(input).substr(0, len));
+    std::array<uint8_t, 16> got{};
+    for (int i = 0; i < 8; ++i) {
+      got[static_cast<size_t>(i)] = static_cast<uint8_t>(h.lo >> (8 * i));
+      got[static_cast<size_t>(8 + i)] = static_cast<uint8_t>(h.hi >> (8 * i));
+    }
+    CHECK(got == want);
+  }
+}
+
+TEST_CASE(
+    "BucketTable holds 60 KB keys in fixed-size entries: accounted bytes stay under the bound") {
+  ManualClock clock;
+  BucketTable table(BucketParams::from(limit(5, 60s)), 2000);
+  std::string key(60 * 1024, 'k');
+  for (int i = 0; i < 20'000; ++i) {
+    const std::string tag = std::to_string(i);
+    key.replace(0, tag.size(), tag);  // distinct keys, each 60 KB
+    table.take(key, clock.nowNs());
+  }
+  CHECK(table.size() <= table.capacity());
+  CHECK(table.size() >= 1800);
+  CHECK(table.accountedBytes() <= table.maxBytes());
+  CHECK(table.maxBytes() == table.capacity() * BucketTable::kMaxBytesPerEntry);
+  // The same keys as strings would hold 60 KB each: over 100 MB for 1800 of them.
+  CHECK(table.accountedBytes() < 2000 * 200);
+}
+
+TEST_CASE("BucketTable: a long key keeps its own bucket; keys differing in one late byte differ") {
+  ManualClock clock;
+  BucketTable table(limit(1, 60s), 100);
+  std::string a(50'000, 'x');
+  std::string b = a;
+  b.back() = 'y';
+  CHECK(table.take(a, clock.nowNs()).allowed);
+  CHECK_FALSE(table.take(a, clock.nowNs()).allowed);
+  CHECK(table.take(b, clock.nowNs()).allowed);
+  CHECK(table.contains(a));
+  CHECK(table.contains(b));
+  CHECK_FALSE(table.contains(std::string(50'000, 'x') + "x"));
+}
+
+TEST_CASE("a full default-sized table stays under its documented bound (100,000 keys)") {
+  ManualClock clock;
+  config::RateLimit l = limit(5, 60s);
+  REQUIRE(l.max_keys == 100'000);
+  BucketTable table(l);
+  for (int i = 0; i < 150'000; ++i) table.take("client-" + std::to_string(i), clock.nowNs());
+  CHECK(table.size() == table.capacity());
+  CHECK(table.accountedBytes() <= table.maxBytes());
+  CHECK(table.maxBytes() <= 12'800'000);
 }

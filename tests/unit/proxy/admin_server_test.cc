@@ -178,6 +178,40 @@ TEST_CASE("malformed request gets 400 and the connection closes") {
   CHECK(calls == 0);
 }
 
+TEST_CASE("connections beyond max_connections are closed at once; a freed slot serves again") {
+  Harness h;
+  AdminServer::Options options;
+  options.max_connections = 2;
+  std::string third, fourth;
+  h.run(
+      echoHandler,
+      [&](int port) {
+        auto open = [&] {
+          int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+          sockaddr_in addr{};
+          addr.sin_family = AF_INET;
+          addr.sin_port = htons(static_cast<uint16_t>(port));
+          addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+          REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+          return fd;
+        };
+        const int a = open();
+        const int b = open();
+        // Both idle slots are taken: the third connection gets no answer, only a close.
+        third = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        ::close(a);
+        for (int i = 0; i < 200; ++i) {  // the slot is free once the server saw the close
+          fourth = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+          if (!fourth.empty()) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        ::close(b);
+      },
+      options);
+  CHECK(third.empty());
+  CHECK(fourth.rfind("HTTP/1.1 200 ", 0) == 0);
+}
+
 TEST_CASE("a body over the cap gets 413 without reaching the handler") {
   Harness h;
   std::string got;

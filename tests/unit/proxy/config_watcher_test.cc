@@ -1,7 +1,8 @@
 // ConfigWatcher on a real loop and a real directory: in-place writes, rename-over (editors), the
 // Kubernetes ConfigMap `..data` symlink swap, unchanged bytes ignored, readNow, and close.
-#include <doctest/doctest.h>
+#include "proxy/config_watcher.h"
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -11,8 +12,6 @@
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include "proxy/config_watcher.h"
 
 using namespace cutover;
 namespace fs = std::filesystem;
@@ -181,6 +180,41 @@ TEST_CASE("readNow reads asynchronously, reports errors, and primes the last con
   writeFile(file, big);
   f.runFor(1, 300);
   CHECK(f.changes.empty());
+}
+
+TEST_CASE("readNow refuses a FIFO, a directory and an oversized file at once, without blocking") {
+  TempDir dir;
+  const fs::path fifo = dir.path / "fifo.yaml";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);  // no writer: a blocking open or read never returns
+  const fs::path big = dir.path / "big.yaml";
+  writeFile(big, std::string(4096, 'x'));
+  Fixture f;
+  f.watch((dir.path / "cutover.yaml").string());
+  struct Case {
+    fs::path path;
+    size_t max_bytes;
+    int want;
+  };
+  for (const Case& c : {Case{fifo, 1024, UV_EFTYPE}, Case{dir.path, 1024, UV_EFTYPE},
+                        Case{big, 1024, UV_EFBIG}, Case{big, 8192, 0}}) {
+    CAPTURE(c.path.string());
+    ConfigWatcher::Options options;
+    options.max_bytes = c.max_bytes;
+    ConfigWatcher w(&f.loop, c.path.string(), {}, {}, options);
+    bool called = false;
+    int err = 1;
+    w.readNow([&](int e, std::string) {
+      called = true;
+      err = e;
+    });
+    for (int i = 0; i < 1000 && !called; ++i) uv_run(&f.loop, UV_RUN_ONCE);
+    REQUIRE(called);
+    CHECK(err == c.want);
+    bool closed = false;
+    w.close([&] { closed = true; });
+    for (int i = 0; i < 100 && !closed; ++i) uv_run(&f.loop, UV_RUN_ONCE);
+    CHECK(closed);
+  }
 }
 
 TEST_CASE("close with a read in flight cancels it and completes after it") {

@@ -1,10 +1,13 @@
-// The weighted split: sticky buckets, thresholds, monotonic moves, route matching.
+// The weighted split: sticky buckets, thresholds, monotonic moves; route matching, scan and table.
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "config/loader.h"
+#include "config/route_table.h"
 #include "proxy/router.h"
 
 using namespace cutover;
@@ -125,4 +128,174 @@ TEST_CASE("routes match in order by prefix, exact path and header") {
   CHECK(route("/api/x", "1") == "beta");
   CHECK(route("/api/x", "2") == "api");
   CHECK(route("/", nullptr) == "all");
+}
+
+namespace {
+
+config::Route makeRoute(const std::string& name, config::RouteMatch::Kind kind,
+                        const std::string& path, bool case_sensitive = true,
+                        const std::string& header = "", const std::string& value = "") {
+  config::Route r;
+  r.name = name;
+  r.match.kind = kind;
+  r.match.path = path;
+  r.match.case_sensitive = case_sensitive;
+  r.match.header = header;
+  r.match.header_value = value;
+  return r;
+}
+
+constexpr auto kPrefix = config::RouteMatch::Kind::Prefix;
+constexpr auto kExact = config::RouteMatch::Kind::Exact;
+
+// The config with its routes indexed whatever their number (the loader skips the table for few).
+config::Config indexed(std::vector<config::Route> routes) {
+  config::Config cfg;
+  cfg.routes = std::move(routes);
+  cfg.route_table = std::make_shared<const config::RouteTable>(cfg.routes);
+  return cfg;
+}
+
+std::string routeName(const config::Config& cfg, int i) {
+  return i < 0 ? std::string("none") : cfg.routes[static_cast<size_t>(i)].name;
+}
+
+}  // namespace
+
+TEST_CASE("the first route in config order wins across exact, prefix, header and case rules") {
+  config::Config cfg = indexed({
+      makeRoute("beta-exact", kExact, "/api/items", true, "x-beta", "1"),
+      makeRoute("items-ci", kPrefix, "/API/ITEMS", false),
+      makeRoute("items-exact", kExact, "/api/items"),
+      makeRoute("api-beta", kPrefix, "/api", true, "x-beta"),
+      makeRoute("api", kPrefix, "/api"),
+      makeRoute("api-later", kPrefix, "/api"),  // never first: "api" has the same key, no header
+      makeRoute("health-ci", kExact, "/Health", false),
+      makeRoute("all", kPrefix, "/"),
+  });
+  auto route = [&](const char* target, const char* beta) {
+    RequestHead h;
+    h.target = target;
+    if (beta) h.headers.add("X-Beta", beta);
+    int table = matchRoute(cfg, h);
+    CHECK(table == matchRouteLinear(cfg, h));
+    return routeName(cfg, table);
+  };
+  CHECK(route("/api/items", "1") == "beta-exact");
+  CHECK(route("/api/items", nullptr) == "items-ci");
+  CHECK(route("/Api/Items/x", "1") == "items-ci");
+  CHECK(route("/api/item", "2") == "api-beta");
+  CHECK(route("/api/item", nullptr) == "api");
+  CHECK(route("/API/item", nullptr) == "all");  // "/api" routes are case-sensitive
+  CHECK(route("/HEALTH", nullptr) == "health-ci");
+  CHECK(route("/health?x", nullptr) == "health-ci");
+  CHECK(route("/health/", nullptr) == "all");
+  CHECK(route("/", nullptr) == "all");
+  CHECK(route("x", nullptr) == "none");
+  CHECK(route("", nullptr) == "none");
+}
+
+TEST_CASE("a loaded config indexes its routes beyond a handful and keeps case_sensitive") {
+  std::string yaml =
+      "listeners: [{name: p, address: 127.0.0.1:0}]\n"
+      "backends: {legacy: {endpoints: [\"127.0.0.1:1\"]}}\n"
+      "routes:\n";
+  for (int i = 0; i < 20; ++i) {
+    yaml += "  - {name: r" + std::to_string(i) + ", match: {prefix: /p" + std::to_string(i) +
+            "/, case_sensitive: " + (i % 2 ? "false" : "true") + "}, split: {legacy: 100}}\n";
+  }
+  auto cfg = load(yaml);
+  REQUIRE(cfg->route_table != nullptr);
+  RequestHead h;
+  h.target = "/P3/x";
+  CHECK(routeName(*cfg, matchRoute(*cfg, h)) == "r3");
+  h.target = "/P4/x";
+  CHECK(matchRoute(*cfg, h) == -1);
+  auto few = load(
+      "listeners: [{name: p, address: 127.0.0.1:0}]\n"
+      "backends: {legacy: {endpoints: [\"127.0.0.1:1\"]}}\n"
+      "routes: [{name: r, match: {prefix: /}, split: {legacy: 100}}]\n");
+  CHECK(few->route_table == nullptr);  // a scan is faster
+}
+
+TEST_CASE("the route table agrees with the linear scan on random routes and paths") {
+  std::mt19937 rng(2026);
+  const std::vector<std::string> segments = {"a", "ab", "A", "b", "api", "API", "v1", "x.y", ""};
+  auto randomPath = [&](size_t max_segments) {
+    std::string p;
+    size_t n = rng() % (max_segments + 1);
+    for (size_t i = 0; i < n; ++i) p += "/" + segments[rng() % segments.size()];
+    if (p.empty() || rng() % 4 == 0) p += "/";
+    if (rng() % 3 == 0) p.pop_back();  // prefixes that end inside a segment ("/ap")
+    return p.empty() ? std::string("/") : p;
+  };
+  for (int round = 0; round < 20; ++round) {
+    std::vector<config::Route> routes;
+    size_t count = 1 + rng() % (round < 10 ? 30 : 400);
+    for (size_t i = 0; i < count; ++i) {
+      std::string header;
+      std::string value;
+      if (rng() % 4 == 0) {
+        header = "x-h";
+        if (rng() % 2) value = std::to_string(rng() % 3);
+      }
+      routes.push_back(makeRoute("r" + std::to_string(i), rng() % 3 ? kPrefix : kExact,
+                                 randomPath(3), rng() % 4 != 0, header, value));
+    }
+    config::Config cfg = indexed(std::move(routes));
+    for (int i = 0; i < 3000; ++i) {
+      RequestHead h;
+      h.target = randomPath(4);
+      if (rng() % 3 == 0) h.target += "?q=/api";
+      if (rng() % 2) h.headers.add("X-H", std::to_string(rng() % 3));
+      CAPTURE(h.target);
+      REQUIRE(matchRoute(cfg, h) == matchRouteLinear(cfg, h));
+    }
+  }
+}
+
+// Not a test: prints the cost of one lookup, scan against table, for a few routes and for many.
+// Run with: router_test -tc='*lookup cost*' --no-skip
+TEST_CASE("lookup cost of the scan and the table" * doctest::skip()) {
+  auto measure = [](const char* what, const config::Config& cfg,
+                    const std::vector<RequestHead>& reqs, bool table) {
+    const int rounds = 200000 / static_cast<int>(reqs.size()) + 1;
+    long sink = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < rounds; ++r) {
+      for (const RequestHead& h : reqs)
+        sink += table ? matchRoute(cfg, h) : matchRouteLinear(cfg, h);
+    }
+    double ns =
+        std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
+        (static_cast<double>(rounds) * static_cast<double>(reqs.size()));
+    std::string line = std::string(what) + (table ? " via matchRoute: " : " linear scan: ") +
+                       std::to_string(ns) + " ns/lookup (" + std::to_string(sink % 7) + ")";
+    MESSAGE(line);
+  };
+  std::vector<RequestHead> reqs(4);
+  reqs[0].target = "/api/fetch-kibana-data?x=1";
+  reqs[1].target = "/health";
+  reqs[2].target = "/static/js/app.0123456789.js";
+  reqs[3].target = "/api/other/thing";
+  std::vector<config::Route> three = {makeRoute("kibana", kPrefix, "/api/fetch-kibana-data"),
+                                      makeRoute("health", kExact, "/health"),
+                                      makeRoute("all", kPrefix, "/")};
+  config::Config small;
+  small.routes = three;  // as loaded: no table
+  measure("3 routes", small, reqs, false);
+  measure("3 routes", small, reqs, true);  // no table: the same scan
+  measure("3 routes", small, reqs, false);
+  measure("3 routes, forced", indexed(three), reqs, true);
+  std::vector<config::Route> many;
+  for (int i = 0; i < 10000; ++i) {
+    many.push_back(makeRoute("r" + std::to_string(i), i % 3 ? kPrefix : kExact,
+                             "/svc" + std::to_string(i % 997) + "/api/v" + std::to_string(i % 5) +
+                                 "/items" + std::to_string(i)));
+  }
+  many.push_back(makeRoute("all", kPrefix, "/"));
+  config::Config big = indexed(many);
+  reqs[3].target = "/svc5/api/v0/items5000/x";
+  measure("10001 routes", big, reqs, false);
+  measure("10001 routes", big, reqs, true);
 }
