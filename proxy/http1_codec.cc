@@ -21,14 +21,15 @@ enum class HeadScan : uint8_t {
 
 struct Http1ParserState {
   llhttp_t parser;
-  uint32_t head_bytes = 0;  // bytes of request/status line and headers seen so far
-  bool too_large = false;
-  bool uri_too_long = false;
   const char* custom_reason = nullptr;  // our own rejection, set before returning HPE_USER
   int custom_status = 0;
   // The head's raw line structure, checked ahead of llhttp (see scanHead): llhttp 8.1 in strict
   // mode still unfolds obs-fold lines and takes "\r\n\n" as the end of a head.
   HeadScan scan = HeadScan::Start;
+  uint32_t head_bytes = 0;     // raw bytes of the head from its start line's first byte
+  uint32_t uri_bytes = 0;      // of the request target
+  uint8_t spaces = 0;          // seen in the start line (the target is after the first)
+  bool start_line = true;      // still in the start line
   bool prev_cr = false;        // the previous chunk ended in CR (a LF at offset 0 follows it)
   uint32_t field_bytes = 0;    // name bytes of the header line being read (0: empty name)
   bool interim_done = false;   // a 1xx interim response just ended; the real one follows
@@ -87,36 +88,23 @@ struct Http1Trampolines {
     return *reinterpret_cast<Http1ParserState*>(p);
   }
 
-  static int countHead(Http1ParserState& s, size_t len, uint32_t limit) {
-    s.head_bytes += static_cast<uint32_t>(len);
-    if (s.head_bytes > limit) {
-      s.too_large = true;
-      return HPE_USER;
-    }
-    return HPE_OK;
-  }
-
-  // Header lines after the head was delivered are chunked trailers: counted against the head
-  // limit, never stored, so they cannot become head fields of the forwarded message.
-  static int onHeaderField(llhttp_t* p, const char* at, size_t len, uint32_t limit,
-                           HeaderMap& headers, bool trailer) {
+  // Header lines after the head was delivered are chunked trailers: never stored, so they cannot
+  // become head fields of the forwarded message (like body bytes, they cost no memory). The
+  // head and target limits are enforced on the raw bytes by scanHead.
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len, HeaderMap& headers,
+                           bool trailer) {
     Http1ParserState& s = st(p);
-    if (countHead(s, len, limit) != HPE_OK) return HPE_USER;
     s.field_bytes += static_cast<uint32_t>(len);
     if (!trailer) headers.appendName(at, len);
     return HPE_OK;
   }
-  static int onHeaderValue(llhttp_t* p, const char* at, size_t len, uint32_t limit,
-                           HeaderMap& headers, bool trailer) {
-    Http1ParserState& s = st(p);
-    if (countHead(s, len, limit) != HPE_OK) return HPE_USER;
+  static int onHeaderValue(llhttp_t*, const char* at, size_t len, HeaderMap& headers,
+                           bool trailer) {
     if (!trailer) headers.appendValue(at, len);
     return HPE_OK;
   }
   // Completes one header line; rejects what llhttp let through (an empty name, control bytes).
-  static int headerDone(Http1ParserState& s, HeaderMap& headers, bool trailer, uint32_t limit) {
-    // ": " and CRLF, once per line (however many spans llhttp delivered it in).
-    if (countHead(s, 4, limit) != HPE_OK) return HPE_USER;
+  static int headerDone(Http1ParserState& s, HeaderMap& headers, bool trailer) {
     bool named = s.field_bytes != 0;
     s.field_bytes = 0;
     if (!named) return fail(s, 400, "empty_header_name");
@@ -133,37 +121,27 @@ struct Http1Trampolines {
     d.in_message_ = true;
     d.head_complete_ = false;
     d.head_.clear();
-    st(p).head_bytes = 0;
     return HPE_OK;
   }
   static int reqMethod(llhttp_t* p, const char* at, size_t len) {
-    RequestDecoder& d = req(p);
-    if (countHead(st(p), len, d.limits_.max_header_bytes) != HPE_OK) return HPE_USER;
-    d.head_.method.append(at, len);
+    req(p).head_.method.append(at, len);
     return HPE_OK;
   }
   static int reqUrl(llhttp_t* p, const char* at, size_t len) {
-    RequestDecoder& d = req(p);
-    Http1ParserState& s = st(p);
-    if (d.head_.target.size() + len > d.limits_.max_uri_bytes) {
-      s.uri_too_long = true;
-      return HPE_USER;
-    }
-    if (countHead(s, len, d.limits_.max_header_bytes) != HPE_OK) return HPE_USER;
-    d.head_.target.append(at, len);
+    req(p).head_.target.append(at, len);
     return HPE_OK;
   }
   static int reqField(llhttp_t* p, const char* at, size_t len) {
     RequestDecoder& d = req(p);
-    return onHeaderField(p, at, len, d.limits_.max_header_bytes, d.head_.headers, d.head_complete_);
+    return onHeaderField(p, at, len, d.head_.headers, d.head_complete_);
   }
   static int reqValue(llhttp_t* p, const char* at, size_t len) {
     RequestDecoder& d = req(p);
-    return onHeaderValue(p, at, len, d.limits_.max_header_bytes, d.head_.headers, d.head_complete_);
+    return onHeaderValue(p, at, len, d.head_.headers, d.head_complete_);
   }
   static int reqValueComplete(llhttp_t* p) {
     RequestDecoder& d = req(p);
-    return headerDone(st(p), d.head_.headers, d.head_complete_, d.limits_.max_header_bytes);
+    return headerDone(st(p), d.head_.headers, d.head_complete_);
   }
 
   static int reqHeadersComplete(llhttp_t* p) {
@@ -242,12 +220,10 @@ struct Http1Trampolines {
     d.in_message_ = true;
     d.head_complete_ = false;
     d.head_.clear();
-    st(p).head_bytes = 0;
     return HPE_OK;
   }
   static int rspStatus(llhttp_t* p, const char* at, size_t len) {
     ResponseDecoder& d = rsp(p);
-    if (countHead(st(p), len, d.max_header_bytes_) != HPE_OK) return HPE_USER;
     // reason-phrase = *( HTAB / SP / VCHAR / obs-text ): no byte of it may reach a client unless
     // it could have been written by us.
     if (!valueValid(std::string_view(at, len))) return fail(st(p), 502, "invalid_reason_phrase");
@@ -256,15 +232,15 @@ struct Http1Trampolines {
   }
   static int rspField(llhttp_t* p, const char* at, size_t len) {
     ResponseDecoder& d = rsp(p);
-    return onHeaderField(p, at, len, d.max_header_bytes_, d.head_.headers, d.head_complete_);
+    return onHeaderField(p, at, len, d.head_.headers, d.head_complete_);
   }
   static int rspValue(llhttp_t* p, const char* at, size_t len) {
     ResponseDecoder& d = rsp(p);
-    return onHeaderValue(p, at, len, d.max_header_bytes_, d.head_.headers, d.head_complete_);
+    return onHeaderValue(p, at, len, d.head_.headers, d.head_complete_);
   }
   static int rspValueComplete(llhttp_t* p) {
     ResponseDecoder& d = rsp(p);
-    return headerDone(st(p), d.head_.headers, d.head_complete_, d.max_header_bytes_);
+    return headerDone(st(p), d.head_.headers, d.head_complete_);
   }
   static int rspHeadersComplete(llhttp_t* p) {
     ResponseDecoder& d = rsp(p);
@@ -349,11 +325,27 @@ struct Http1Trampolines {
 
 namespace {
 
+// What scanHead enforces besides line structure.
+struct ScanLimits {
+  uint32_t head;  // raw head bytes (start line, header lines, their CRLFs and the blank line)
+  uint32_t uri;   // request target bytes; 0 for responses
+};
+
 // Scans a head's raw bytes ahead of llhttp, across any split: every line must end in CRLF (a bare
-// LF is refused, also as the blank line that ends the head), and no header line may start with SP
-// or HTAB (obs-fold). Returns the offset of the first offending byte, or `len`, with `why` set.
-// Only the bytes around line feeds matter, so it jumps from one LF to the next with memchr.
-size_t scanHead(Http1ParserState& s, const char* data, size_t len, const char*& why) {
+// LF is refused, also as the blank line that ends the head), no header line may start with SP or
+// HTAB (obs-fold), the head may not exceed limits.head bytes nor the request target limits.uri.
+// Returns the offset of the first offending byte, or `len`, with `why` and `status` set. Limits
+// are counted here, on raw bytes, rather than per llhttp span: the verdict then depends on where
+// the fault is in the byte stream, never on how the bytes were split. Header lines are skipped
+// from one LF to the next with memchr; only a request line is walked byte by byte.
+size_t scanHead(Http1ParserState& s, const char* data, size_t len, ScanLimits lim,
+                const char*& why, int& status) {
+  const auto refuse = [&](size_t at, const char* reason, int code) {
+    why = reason;
+    status = code;
+    return at;
+  };
+  const auto count = [&](size_t n) { return (s.head_bytes += static_cast<uint32_t>(n)) > lim.head; };
   size_t i = 0;
   while (i < len) {
     char c = data[i];
@@ -364,53 +356,68 @@ size_t scanHead(Http1ParserState& s, const char* data, size_t len, const char*& 
         if (c == '\r') {
           s.scan = HeadScan::StartCr;
         } else if (c == '\n') {
-          why = "bare_lf";
-          return i;
+          return refuse(i, "bare_lf", 400);
         } else {
           s.scan = HeadScan::InLine;
           continue;  // this byte starts the line
         }
         break;
       case HeadScan::StartCr:
-        if (c != '\n') {
-          why = "bare_cr";
-          return i;
-        }
+        if (c != '\n') return refuse(i, "bare_cr", 400);
         s.scan = HeadScan::Start;
         break;
       case HeadScan::InLine: {
+        if (s.start_line && lim.uri != 0) {
+          // Request line: method SP target SP version, one byte at a time.
+          if (c == '\n') {
+            if (!s.prev_cr) return refuse(i, "bare_lf", 400);
+            if (count(1)) return refuse(i, "headers_too_large", 431);
+            s.start_line = false;
+            s.scan = HeadScan::LineStart;
+            ++i;
+            continue;
+          }
+          if (c == ' ') {
+            ++s.spaces;
+          } else if (s.spaces == 1 && c != '\r' && ++s.uri_bytes > lim.uri) {
+            return refuse(i, "uri_too_long", 414);
+          }
+          if (count(1)) return refuse(i, "headers_too_large", 431);
+          s.prev_cr = c == '\r';
+          ++i;
+          continue;
+        }
         const void* lf = memchr(data + i, '\n', len - i);
+        size_t end = lf == nullptr ? len : static_cast<size_t>(static_cast<const char*>(lf) - data) + 1;
+        if (s.head_bytes + (end - i) > lim.head) {
+          return refuse(i + (lim.head - s.head_bytes), "headers_too_large", 431);
+        }
+        count(end - i);
         if (lf == nullptr) {
           s.prev_cr = data[len - 1] == '\r';
           return len;
         }
-        size_t at = static_cast<size_t>(static_cast<const char*>(lf) - data);
+        size_t at = end - 1;
         bool cr = at > i ? data[at - 1] == '\r' : s.prev_cr;
-        if (!cr) {
-          why = "bare_lf";
-          return at;
-        }
+        if (!cr) return refuse(at, "bare_lf", 400);
+        s.start_line = false;
         s.scan = HeadScan::LineStart;
-        i = at + 1;
+        i = end;
         continue;
       }
       case HeadScan::LineStart:
-        if (c == ' ' || c == '\t') {
-          why = "obs_fold";
-          return i;
+        if (c == ' ' || c == '\t') return refuse(i, "obs_fold", 400);
+        if (c == '\n') return refuse(i, "bare_lf", 400);
+        if (c != '\r') {
+          s.scan = HeadScan::InLine;
+          continue;
         }
-        if (c == '\n') {
-          why = "bare_lf";
-          return i;
-        }
-        s.scan = c == '\r' ? HeadScan::EndCr : HeadScan::InLine;
-        if (s.scan == HeadScan::InLine) continue;
+        if (count(1)) return refuse(i, "headers_too_large", 431);
+        s.scan = HeadScan::EndCr;
         break;
       case HeadScan::EndCr:
-        if (c != '\n') {
-          why = "bare_cr";
-          return i;
-        }
+        if (c != '\n') return refuse(i, "bare_cr", 400);
+        if (count(1)) return refuse(i, "headers_too_large", 431);
         s.scan = HeadScan::Done;
         return len;
     }
@@ -422,18 +429,15 @@ size_t scanHead(Http1ParserState& s, const char* data, size_t len, const char*& 
 
 void restartScan(Http1ParserState& s) {
   s.scan = HeadScan::Start;
+  s.head_bytes = s.uri_bytes = 0;
+  s.spaces = 0;
+  s.start_line = true;
   s.prev_cr = false;
   s.field_bytes = 0;
 }
 
 DecodeStatus mapError(Http1ParserState& s, llhttp_errno_t err, DecodeError& error, bool request) {
-  if (s.too_large) {
-    error.status = request ? 431 : 502;
-    error.reason = "headers_too_large";
-  } else if (s.uri_too_long) {
-    error.status = 414;
-    error.reason = "uri_too_long";
-  } else if (s.custom_reason != nullptr) {
+  if (s.custom_reason != nullptr) {
     error.status = request ? s.custom_status : 502;
     error.reason = s.custom_reason;
   } else {
@@ -447,18 +451,19 @@ DecodeStatus mapError(Http1ParserState& s, llhttp_errno_t err, DecodeError& erro
 // sees bytes up to the first one the head scan refused, so whichever fault comes first in the
 // byte stream decides the verdict, however the bytes were split.
 DecodeStatus run(Http1ParserState& s, const char* data, size_t len, size_t& consumed,
-                 DecodeError& error, bool request) {
+                 DecodeError& error, bool request, ScanLimits lim) {
   size_t done = 0;
   for (;;) {
     const char* why = nullptr;
+    int status = 400;
     size_t limit = len - done;
-    if (s.scan != HeadScan::Done) limit = scanHead(s, data + done, len - done, why);
+    if (s.scan != HeadScan::Done) limit = scanHead(s, data + done, len - done, lim, why, status);
     llhttp_errno_t err = llhttp_execute(&s.parser, data + done, limit);
     switch (err) {
       case HPE_OK:
         if (why != nullptr) {
           consumed = 0;
-          error.status = request ? 400 : 502;
+          error.status = request ? status : 502;
           error.reason = why;
           return DecodeStatus::Error;
         }
@@ -491,8 +496,6 @@ void resetState(Http1ParserState& s, llhttp_type_t type, const llhttp_settings_t
                 void* data) {
   llhttp_init(&s.parser, type, &settings);
   s.parser.data = data;
-  s.head_bytes = 0;
-  s.too_large = s.uri_too_long = false;
   s.custom_reason = nullptr;
   s.custom_status = 0;
   s.interim_done = false;
@@ -511,7 +514,8 @@ RequestDecoder::RequestDecoder(RequestDecoderCallbacks& cb, Limits limits)
 RequestDecoder::~RequestDecoder() = default;
 
 DecodeStatus RequestDecoder::execute(const char* data, size_t len, size_t& consumed) {
-  DecodeStatus st = run(*state_, data, len, consumed, error_, true);
+  DecodeStatus st = run(*state_, data, len, consumed, error_, true,
+                        {limits_.max_header_bytes, limits_.max_uri_bytes});
   if (st == DecodeStatus::Error) in_message_ = false;
   return st;
 }
@@ -548,7 +552,7 @@ void ResponseDecoder::expectResponseTo(std::string_view method) {
 }
 
 DecodeStatus ResponseDecoder::execute(const char* data, size_t len, size_t& consumed) {
-  DecodeStatus st = run(*state_, data, len, consumed, error_, false);
+  DecodeStatus st = run(*state_, data, len, consumed, error_, false, {max_header_bytes_, 0});
   if (st == DecodeStatus::Error) in_message_ = false;
   return st;
 }
