@@ -1,8 +1,8 @@
 // The parsed, validated configuration: plain immutable data.
 //
-// Built once by config::load() (config/loader.h) from a YAML file, checked completely (types, ranges,
-// unknown keys, cross-field rules), then only ever read. The data plane never sees YAML and never
-// throws; everything it needs (split thresholds, backend indices) is precomputed here.
+// Built once by config::load() (config/loader.h) from a YAML file, checked completely (types,
+// ranges, unknown keys, cross-field rules), then only ever read. The data plane never sees YAML and
+// never throws; everything it needs (split thresholds, backend indices) is precomputed here.
 #pragma once
 
 #include <netinet/in.h>
@@ -40,19 +40,20 @@ struct Listener {
 };
 
 struct Timeouts {
-  Duration connect{std::chrono::seconds(5)};         // upstream TCP connect
-  Duration header_read{std::chrono::seconds(10)};    // first byte to end of request headers
-  Duration request{std::chrono::seconds(60)};        // whole request, all attempts included
+  Duration connect{std::chrono::seconds(5)};           // upstream TCP connect
+  Duration header_read{std::chrono::seconds(10)};      // first byte to end of request headers
+  Duration request{std::chrono::seconds(60)};          // whole request, all attempts included
   Duration downstream_idle{std::chrono::seconds(60)};  // idle keep-alive client connection
-  Duration upstream_idle{std::chrono::seconds(60)};  // no bytes from backend while waiting/streaming
-  Duration drain{std::chrono::seconds(20)};          // SIGTERM: finish in-flight work within this
+  Duration upstream_idle{
+      std::chrono::seconds(60)};             // no bytes from backend while waiting/streaming
+  Duration drain{std::chrono::seconds(20)};  // SIGTERM: finish in-flight work within this
 };
 
 struct Limits {
-  uint32_t max_header_bytes = 64 * 1024;  // request header block; over → 431
-  uint32_t max_uri_bytes = 8 * 1024;      // request target; over → 414
+  uint32_t max_header_bytes = 64 * 1024;           // request header block; over → 431
+  uint32_t max_uri_bytes = 8 * 1024;               // request target; over → 414
   uint32_t max_response_header_bytes = 64 * 1024;  // backend header block; over → 502
-  uint32_t high_watermark = 1024 * 1024;  // pending write bytes that pause the other side
+  uint32_t high_watermark = 1024 * 1024;           // pending write bytes that pause the other side
   // Open client connections per worker; a connection accepted beyond it is closed at once
   // (counted in cutover_downstream_connections_rejected_total).
   uint32_t max_connections_per_worker = 1024;
@@ -203,8 +204,8 @@ struct AccessLog {
 };
 
 struct Config {
-  std::string file;  // path it was loaded from
-  std::string hash;  // hex of a hash over the file bytes
+  std::string file;      // path it was loaded from
+  std::string hash;      // hex of a hash over the file bytes
   uint32_t workers = 1;  // "auto" resolved to the core count at load
   std::vector<Listener> listeners;
   Timeouts timeouts;
@@ -215,9 +216,9 @@ struct Config {
   // and for configs built by hand). Code that edits `routes` afterwards keeps paths unchanged.
   std::shared_ptr<const RouteTable> route_table;
   Http http;
-  std::vector<std::string> filters;  // chain order as written, e.g. [rate_limit, router]
+  std::vector<std::string> filters;     // chain order as written, e.g. [rate_limit, router]
   std::optional<RateLimit> rate_limit;  // chain default; a route's own rate_limit overrides it
-  std::string override_header;       // empty = off; else lower-case name, e.g. x-cutover-backend
+  std::string override_header;          // empty = off; else lower-case name, e.g. x-cutover-backend
   Admin admin;
   AccessLog access_log;
   bool metrics_enabled = true;  // `metrics: {enabled: false}` skips per-request metric work

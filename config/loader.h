@@ -17,8 +17,8 @@ namespace cutover::config {
 
 struct Error {
   std::string file;
-  int line = 0;    // 1-based; 0 when unknown (e.g. file unreadable)
-  int column = 0;  // 1-based
+  int line = 0;      // 1-based; 0 when unknown (e.g. file unreadable)
+  int column = 0;    // 1-based
   std::string path;  // key path, e.g. "routes[1].split"
   std::string message;
   std::string str() const;  // "file:line:col: path: message"
@@ -52,8 +52,9 @@ LoadResult loadFile(const std::string& path);
 std::string dumpYaml(const Config& config);
 
 // Parsers shared with the filters' own checks. Return false (and leave `out`) on bad input.
-bool parseDuration(const std::string& text, Duration& out);            // "250ms", "15s", "1m", "1h"
-bool parseRate(const std::string& text, uint32_t& count, Duration& per);  // "5/min", "10/s", "100/h"
+bool parseDuration(const std::string& text, Duration& out);  // "250ms", "15s", "1m", "1h"
+bool parseRate(const std::string& text, uint32_t& count,
+               Duration& per);  // "5/min", "10/s", "100/h"
 bool parseSocketAddress(const std::string& text, SocketAddress& out);
 // 127.0.0.0/8 or ::1.
 bool isLoopbackAddress(const SocketAddress& address);

@@ -4,7 +4,8 @@
 //
 //   onRequest   runs in chain order once the request head is complete. Returns
 //                 Continue   – go on to the next filter (the last one is the router);
-//                 Responded  – the filter answered with FilterCallbacks::localReply(); nothing after
+//                 Responded  – the filter answered with FilterCallbacks::localReply(); nothing
+//                 after
 //                              it runs and the filter must not touch the callbacks again;
 //                 Paused     – the filter keeps the request waiting (a delay, an async check) and
 //                              later calls exactly one of resume() or localReply(), from the loop
@@ -19,13 +20,13 @@
 // config snapshot and shared by every worker thread.
 #pragma once
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <new>
-#include <utility>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "proxy/http_message.h"
 
@@ -40,20 +41,20 @@ struct Route;
 // Why the proxy answered by itself. Fixed list: used as a metric label and a log field.
 enum class Reason : uint8_t {
   None = 0,
-  BadRequest,           // malformed request framing or headers
-  HeadersTooLarge,      // 431
-  UriTooLong,           // 414
-  HeaderTimeout,        // 408: headers not complete in time
-  NoRoute,              // 404: no route matched
-  NoEndpoint,           // 503: backend has no (healthy) endpoint
+  BadRequest,       // malformed request framing or headers
+  HeadersTooLarge,  // 431
+  UriTooLong,       // 414
+  HeaderTimeout,    // 408: headers not complete in time
+  NoRoute,          // 404: no route matched
+  NoEndpoint,       // 503: backend has no (healthy) endpoint
   UpstreamConnectFailure,
   UpstreamTimeout,
   UpstreamReset,
   BadUpstreamResponse,
-  RequestTimeout,       // total request timeout
-  RateLimited,          // 429
-  CircuitOpen,          // 503
-  MaxConnections,       // 503 breaker concurrency limits
+  RequestTimeout,  // total request timeout
+  RateLimited,     // 429
+  CircuitOpen,     // 503
+  MaxConnections,  // 503 breaker concurrency limits
   MaxPending,
   MaxInflight,
   Draining,
@@ -67,9 +68,9 @@ std::string_view reasonName(Reason r);
 
 // What happened during one exchange: filled as it goes, read by onComplete, logs and metrics.
 struct StreamInfo {
-  int64_t start_ns = 0;               // head complete (monotonic)
-  int64_t upstream_start_ns = 0;      // first attempt sent
-  int64_t upstream_headers_ns = 0;    // response head received
+  int64_t start_ns = 0;             // head complete (monotonic)
+  int64_t upstream_start_ns = 0;    // first attempt sent
+  int64_t upstream_headers_ns = 0;  // response head received
   int64_t end_ns = 0;
   int route = -1;                     // index into Config::routes
   int backend = -1;                   // backend that served (or was last tried)
@@ -80,8 +81,8 @@ struct StreamInfo {
   bool rate_limited_dry_run = false;  // a dry-run limiter would have rejected this request
   bool failover = false;              // split choice replaced by the fallback backend
   bool client_aborted = false;
-  uint64_t bytes_in = 0;              // request body bytes from the client
-  uint64_t bytes_out = 0;             // response body bytes to the client
+  uint64_t bytes_in = 0;   // request body bytes from the client
+  uint64_t bytes_out = 0;  // response body bytes to the client
 };
 
 enum class FilterStatus { Continue, Responded, Paused };

@@ -98,7 +98,8 @@ class AdminConnection final : public RequestDecoderCallbacks,
     request_.path = std::string(target.substr(0, q));
     if (q != std::string_view::npos) request_.query = std::string(target.substr(q + 1));
     for (size_t i = 0; i < head.headers.size(); ++i) {
-      if (!head.headers.removed(i)) request_.headers.add(head.headers.name(i), head.headers.value(i));
+      if (!head.headers.removed(i))
+        request_.headers.add(head.headers.name(i), head.headers.value(i));
     }
     request_.peer = peer_;
     is_head_ = head.method == "HEAD";

@@ -11,9 +11,11 @@
 // closed after a timeout. HEAD gets the headers of the GET answer without a body.
 //
 // Lifecycle: start() binds and listens; close(done) closes the listener and every connection and
-// calls `done` from the loop once every handle's close callback has run. Keep the server alive until
-// then. Responders that outlive their connection are harmless: respond() returns false.
+// calls `done` from the loop once every handle's close callback has run. Keep the server alive
+// until then. Responders that outlive their connection are harmless: respond() returns false.
 #pragma once
+
+#include <uv.h>
 
 #include <cstdint>
 #include <functional>
@@ -21,8 +23,6 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-
-#include <uv.h>
 
 #include "config/config.h"
 #include "proxy/http_message.h"
@@ -34,8 +34,8 @@ struct AdminRequest {
   std::string path;    // "/stats" (no query)
   std::string query;   // "format=json" (without '?'), empty if none
   HeaderMap headers;
-  std::string body;    // at most AdminServer::Options::max_body bytes
-  std::string peer;    // client address "127.0.0.1:53422"
+  std::string body;  // at most AdminServer::Options::max_body bytes
+  std::string peer;  // client address "127.0.0.1:53422"
 };
 
 class AdminConnection;

@@ -25,9 +25,7 @@ class Clock {
 
 class SteadyClock final : public Clock {
  public:
-  int64_t nowNs() const override {
-    return monotonicNs();
-  }
+  int64_t nowNs() const override { return monotonicNs(); }
   static const SteadyClock& instance() {
     static const SteadyClock clock;
     return clock;

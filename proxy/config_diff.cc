@@ -102,12 +102,14 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
   }
   for (const auto& l : to.listeners) {
     bool found = false;
-    for (const auto& o : from.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
+    for (const auto& o : from.listeners)
+      found = found || (o.name == l.name && o.address.text == l.address.text);
     if (!found) out.push_back("listener " + l.name + ": " + l.address.text + " added");
   }
   for (const auto& o : from.listeners) {
     bool found = false;
-    for (const auto& l : to.listeners) found = found || (o.name == l.name && o.address.text == l.address.text);
+    for (const auto& l : to.listeners)
+      found = found || (o.name == l.name && o.address.text == l.address.text);
     if (!found) out.push_back("listener " + o.name + ": " + o.address.text + " removed");
   }
   return out;

@@ -75,8 +75,8 @@ void ConfigWatcher::Read::onStat(uv_fs_t* req) {
 void ConfigWatcher::Read::readNext() {
   uv_buf_t buf = uv_buf_init(chunk, sizeof(chunk));
   req.data = this;
-  const int r = uv_fs_read(owner->loop_, &req, fd, &buf, 1, static_cast<int64_t>(data.size()),
-                           onRead);
+  const int r =
+      uv_fs_read(owner->loop_, &req, fd, &buf, 1, static_cast<int64_t>(data.size()), onRead);
   if (r < 0) {
     error = r;
     closeFile();

@@ -8,7 +8,8 @@
 // differ from the last contents seen (by a change, a readNow(), or prime()).
 //
 //   fs event (name | ..data) ──► debounce (restarted by each event) ──► async read ──► differs?
-//                                                                                       └► on_change
+//                                                                                       └►
+//                                                                                       on_change
 //
 // All callbacks run on the loop thread, never from inside the call that caused them. Read errors
 // (ENOENT while an editor or ConfigMap swap is half done) go to on_error; the next event retries.
@@ -17,12 +18,12 @@
 // thread-pool thread can be stuck in a read that never ends.
 #pragma once
 
+#include <uv.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
-
-#include <uv.h>
 
 namespace cutover {
 
@@ -37,12 +38,12 @@ class ConfigWatcher {
     size_t max_bytes = 16 * 1024 * 1024;  // larger files are refused (UV_EFBIG)
   };
 
-  ConfigWatcher(uv_loop_t* loop, std::string path, ChangeCallback on_change,
-                ErrorCallback on_error, Options options);
+  ConfigWatcher(uv_loop_t* loop, std::string path, ChangeCallback on_change, ErrorCallback on_error,
+                Options options);
   ConfigWatcher(uv_loop_t* loop, std::string path, ChangeCallback on_change,
                 ErrorCallback on_error = {})
-      : ConfigWatcher(loop, std::move(path), std::move(on_change), std::move(on_error),
-                      Options{}) {}
+      : ConfigWatcher(loop, std::move(path), std::move(on_change), std::move(on_error), Options{}) {
+  }
   ~ConfigWatcher();
   ConfigWatcher(const ConfigWatcher&) = delete;
   ConfigWatcher& operator=(const ConfigWatcher&) = delete;
@@ -51,7 +52,10 @@ class ConfigWatcher {
   int start();
   // The contents the running config was loaded from (at startup, read with a blocking read): an
   // event whose read yields the same bytes is not a change.
-  void prime(std::string contents) { last_ = std::move(contents); have_last_ = true; }
+  void prime(std::string contents) {
+    last_ = std::move(contents);
+    have_last_ = true;
+  }
   // Reads the file now (SIGHUP, POST /reload) and calls `done` exactly once, later, on the loop.
   // A successful read also becomes the "last seen" contents, so the fs event that follows the same
   // write does not report it a second time.

@@ -13,13 +13,20 @@ namespace {
 // The local-reply reason for a request the decoder refused, by the status it chose.
 Reason rejectReason(int status) {
   switch (status) {
-    case 405: return Reason::MethodNotAllowed;
-    case 408: return Reason::HeaderTimeout;
-    case 414: return Reason::UriTooLong;
-    case 417: return Reason::ExpectationFailed;
-    case 431: return Reason::HeadersTooLarge;
-    case 505: return Reason::VersionNotSupported;
-    default: return Reason::BadRequest;
+    case 405:
+      return Reason::MethodNotAllowed;
+    case 408:
+      return Reason::HeaderTimeout;
+    case 414:
+      return Reason::UriTooLong;
+    case 417:
+      return Reason::ExpectationFailed;
+    case 431:
+      return Reason::HeadersTooLarge;
+    case 505:
+      return Reason::VersionNotSupported;
+    default:
+      return Reason::BadRequest;
   }
 }
 }  // namespace

@@ -11,12 +11,12 @@ namespace cutover {
 
 // Where the raw-byte scan of a message head stands.
 enum class HeadScan : uint8_t {
-  Start,        // before the start line: empty lines (CRLF) may precede it
-  StartCr,      // CR of a leading empty line
-  InLine,       // inside the start line or a header line
-  LineStart,    // just after a line's CRLF: a header, a fold (rejected) or the blank line
-  EndCr,        // CR of the blank line that ends the head
-  Done,         // head ended; nothing more to scan until the next message
+  Start,      // before the start line: empty lines (CRLF) may precede it
+  StartCr,    // CR of a leading empty line
+  InLine,     // inside the start line or a header line
+  LineStart,  // just after a line's CRLF: a header, a fold (rejected) or the blank line
+  EndCr,      // CR of the blank line that ends the head
+  Done,       // head ended; nothing more to scan until the next message
 };
 
 struct Http1ParserState {
@@ -26,13 +26,13 @@ struct Http1ParserState {
   // The head's raw line structure, checked ahead of llhttp (see scanHead): llhttp 8.1 in strict
   // mode still unfolds obs-fold lines and takes "\r\n\n" as the end of a head.
   HeadScan scan = HeadScan::Start;
-  uint32_t head_bytes = 0;     // raw bytes of the head from its start line's first byte
-  uint32_t uri_bytes = 0;      // of the request target
-  uint8_t spaces = 0;          // seen in the start line (the target is after the first)
-  bool start_line = true;      // still in the start line
-  bool prev_cr = false;        // the previous chunk ended in CR (a LF at offset 0 follows it)
-  uint32_t field_bytes = 0;    // name bytes of the header line being read (0: empty name)
-  bool interim_done = false;   // a 1xx interim response just ended; the real one follows
+  uint32_t head_bytes = 0;    // raw bytes of the head from its start line's first byte
+  uint32_t uri_bytes = 0;     // of the request target
+  uint8_t spaces = 0;         // seen in the start line (the target is after the first)
+  bool start_line = true;     // still in the start line
+  bool prev_cr = false;       // the previous chunk ended in CR (a LF at offset 0 follows it)
+  uint32_t field_bytes = 0;   // name bytes of the header line being read (0: empty name)
+  bool interim_done = false;  // a 1xx interim response just ended; the real one follows
 };
 
 namespace {
@@ -266,7 +266,7 @@ struct Http1Trampolines {
     }
     d.head_complete_ = true;
     d.cb_.onResponseHead(h);
-    if (h.status == 101) return 2;                                         // tunnel follows
+    if (h.status == 101) return 2;                                        // tunnel follows
     if (d.head_request_ || h.status == 204 || h.status == 304) return 1;  // no body
     return HPE_OK;
   }
@@ -338,14 +338,16 @@ struct ScanLimits {
 // are counted here, on raw bytes, rather than per llhttp span: the verdict then depends on where
 // the fault is in the byte stream, never on how the bytes were split. Header lines are skipped
 // from one LF to the next with memchr; only a request line is walked byte by byte.
-size_t scanHead(Http1ParserState& s, const char* data, size_t len, ScanLimits lim,
-                const char*& why, int& status) {
+size_t scanHead(Http1ParserState& s, const char* data, size_t len, ScanLimits lim, const char*& why,
+                int& status) {
   const auto refuse = [&](size_t at, const char* reason, int code) {
     why = reason;
     status = code;
     return at;
   };
-  const auto count = [&](size_t n) { return (s.head_bytes += static_cast<uint32_t>(n)) > lim.head; };
+  const auto count = [&](size_t n) {
+    return (s.head_bytes += static_cast<uint32_t>(n)) > lim.head;
+  };
   size_t i = 0;
   while (i < len) {
     char c = data[i];
@@ -388,7 +390,8 @@ size_t scanHead(Http1ParserState& s, const char* data, size_t len, ScanLimits li
           continue;
         }
         const void* lf = memchr(data + i, '\n', len - i);
-        size_t end = lf == nullptr ? len : static_cast<size_t>(static_cast<const char*>(lf) - data) + 1;
+        size_t end =
+            lf == nullptr ? len : static_cast<size_t>(static_cast<const char*>(lf) - data) + 1;
         if (s.head_bytes + (end - i) > lim.head) {
           return refuse(i + (lim.head - s.head_bytes), "headers_too_large", 431);
         }

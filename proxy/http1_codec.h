@@ -2,8 +2,8 @@
 //
 // The only file that includes llhttp.h is http1_codec.cc. llhttp runs in strict mode and no lenient
 // flag is ever set; on top of it we reject what llhttp lets through but a proxy must not forward
-// (two Host headers, missing Host in HTTP/1.1, differing Content-Length values, Transfer-Encoding on
-// HTTP/1.0, CL+TE together, space before the colon, oversized heads).
+// (two Host headers, missing Host in HTTP/1.1, differing Content-Length values, Transfer-Encoding
+// on HTTP/1.0, CL+TE together, space before the colon, oversized heads).
 //
 // A decoder handles one message at a time: after a message completes, execute() stops and returns
 // the bytes it consumed, so the caller can finish the exchange before feeding the rest (pipelining
@@ -31,8 +31,8 @@ enum class DecodeStatus {
 
 // What went wrong, mapped to the status a client should get.
 struct DecodeError {
-  int status = 400;               // 400, 413, 414, 431 (for requests); 502 for responses
-  std::string_view reason = "";   // static string, e.g. "invalid_header", "headers_too_large"
+  int status = 400;              // 400, 413, 414, 431 (for requests); 502 for responses
+  std::string_view reason = "";  // static string, e.g. "invalid_header", "headers_too_large"
 };
 
 class RequestDecoderCallbacks {

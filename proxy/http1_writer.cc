@@ -19,18 +19,24 @@ enum class Kind : uint8_t {
 
 Kind headerKind(std::string_view n) {
   switch (n.size()) {
-    case 2: return tokenIs(n, "te") ? Kind::Drop : Kind::Other;
-    case 6: return tokenIs(n, "expect") ? Kind::Owned : Kind::Other;
+    case 2:
+      return tokenIs(n, "te") ? Kind::Drop : Kind::Other;
+    case 6:
+      return tokenIs(n, "expect") ? Kind::Owned : Kind::Other;
     case 7:
       if (tokenIs(n, "upgrade")) return Kind::Upgrade;
       return tokenIs(n, "trailer") ? Kind::Drop : Kind::Other;
-    case 10: return tokenIs(n, "connection") || tokenIs(n, "keep-alive") ? Kind::Drop : Kind::Other;
-    case 14: return tokenIs(n, "content-length") ? Kind::Drop : Kind::Other;
-    case 16: return tokenIs(n, "proxy-connection") ? Kind::Drop : Kind::Other;
+    case 10:
+      return tokenIs(n, "connection") || tokenIs(n, "keep-alive") ? Kind::Drop : Kind::Other;
+    case 14:
+      return tokenIs(n, "content-length") ? Kind::Drop : Kind::Other;
+    case 16:
+      return tokenIs(n, "proxy-connection") ? Kind::Drop : Kind::Other;
     case 17:
       if (tokenIs(n, "transfer-encoding")) return Kind::Drop;
       return tokenIs(n, "x-forwarded-proto") ? Kind::Owned : Kind::Other;
-    default: return Kind::Other;
+    default:
+      return Kind::Other;
   }
 }
 
@@ -94,14 +100,17 @@ bool HopByHop::named(std::string_view name) const {
   for (size_t i = 0; i < n_; ++i) {
     if (iequals(inline_[i], name)) return true;
   }
-  return !overflow_.empty() && std::binary_search(overflow_.begin(), overflow_.end(), lowered(name));
+  return !overflow_.empty() &&
+         std::binary_search(overflow_.begin(), overflow_.end(), lowered(name));
 }
 
 bool HopByHop::forwardable(std::string_view name) const {
   switch (headerKind(name)) {
     case Kind::Drop:
-    case Kind::Upgrade: return false;
-    default: return !droppedByConnection(*this, name);
+    case Kind::Upgrade:
+      return false;
+    default:
+      return !droppedByConnection(*this, name);
   }
 }
 
@@ -124,7 +133,8 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
     std::string_view name = h.name(i);
     switch (headerKind(name)) {
       case Kind::Drop:
-      case Kind::Owned: continue;
+      case Kind::Owned:
+        continue;
       case Kind::Upgrade:
         if (!head.upgrade) continue;
         break;
@@ -157,10 +167,19 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
 void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming framing,
                         SkipHeader skip, const void* ctx) {
   // The decoder accepts only three-digit status codes (100..999).
-  char status[14] = {'H', 'T', 'T', 'P', '/', '1', '.', '1', ' ',
+  char status[14] = {'H',
+                     'T',
+                     'T',
+                     'P',
+                     '/',
+                     '1',
+                     '.',
+                     '1',
+                     ' ',
                      static_cast<char>('0' + head.status / 100 % 10),
                      static_cast<char>('0' + head.status / 10 % 10),
-                     static_cast<char>('0' + head.status % 10), ' '};
+                     static_cast<char>('0' + head.status % 10),
+                     ' '};
   out.append(status, 13);
   out.append(head.reason.empty() ? reasonPhrase(head.status) : std::string_view(head.reason));
   out.append("\r\n");
@@ -170,7 +189,8 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
     switch (headerKind(name)) {
-      case Kind::Drop: continue;
+      case Kind::Drop:
+        continue;
       case Kind::Upgrade:
         if (head.status != 101) continue;
         break;

@@ -82,15 +82,15 @@ struct RequestHead {
   uint8_t version_major = 1;
   uint8_t version_minor = 1;
   HeaderMap headers;
-  bool keep_alive = true;     // per version default and Connection header
-  bool chunked = false;       // Transfer-Encoding: chunked
+  bool keep_alive = true;  // per version default and Connection header
+  bool chunked = false;    // Transfer-Encoding: chunked
   bool has_content_length = false;
   uint64_t content_length = 0;
-  bool upgrade = false;        // Connection: upgrade + Upgrade header present (not CONNECT)
+  bool upgrade = false;  // Connection: upgrade + Upgrade header present (not CONNECT)
   bool expect_continue = false;
 
   bool hasBody() const { return chunked || (has_content_length && content_length > 0); }
-  bool idempotent() const;  // GET HEAD OPTIONS TRACE PUT DELETE
+  bool idempotent() const;        // GET HEAD OPTIONS TRACE PUT DELETE
   std::string_view path() const;  // target without query
   void clear();
 };

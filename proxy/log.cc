@@ -58,9 +58,9 @@ void appendDouble(std::string& out, double d, int precision) {
     return;
   }
   char buf[64];
-  auto [end, ec] = precision < 0 ? std::to_chars(buf, buf + sizeof(buf), d)
-                                 : std::to_chars(buf, buf + sizeof(buf), d,
-                                                 std::chars_format::fixed, precision);
+  auto [end, ec] =
+      precision < 0 ? std::to_chars(buf, buf + sizeof(buf), d)
+                    : std::to_chars(buf, buf + sizeof(buf), d, std::chars_format::fixed, precision);
   if (ec != std::errc()) {
     out += "null";
     return;
@@ -97,13 +97,27 @@ void appendJsonString(std::string& out, std::string_view s) {
       continue;
     }
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         out += "\\u00";
         out += kHex[c >> 4];
@@ -147,21 +161,35 @@ namespace log {
 
 std::string_view levelName(Level level) {
   switch (level) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
+    case Level::Debug:
+      return "debug";
+    case Level::Info:
+      return "info";
+    case Level::Warn:
+      return "warn";
+    case Level::Error:
+      return "error";
   }
   return "info";
 }
 
 void Value::appendTo(std::string& out) const {
   switch (kind_) {
-    case Kind::String: appendJsonString(out, s_); break;
-    case Kind::Int: appendNumber(out, i_); break;
-    case Kind::Uint: appendNumber(out, u_); break;
-    case Kind::Double: appendDouble(out, d_, -1); break;
-    case Kind::Bool: out += b_ ? "true" : "false"; break;
+    case Kind::String:
+      appendJsonString(out, s_);
+      break;
+    case Kind::Int:
+      appendNumber(out, i_);
+      break;
+    case Kind::Uint:
+      appendNumber(out, u_);
+      break;
+    case Kind::Double:
+      appendDouble(out, d_, -1);
+      break;
+    case Kind::Bool:
+      out += b_ ? "true" : "false";
+      break;
   }
 }
 
@@ -323,9 +351,12 @@ void AccessLog::configure(config::AccessLog::Mode mode, double sample) {
 bool AccessLog::wants(uint16_t status, Reason reason) {
   using Mode = config::AccessLog::Mode;
   switch (options_.mode) {
-    case Mode::Off: return false;
-    case Mode::All: return true;
-    case Mode::ErrorsOnly: return status >= 500 || status == 0 || reason != Reason::None;
+    case Mode::Off:
+      return false;
+    case Mode::All:
+      return true;
+    case Mode::ErrorsOnly:
+      return status >= 500 || status == 0 || reason != Reason::None;
     case Mode::Sampled: {
       // xorshift64*: a per-worker PRNG, no shared state.
       rng_ ^= rng_ >> 12;

@@ -15,6 +15,8 @@
 // valid UTF-8 passes through; bytes that are not valid UTF-8 become U+FFFD, so every line parses.
 #pragma once
 
+#include <uv.h>
+
 #include <atomic>
 #include <concepts>
 #include <cstdint>
@@ -24,8 +26,6 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-
-#include <uv.h>
 
 #include "config/config.h"
 #include "filters/filter.h"
@@ -57,8 +57,7 @@ class Value {
   template <std::signed_integral T>
   Value(T v) : kind_(Kind::Int), i_(v) {}
   template <std::unsigned_integral T>
-    requires(!std::same_as<T, bool>)
-  Value(T v) : kind_(Kind::Uint), u_(v) {}
+  requires(!std::same_as<T, bool>) Value(T v) : kind_(Kind::Uint), u_(v) {}
 
   void appendTo(std::string& out) const;
 
@@ -130,7 +129,8 @@ struct AccessRecord {
   uint64_t bytes_out = 0;
   uint16_t attempts = 0;
   Reason reason = Reason::None;
-  std::string_view detail;  // what exactly was wrong (a parser verdict such as "obs_fold"); optional
+  std::string_view
+      detail;  // what exactly was wrong (a parser verdict such as "obs_fold"); optional
   bool rate_limited_dry_run = false;
   bool failover = false;
   bool client_aborted = false;
@@ -153,8 +153,8 @@ class AccessLogSink {
   AccessLogSink(const AccessLogSink&) = delete;
   AccessLogSink& operator=(const AccessLogSink&) = delete;
 
-  // Writes all of `data` (looping over partial writes and EINTR/EAGAIN). Blocking: thread pool only.
-  // Returns 0 or a negative errno.
+  // Writes all of `data` (looping over partial writes and EINTR/EAGAIN). Blocking: thread pool
+  // only. Returns 0 or a negative errno.
   int writeAll(const char* data, size_t len);
   int fd() const { return fd_; }
 

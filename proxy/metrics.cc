@@ -1,10 +1,10 @@
 #include "proxy/metrics.h"
 
-#include <algorithm>
-#include <limits>
-
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
+
+#include <algorithm>
+#include <limits>
 
 namespace cutover {
 
@@ -21,9 +21,12 @@ std::string str(std::string_view v) { return std::string(v); }
 // Gauge value for a breaker state: ordered by severity, unlike the enum.
 double breakerGaugeValue(BreakerState s) {
   switch (s) {
-    case BreakerState::Closed: return 0;
-    case BreakerState::HalfOpen: return 1;
-    case BreakerState::Open: return 2;
+    case BreakerState::Closed:
+      return 0;
+    case BreakerState::HalfOpen:
+      return 1;
+    case BreakerState::Open:
+      return 2;
   }
   return 0;
 }
@@ -276,8 +279,9 @@ std::string Metrics::serialize() const {
 
   prometheus::MetricFamily durations;
   durations.name = "cutover_request_duration_seconds";
-  durations.help = "Request duration from complete request head to end of response, by route "
-                   "and backend.";
+  durations.help =
+      "Request duration from complete request head to end of response, by route "
+      "and backend.";
   durations.type = prometheus::MetricType::Histogram;
   {
     std::lock_guard<std::mutex> lock(durations_mutex_);

@@ -217,7 +217,8 @@ bool Router::retryAfterFailure(Outcome o, uint16_t status,
   a.attempts = info_->attempts;
   a.idempotent = req_->idempotent();
   a.body_started = upstream_->bodyStarted();
-  if (!retry_.schedule(*snap_, *route_, backend_, a, deadline_ms_ - static_cast<int64_t>(uv_now(loop_)), lease_)) {
+  if (!retry_.schedule(*snap_, *route_, backend_, a,
+                       deadline_ms_ - static_cast<int64_t>(uv_now(loop_)), lease_)) {
     return false;
   }
   backend_ = retry_.target();

@@ -403,9 +403,9 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* tri
   r.changes = describeChanges(*file_config_, *res.config);
   r.changed = res.config->hash != file_config_->hash;
   if (res.config->workers != file_config_->workers) {
-    log::warn("config_needs_restart", {{"key", "workers"},
-                                       {"running", file_config_->workers},
-                                       {"file", res.config->workers}});
+    log::warn(
+        "config_needs_restart",
+        {{"key", "workers"}, {"running", file_config_->workers}, {"file", res.config->workers}});
   }
   if (res.config->admin.address.text != file_config_->admin.address.text ||
       res.config->admin.enabled != file_config_->admin.enabled) {
@@ -443,7 +443,8 @@ void Server::swapIn(std::shared_ptr<const config::Config> file_cfg) {
   std::vector<std::string> removed;
   for (auto& bl : listeners_) {
     bool still = false;
-    for (const auto& l : cfg.listeners) still = still || (l.name == bl.name && l.address.text == bl.address);
+    for (const auto& l : cfg.listeners)
+      still = still || (l.name == bl.name && l.address.text == bl.address);
     if (still) {
       keep.push_back(std::move(bl));
     } else {
@@ -572,11 +573,10 @@ void Server::onCheck(uv_timer_t* t) {
 }
 
 void Server::closeMainHandles() {
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&check_),
-                         reinterpret_cast<uv_handle_t*>(&drain_deadline_),
-                         reinterpret_cast<uv_handle_t*>(&sigterm_),
-                         reinterpret_cast<uv_handle_t*>(&sigint_),
-                         reinterpret_cast<uv_handle_t*>(&sighup_)}) {
+  for (uv_handle_t* h :
+       {reinterpret_cast<uv_handle_t*>(&check_), reinterpret_cast<uv_handle_t*>(&drain_deadline_),
+        reinterpret_cast<uv_handle_t*>(&sigterm_), reinterpret_cast<uv_handle_t*>(&sigint_),
+        reinterpret_cast<uv_handle_t*>(&sighup_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   if (admin_) admin_->close([] {});

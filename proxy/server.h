@@ -70,9 +70,9 @@ class Server {
  private:
   struct BoundListener {
     std::string name;
-    std::string address;      // as configured
-    std::string bound;        // actual address (port 0 resolved)
-    std::vector<int> fds;     // one SO_REUSEPORT socket per worker
+    std::string address;   // as configured
+    std::string bound;     // actual address (port 0 resolved)
+    std::vector<int> fds;  // one SO_REUSEPORT socket per worker
   };
   std::shared_ptr<const Snapshot> buildSnapshot(std::shared_ptr<const config::Config> cfg);
   // The config requests run on: the file's, with rollback applied when active.

@@ -42,7 +42,7 @@ struct Snapshot {
   bool rollback = false;  // every route forced to legacy (POST /rollback)
   // Chain before the router, in configured order.
   std::vector<std::unique_ptr<FilterFactory>> filters;
-  std::vector<BackendRuntime> backends;  // parallel to config->backends
+  std::vector<BackendRuntime> backends;            // parallel to config->backends
   std::shared_ptr<const SnapshotMetrics> metrics;  // null = metrics off
   std::shared_ptr<const SnapshotStats> stats;
 };

@@ -6,8 +6,8 @@
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/path_normalize.h"
-#include "proxy/stats.h"
 #include "proxy/router.h"
+#include "proxy/stats.h"
 #include "proxy/worker.h"
 
 namespace cutover {
@@ -20,8 +20,7 @@ bool statusHasNoBody(int status) {
 
 }  // namespace
 
-Stream::Stream(Worker& w)
-    : worker_(w), router_(w.loop(), w.rng(), *this), upstream_(w, router_) {
+Stream::Stream(Worker& w) : worker_(w), router_(w.loop(), w.rng(), *this), upstream_(w, router_) {
   router_.setAttempt(upstream_);
   uv_timer_init(w.loop(), &timer_);
   timer_.data = this;
@@ -92,8 +91,9 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
     route_ = &cfg.routes[static_cast<size_t>(r)];
     info_.route = r;
   }
-  config::Duration total =
-      route_ != nullptr ? route_->request_timeout.value_or(cfg.timeouts.request) : cfg.timeouts.request;
+  config::Duration total = route_ != nullptr
+                               ? route_->request_timeout.value_or(cfg.timeouts.request)
+                               : cfg.timeouts.request;
   deadline_ms_ = worker_.nowMs() + total.count();
   armRequestTimer();
 
@@ -316,8 +316,8 @@ void Stream::onTimer(uv_timer_t* t) {
 // ---- local replies and completion -----------------------------------------------------------
 
 void Stream::addResponseHeader(std::string_view name, std::string_view value) {
-  added_names_.push_back({static_cast<uint32_t>(response_headers_.size()),
-                          static_cast<uint32_t>(name.size())});
+  added_names_.push_back(
+      {static_cast<uint32_t>(response_headers_.size()), static_cast<uint32_t>(name.size())});
   response_headers_.append(name).append(": ").append(value).append("\r\n");
 }
 
@@ -328,8 +328,7 @@ bool Stream::addedByFilter(std::string_view name) const {
   return false;
 }
 
-void Stream::localReply(int status, Reason reason, std::string_view extra,
-                        std::string_view body) {
+void Stream::localReply(int status, Reason reason, std::string_view extra, std::string_view body) {
   if (phase_ == Phase::Done) return;
   info_.reason = reason;
   router_.abandon();
@@ -415,7 +414,8 @@ void Stream::writeAccessLog() {
   rec.status = info_.status;
   rec.duration_ms = static_cast<double>(info_.end_ns - info_.start_ns) / 1e6;
   if (info_.upstream_headers_ns > 0 && info_.upstream_start_ns > 0) {
-    rec.upstream_ms = static_cast<double>(info_.upstream_headers_ns - info_.upstream_start_ns) / 1e6;
+    rec.upstream_ms =
+        static_cast<double>(info_.upstream_headers_ns - info_.upstream_start_ns) / 1e6;
   }
   rec.bytes_in = info_.bytes_in;
   rec.bytes_out = info_.bytes_out;

@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "filters/filter.h"
-#include "proxy/snapshot.h"
 #include "proxy/router_filter.h"
+#include "proxy/snapshot.h"
 
 namespace cutover {
 
@@ -104,7 +104,7 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   std::shared_ptr<const Snapshot> snap_;
   const config::Route* route_ = nullptr;
   StreamInfo info_;
-  std::vector<Filter*> filters_;    // built in filter_mem_; destroyed by destroyFilters()
+  std::vector<Filter*> filters_;  // built in filter_mem_; destroyed by destroyFilters()
   std::unique_ptr<std::max_align_t[]> filter_mem_;  // reused across requests, grown when needed
   size_t filter_mem_slots_ = 0;
   void createFilters();
@@ -112,19 +112,19 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   size_t next_filter_ = 0;
   std::string response_headers_;  // preformatted extra response headers from filters
   std::vector<std::pair<uint32_t, uint32_t>> added_names_;  // their names within it
-  std::string head_buf_;           // response head waiting for its first body bytes
-  Router router_;                  // backend choice, attempts and retries
-  UpstreamRequest upstream_;       // the router's attempts
+  std::string head_buf_;      // response head waiting for its first body bytes
+  Router router_;             // backend choice, attempts and retries
+  UpstreamRequest upstream_;  // the router's attempts
   Phase phase_ = Phase::Filters;
   int64_t deadline_ms_ = 0;
-  uint8_t handles_open_ = 0;        // while closing: timer_ and the router's retry timer
+  uint8_t handles_open_ = 0;  // while closing: timer_ and the router's retry timer
   bool head_pending_ = false;
   bool in_filter_ = false;
-  bool request_complete_ = false;   // client finished sending the request
-  bool response_started_ = false;   // head sent to the client
+  bool request_complete_ = false;  // client finished sending the request
+  bool response_started_ = false;  // head sent to the client
   bool response_complete_ = false;
-  bool response_chunked_ = false;   // we chunk-encode toward the client
-  bool response_close_ = false;     // connection must close after this response
+  bool response_chunked_ = false;  // we chunk-encode toward the client
+  bool response_close_ = false;    // connection must close after this response
   bool head_only_ = false;
   bool client_paused_ = false;
   bool upgrade_ = false;

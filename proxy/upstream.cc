@@ -223,8 +223,7 @@ void UpstreamConnection::onTransportDrained() {
 void UpstreamConnection::release(bool reusable) {
   owner_ = nullptr;
   if (state_ == State::Closing) return;
-  if (!reusable || !complete_ || unusable_ || transport_.pendingBytes() > 0 ||
-      worker_.draining()) {
+  if (!reusable || !complete_ || unusable_ || transport_.pendingBytes() > 0 || worker_.draining()) {
     close();
     return;
   }

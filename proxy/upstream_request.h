@@ -128,10 +128,10 @@ class UpstreamRequest final : public UpstreamAttempt, public UpstreamCallbacks {
   uint32_t backend_ = 0;
   uint32_t endpoint_ = 0;
   bool head_sent_ = false;
-  bool body_started_ = false;   // body bytes went out: the attempt cannot be replayed
-  bool body_done_ = false;      // the whole request went out
+  bool body_started_ = false;  // body bytes went out: the attempt cannot be replayed
+  bool body_done_ = false;     // the whole request went out
   bool response_paused_ = false;
-  bool write_paused_ = false;   // the client was asked to pause for this attempt's writes
+  bool write_paused_ = false;  // the client was asked to pause for this attempt's writes
   bool fresh_retry_used_ = false;
   bool upgrade_ = false;
 };

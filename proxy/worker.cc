@@ -30,8 +30,7 @@ Worker::Worker(uint32_t id, std::shared_ptr<const Snapshot> snapshot,
       snapshot_(std::move(snapshot)),
       access_sink_(std::move(access_sink)),
       read_buf_(new char[kReadBufferSize]),
-      rng_(static_cast<uint64_t>(
-               std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      rng_(static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
            (static_cast<uint64_t>(id) << 32)) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &async_, onAsync);
@@ -237,17 +236,31 @@ void Worker::onSweep(uv_timer_t* t) {
 
 void Worker::moveConnection(DownstreamConnection* c, ConnList to) {
   switch (static_cast<ConnList>(c->list)) {
-    case ConnList::Header: header_list_.remove(c); break;
-    case ConnList::Idle: idle_list_.remove(c); break;
-    case ConnList::Active: active_list_.remove(c); break;
-    case ConnList::None: break;
+    case ConnList::Header:
+      header_list_.remove(c);
+      break;
+    case ConnList::Idle:
+      idle_list_.remove(c);
+      break;
+    case ConnList::Active:
+      active_list_.remove(c);
+      break;
+    case ConnList::None:
+      break;
   }
   c->list = static_cast<uint8_t>(to);
   switch (to) {
-    case ConnList::Header: header_list_.pushBack(c); break;
-    case ConnList::Idle: idle_list_.pushBack(c); break;
-    case ConnList::Active: active_list_.pushBack(c); break;
-    case ConnList::None: break;
+    case ConnList::Header:
+      header_list_.pushBack(c);
+      break;
+    case ConnList::Idle:
+      idle_list_.pushBack(c);
+      break;
+    case ConnList::Active:
+      active_list_.pushBack(c);
+      break;
+    case ConnList::None:
+      break;
   }
 }
 

@@ -83,7 +83,7 @@ class Worker {
   enum class ConnList { None, Header, Idle, Active };
   void moveConnection(DownstreamConnection* c, ConnList to);
   void connectionClosed(DownstreamConnection* c);  // frees it
-  void upstreamClosed(UpstreamConnection* u);       // frees it
+  void upstreamClosed(UpstreamConnection* u);      // frees it
   void upstreamCreated();
   void connectionOpened();
   size_t connectionCount() const { return connections_; }
@@ -131,7 +131,7 @@ class Worker {
   bool at_connection_limit_ = false;
 
   std::map<std::string, std::unique_ptr<UpstreamPool>> pools_;  // key: backend|address
-  std::vector<std::vector<UpstreamPool*>> pool_table_;           // [backend][endpoint], current
+  std::vector<std::vector<UpstreamPool*>> pool_table_;          // [backend][endpoint], current
   std::vector<uint32_t> rr_;
   const Snapshot* pool_table_snapshot_ = nullptr;
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs dependencies, builds, and runs every test: unit and integration (ctest), then the same
+# Installs dependencies, checks the C++ layout (.clang-format), builds, and runs every test: unit and integration (ctest), then the same
 # suite again under AddressSanitizer + UndefinedBehaviorSanitizer, then every libFuzzer target for
 # a bounded time (tools/fuzz.sh; CUTOVER_FUZZ_SECONDS per target, two at a time, default 45).
 #   tools/test.sh            everything
@@ -12,6 +12,9 @@ fast=0
 
 tools/install_deps.sh
 jobs=$(nproc)
+
+# Layout first: every C++ file matches .clang-format.
+tools/check_format.sh
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"

@@ -1,8 +1,9 @@
 // AdminServer on a real loop with a real TCP client: keep-alive and pipelining in order, answers
 // given later from a timer, 400/413/405, HEAD, a dropped responder, the bearer-token check, close.
-#include <doctest/doctest.h>
+#include "proxy/admin_server.h"
 
 #include <arpa/inet.h>
+#include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,7 +13,6 @@
 #include <vector>
 
 #include "config/loader.h"
-#include "proxy/admin_server.h"
 
 using namespace cutover;
 
@@ -145,12 +145,15 @@ TEST_CASE("an answer given later from a timer reaches the client; the next reque
         l->res = std::move(res);
         uv_timer_init(&h.loop, &l->timer);
         l->timer.data = l;
-        uv_timer_start(&l->timer, [](uv_timer_t* t) {
-          auto* self = static_cast<Later*>(t->data);
-          CHECK(self->res.respond(200, "text/plain", "slow"));
-          CHECK(!self->res.respond(200, "text/plain", "twice"));  // once only
-          uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
-        }, 30, 0);
+        uv_timer_start(
+            &l->timer,
+            [](uv_timer_t* t) {
+              auto* self = static_cast<Later*>(t->data);
+              CHECK(self->res.respond(200, "text/plain", "slow"));
+              CHECK(!self->res.respond(200, "text/plain", "twice"));  // once only
+              uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
+            },
+            30, 0);
       },
       [&](int port) {
         got = exchange(port,
@@ -169,10 +172,14 @@ TEST_CASE("malformed request gets 400 and the connection closes") {
   Harness h;
   std::string got;
   int calls = 0;
-  h.run([&](const AdminRequest&, AdminResponder res) {
-    ++calls;
-    res.respond(200, "text/plain", "no");
-  }, [&](int port) { got = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n"); });
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        ++calls;
+        res.respond(200, "text/plain", "no");
+      },
+      [&](int port) {
+        got = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n");
+      });
   CHECK(got.rfind("HTTP/1.1 400 ", 0) == 0);
   CHECK(got.find("Connection: close\r\n") != std::string::npos);
   CHECK(calls == 0);
@@ -218,12 +225,16 @@ TEST_CASE("a body over the cap gets 413 without reaching the handler") {
   int calls = 0;
   AdminServer::Options options;
   options.max_body = 10;
-  h.run([&](const AdminRequest&, AdminResponder res) {
-    ++calls;
-    res.respond(200, "text/plain", "no");
-  }, [&](int port) {
-    got = exchange(port, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n01234567890");
-  }, options);
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        ++calls;
+        res.respond(200, "text/plain", "no");
+      },
+      [&](int port) {
+        got = exchange(port,
+                       "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n01234567890");
+      },
+      options);
   CHECK(got.rfind("HTTP/1.1 413 ", 0) == 0);
   CHECK(calls == 0);
 }
@@ -231,19 +242,21 @@ TEST_CASE("a body over the cap gets 413 without reaching the handler") {
 TEST_CASE("GET on a mutation path gets 405 with Allow: POST; HEAD gets headers only") {
   Harness h;
   std::string got;
-  h.run([&](const AdminRequest& req, AdminResponder res) {
-    if (req.path == "/drain") {
-      if (!requirePost(req, res)) return;
-      res.respond(200, "text/plain", "draining");
-      return;
-    }
-    res.respond(200, "text/plain", "healthy-body");
-  }, [&](int port) {
-    got = exchange(port,
-                   "GET /drain HTTP/1.1\r\nHost: a\r\n\r\n"
-                   "POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
-                   "HEAD /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
-  });
+  h.run(
+      [&](const AdminRequest& req, AdminResponder res) {
+        if (req.path == "/drain") {
+          if (!requirePost(req, res)) return;
+          res.respond(200, "text/plain", "draining");
+          return;
+        }
+        res.respond(200, "text/plain", "healthy-body");
+      },
+      [&](int port) {
+        got = exchange(port,
+                       "GET /drain HTTP/1.1\r\nHost: a\r\n\r\n"
+                       "POST /drain HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+                       "HEAD /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+      });
   CHECK(got.rfind("HTTP/1.1 405 Method Not Allowed\r\n", 0) == 0);
   CHECK(got.find("Allow: POST\r\n") != std::string::npos);
   CHECK(got.find("draining") != std::string::npos);
@@ -255,7 +268,9 @@ TEST_CASE("a handler that drops its responder makes the client get 500, not a ha
   Harness h;
   std::string got;
   h.run([&](const AdminRequest&, AdminResponder) {},
-        [&](int port) { got = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"); });
+        [&](int port) {
+          got = exchange(port, "GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        });
   CHECK(got.rfind("HTTP/1.1 500 ", 0) == 0);
 }
 
@@ -333,12 +348,17 @@ TEST_CASE("a client that half-closes after its request still gets a later answer
         later.res = std::move(res);
         uv_timer_init(&h.loop, &later.timer);
         later.timer.data = &later;
-        uv_timer_start(&later.timer, [](uv_timer_t* t) {
-          static_cast<Later*>(t->data)->res.respond(200, "text/plain", "reloaded");
-          uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
-        }, 30, 0);
+        uv_timer_start(
+            &later.timer,
+            [](uv_timer_t* t) {
+              static_cast<Later*>(t->data)->res.respond(200, "text/plain", "reloaded");
+              uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
+            },
+            30, 0);
       },
-      [&](int port) { got = exchange(port, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", true); });
+      [&](int port) {
+        got = exchange(port, "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", true);
+      });
   CHECK(got.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
   CHECK(got.find("reloaded") != std::string::npos);
   CHECK(got.find("Connection: close\r\n") != std::string::npos);

@@ -1,11 +1,12 @@
 // BackendLease: every slot a request takes on a backend is given back exactly once, on every path.
+#include "proxy/backend_lease.h"
+
 #include <doctest/doctest.h>
 
 #include <memory>
 
 #include "filters/circuit_breaker.h"
 #include "filters/retry_budget.h"
-#include "proxy/backend_lease.h"
 #include "proxy/snapshot.h"
 
 using namespace cutover;

@@ -1,10 +1,11 @@
 // Reload diffs and rollback rewriting.
+#include "proxy/config_diff.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 
 #include "config/loader.h"
-#include "proxy/config_diff.h"
 #include "proxy/router.h"
 
 using namespace cutover;
@@ -17,8 +18,9 @@ std::shared_ptr<const config::Config> load(int new_weight, const char* extra_rou
       "  legacy: {endpoints: [\"127.0.0.1:1\"]}\n"
       "  new: {endpoints: [\"127.0.0.1:2\"]}\n"
       "routes:\n"
-      "  - {name: kibana, match: {prefix: /k}, split: {new: " + std::to_string(new_weight) +
-      ", legacy: " + std::to_string(100 - new_weight) + "}}\n" + extra_route;
+      "  - {name: kibana, match: {prefix: /k}, split: {new: " +
+      std::to_string(new_weight) + ", legacy: " + std::to_string(100 - new_weight) + "}}\n" +
+      extra_route;
   config::LoadResult r = config::loadString(yaml, "t.yaml");
   REQUIRE(r.ok());
   return r.config;

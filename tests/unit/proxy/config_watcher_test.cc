@@ -65,8 +65,8 @@ struct Fixture {
   // Runs the loop until `n` changes were reported or `ms` passed (bounded wait, no sleep).
   void runFor(size_t n, uint64_t ms) {
     timed_out = false;
-    uv_timer_start(&deadline, [](uv_timer_t* t) { static_cast<Fixture*>(t->data)->timed_out = true; },
-                   ms, 0);
+    uv_timer_start(
+        &deadline, [](uv_timer_t* t) { static_cast<Fixture*>(t->data)->timed_out = true; }, ms, 0);
     while (!timed_out && changes.size() < n) uv_run(&loop, UV_RUN_ONCE);
     uv_timer_stop(&deadline);
   }

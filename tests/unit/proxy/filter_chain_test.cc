@@ -1,9 +1,8 @@
 // The filter contract, run through a real Worker and Stream on a real loop and socket: order of
 // onRequest/onResponse, Paused then resume() or localReply() from a timer, onCancel when the client
 // leaves while paused, and onComplete exactly once in every case.
-#include <doctest/doctest.h>
-
 #include <arpa/inet.h>
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -53,7 +52,8 @@ enum class Then { Continue, PauseResume, PauseReply };
 // timer 50 ms later. The timer is heap-allocated and freed in its close callback.
 class TestFilter final : public Filter {
  public:
-  TestFilter(std::string name, Then then, Journal& j) : name_(std::move(name)), then_(then), j_(j) {}
+  TestFilter(std::string name, Then then, Journal& j)
+      : name_(std::move(name)), then_(then), j_(j) {}
   ~TestFilter() override {
     if (timer_ != nullptr) cancelTimer();
   }
@@ -103,7 +103,8 @@ class TestFilter final : public Filter {
 
 class TestFactory final : public FilterFactory {
  public:
-  TestFactory(std::string name, Then then, Journal& j) : name_(std::move(name)), then_(then), j_(j) {}
+  TestFactory(std::string name, Then then, Journal& j)
+      : name_(std::move(name)), then_(then), j_(j) {}
   std::string_view name() const override { return name_; }
   size_t filterSize() const override { return sizeof(TestFilter); }
   Filter* createAt(void* mem) const override {
@@ -135,13 +136,14 @@ struct Harness {
   uint16_t port = 0;
 
   explicit Harness(std::vector<std::pair<std::string, Then>> chain) {
-    std::string yaml = "listeners: [{name: p, address: 127.0.0.1:0}]\n"
-                       "filters: [router]\n"
-                       "access_log: {mode: off}\n"
-                       "backends: {legacy: {endpoints: [\"127.0.0.1:" +
-                       std::to_string(closedPort()) +
-                       "\"]}}\n"
-                       "routes: [{name: r, match: {prefix: /}, split: {legacy: 100}}]\n";
+    std::string yaml =
+        "listeners: [{name: p, address: 127.0.0.1:0}]\n"
+        "filters: [router]\n"
+        "access_log: {mode: off}\n"
+        "backends: {legacy: {endpoints: [\"127.0.0.1:" +
+        std::to_string(closedPort()) +
+        "\"]}}\n"
+        "routes: [{name: r, match: {prefix: /}, split: {legacy: 100}}]\n";
     config::LoadResult res = config::loadString(yaml, "t.yaml");
     REQUIRE(res.ok());
     auto snap = std::make_shared<Snapshot>();

@@ -1,13 +1,13 @@
 // Parser cases as tables of raw bytes, each replayed whole, byte by byte and at random split
 // points: the outcome must not depend on how the bytes arrive.
+#include "proxy/http1_codec.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
-
-#include "proxy/http1_codec.h"
 
 using namespace cutover;
 
@@ -92,16 +92,26 @@ struct RejectCase {
 
 TEST_CASE("malformed or ambiguous request framing is rejected however the bytes arrive") {
   const std::vector<RejectCase> cases = {
-      {"CL with TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-      {"two different CLs", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
-      {"TE not ending in chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
+      {"CL with TE",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"two different CLs",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
+      {"TE not ending in chunked",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
       {"TE gzip only", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
-      {"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400},
+      {"bad chunk size",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+       400},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n  c\r\n\r\n", 400},
       {"bare LF", "GET / HTTP/1.1\nHost: a\n\n", 400},
       {"bare LF in header", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400},
       {"NUL in header value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 36), 400},
-      {"control char in value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01" "b\r\n\r\n", 400},
+      {"control char in value",
+       "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01"
+       "b\r\n\r\n",
+       400},
       {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
       {"invalid header name byte", "GET / HTTP/1.1\r\nHost: a\r\nX(y): z\r\n\r\n", 400},
       {"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\nX: y\r\n\r\n", 400},
@@ -111,9 +121,12 @@ TEST_CASE("malformed or ambiguous request framing is rejected however the bytes 
       {"bad version", "GET / HTTP/2.7\r\nHost: a\r\n\r\n", 400},
       {"negative CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
       {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
-      {"obs-fold after leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", 400},
-      {"head ended by CRLF then bare LF", "GET / HTTP/1.1\r\nHost: a\r\n\nX: not-a-body\r\n\r\n", 400},
-      {"head ended by bare LF after a header", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabc", 400},
+      {"obs-fold after leading empty lines",
+       "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", 400},
+      {"head ended by CRLF then bare LF", "GET / HTTP/1.1\r\nHost: a\r\n\nX: not-a-body\r\n\r\n",
+       400},
+      {"head ended by bare LF after a header",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabc", 400},
       {"bare LF as a leading empty line", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"empty header name", "GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", 400},
       {"obs-fold in the second pipelined request",
@@ -156,7 +169,8 @@ TEST_CASE("valid requests parse the same however the bytes arrive") {
     CHECK(o.heads[0].path() == "/up");
   }
   std::string pipelined =
-      "GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nxyz"
+      "GET /a HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nHost: h\r\nContent-Length: "
+      "3\r\n\r\nxyz"
       "GET /c HTTP/1.0\r\n\r\n";
   for (const Outcome& o : allWays(pipelined)) {
     REQUIRE_FALSE(o.error);
@@ -199,10 +213,12 @@ TEST_CASE("absolute-form target is rewritten to origin-form with Host from the U
 }
 
 TEST_CASE("Expect 100-continue, upgrade and Connection close are reported in the head") {
-  auto o = feed("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", {});
+  auto o =
+      feed("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", {});
   REQUIRE(o.heads.size() == 1);
   CHECK(o.heads[0].expect_continue);
-  auto u = feed("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", {});
+  auto u =
+      feed("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", {});
   REQUIRE(u.heads.size() == 1);
   CHECK(u.heads[0].upgrade);
   auto c = feed("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", {});
@@ -260,7 +276,8 @@ TEST_CASE("malformed backend responses are rejected") {
       {"NUL in header", std::string("HTTP/1.1 200 OK\r\nX: a\0b\r\nContent-Length: 0\r\n\r\n", 47)},
       {"space before colon", "HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n"},
       {"two different CLs", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"},
-      {"CL with TE", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+      {"CL with TE",
+       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
       {"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n"},
       {"bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n"},
       {"bare CR", "HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0\r\n\r\n"},
@@ -275,14 +292,16 @@ TEST_CASE("malformed backend responses are rejected") {
 }
 
 TEST_CASE("responses: chunked, HEAD without body, interim 100, read until close, truncation") {
-  auto chunked = feedResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 1);
+  auto chunked =
+      feedResponse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 1);
   CHECK_FALSE(chunked.error);
   CHECK(chunked.body == "abc");
   CHECK(chunked.completes == 1);
   auto head = feedResponse("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", 5, true);
   CHECK(head.completes == 1);
   CHECK(head.body.empty());
-  auto interim = feedResponse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3);
+  auto interim = feedResponse(
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 3);
   CHECK(interim.completes == 1);
   CHECK(interim.body == "ok");
   auto eof = feedResponse("HTTP/1.1 200 OK\r\n\r\nuntil close", 4, false, true);
@@ -359,7 +378,8 @@ TEST_CASE("Upgrade is honoured on GET only: HEAD or POST with Upgrade is an ordi
   for (const char* method : {"HEAD", "POST", "OPTIONS"}) {
     std::string m = method;
     CAPTURE(m);
-    std::string req = m + " /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" +
+    std::string req = m +
+                      " /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n" +
                       "Content-Length: 0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n";
     for (const Outcome& o : allWays(req)) {
       REQUIRE_FALSE(o.error);
@@ -379,8 +399,9 @@ TEST_CASE("an HTTP/1.0 request without Host is accepted") {
 }
 
 TEST_CASE("backend responses: any 1xx has no body, reason phrases carry no control bytes") {
-  std::string early = "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\nLink: </a>\r\n\r\n"
-                      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  std::string early =
+      "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\nLink: </a>\r\n\r\n"
+      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   for (size_t step : {early.size(), size_t{1}, size_t{3}, size_t{50}}) {
     RspCollected c;
     ResponseDecoder d(c);
@@ -406,13 +427,15 @@ TEST_CASE("backend responses: any 1xx has no body, reason phrases carry no contr
     CHECK(c.completes == 1);
   }
   // A folded line in the final response after an interim one is still refused.
-  std::string fold = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n";
+  std::string fold =
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n";
   for (size_t step : {fold.size(), size_t{1}, size_t{9}}) CHECK(feedResponse(fold, step).error);
   std::string ctl = "HTTP/1.1 200 O\x01K\r\nContent-Length: 0\r\n\r\n";
   for (size_t step : {ctl.size(), size_t{1}}) CHECK(feedResponse(ctl, step).error);
   std::string obs = "HTTP/1.1 200 D\xe9j\xe0 vu\r\nContent-Length: 0\r\n\r\n";  // obs-text is fine
   CHECK_FALSE(feedResponse(obs, obs.size()).error);
-  std::string trailers = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Late: 1\r\n\r\n";
+  std::string trailers =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Late: 1\r\n\r\n";
   RspCollected c;
   ResponseDecoder d(c);
   d.expectResponseTo("GET");
@@ -447,10 +470,12 @@ TEST_CASE("the head limit counts a header line once, however llhttp splits it") 
   }
 }
 
-TEST_CASE("every control byte is refused at every position of a long value; HTAB and obs-text pass") {
+TEST_CASE(
+    "every control byte is refused at every position of a long value; HTAB and obs-text pass") {
   for (int c = 1; c < 0x20; ++c) {
     if (c == '\t' || c == '\r' || c == '\n') continue;
-    for (size_t pos : {size_t{0}, size_t{3}, size_t{7}, size_t{8}, size_t{15}, size_t{16}, size_t{20}}) {
+    for (size_t pos :
+         {size_t{0}, size_t{3}, size_t{7}, size_t{8}, size_t{15}, size_t{16}, size_t{20}}) {
       std::string value(21, 'v');
       value[pos] = static_cast<char>(c);
       std::string req = "GET / HTTP/1.1\r\nHost: a\r\nX: " + value + "\r\n\r\n";

@@ -1,11 +1,12 @@
 // The HTTP/1 writer: exact bytes of forwarded heads, and the hygiene rule that a Connection header
 // cannot remove framing, Host or the forwarding headers the proxy owns.
+#include "proxy/http1_writer.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
 
 #include "proxy/http1_codec.h"
-#include "proxy/http1_writer.h"
 
 using namespace cutover;
 
@@ -23,8 +24,8 @@ std::string forward(const std::string& raw, ForwardInfo fwd = {"10.0.0.9", "http
   RequestDecoder d(cb, {});
   size_t used = 0;
   DecodeStatus s = d.execute(raw.data(), raw.size(), used);
-  REQUIRE((s == DecodeStatus::MessageComplete || s == DecodeStatus::Ok ||
-           s == DecodeStatus::Upgrade));
+  REQUIRE(
+      (s == DecodeStatus::MessageComplete || s == DecodeStatus::Ok || s == DecodeStatus::Upgrade));
   std::string out;
   writeRequestHead(out, d.head(), fwd);
   return out;
@@ -33,10 +34,12 @@ std::string forward(const std::string& raw, ForwardInfo fwd = {"10.0.0.9", "http
 }  // namespace
 
 TEST_CASE("request head: framing comes from the parsed head, not the client's header lines") {
-  CHECK(forward("POST /a HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\nabc") ==
+  CHECK(forward("POST /a HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: "
+                "3\r\n\r\nabc") ==
         "POST /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
         "Content-Length: 3\r\n\r\n");
-  CHECK(forward("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: Transfer-Encoding\r\n\r\n") ==
+  CHECK(forward("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: "
+                "Transfer-Encoding\r\n\r\n") ==
         "POST /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
         "Transfer-Encoding: chunked\r\n\r\n");
   // Equal Content-Length values folded into one line by the parser's rules come out as one.
@@ -67,17 +70,22 @@ TEST_CASE("request head: every header named in Connection goes, however many are
 }
 
 TEST_CASE("request head: hop-by-hop headers go; Upgrade stays for a GET upgrade only") {
-  CHECK(forward("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, keep-alive\r\nKeep-Alive: 5\r\n"
-                "Upgrade: websocket\r\nTE: trailers\r\nProxy-Connection: x\r\nExpect: 100-continue\r\n\r\n") ==
-        "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nX-Forwarded-For: 10.0.0.9\r\n"
-        "X-Forwarded-Proto: http\r\nConnection: upgrade\r\n\r\n");
-  CHECK(forward("HEAD /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n") ==
-        "HEAD /ws HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n");
+  CHECK(
+      forward("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, keep-alive\r\nKeep-Alive: 5\r\n"
+              "Upgrade: websocket\r\nTE: trailers\r\nProxy-Connection: x\r\nExpect: "
+              "100-continue\r\n\r\n") ==
+      "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nX-Forwarded-For: 10.0.0.9\r\n"
+      "X-Forwarded-Proto: http\r\nConnection: upgrade\r\n\r\n");
+  CHECK(forward(
+            "HEAD /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n") ==
+        "HEAD /ws HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: "
+        "http\r\n\r\n");
 }
 
 TEST_CASE("request head: an HTTP/1.0 request without Host gets the backend's address") {
   CHECK(forward("GET /old HTTP/1.0\r\n\r\n") ==
-        "GET /old HTTP/1.1\r\nHost: be:80\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\r\n");
+        "GET /old HTTP/1.1\r\nHost: be:80\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: "
+        "http\r\n\r\n");
 }
 
 TEST_CASE("response head: framing from the parsed head, Connection-named headers removed") {

@@ -1,7 +1,8 @@
 // JSON logging: exact escaping, event line layout, and the access log's buffered writer on a real
 // libuv loop (flush to a file, close lifecycle, mode filtering, bounded backlog).
-#include <doctest/doctest.h>
+#include "proxy/log.h"
 
+#include <doctest/doctest.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,8 +11,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include "proxy/log.h"
 
 using namespace cutover;
 
@@ -86,24 +85,34 @@ TEST_CASE("JSON strings: quotes, backslashes and control characters are escaped"
 }
 
 TEST_CASE("JSON strings: valid UTF-8 passes through, invalid bytes become U+FFFD") {
-  CHECK(json("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") == "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
-  CHECK(json("a\xff" "b") == "\"a\xef\xbf\xbd" "b\"");
-  CHECK(json("\xc0\xaf") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");    // overlong '/'
+  CHECK(json("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80") ==
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+  CHECK(json("a\xff"
+             "b") ==
+        "\"a\xef\xbf\xbd"
+        "b\"");
+  CHECK(json("\xc0\xaf") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");                  // overlong '/'
   CHECK(json("\xed\xa0\x80") == "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");  // surrogate
-  CHECK(json("\xe2\x82") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");   // truncated at the end
+  CHECK(json("\xe2\x82") == "\"\xef\xbf\xbd\xef\xbf\xbd\"");  // truncated at the end
   CHECK(json("\xf4\x90\x80\x80") == "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
 }
 
 TEST_CASE("event line: timestamp, level, event, then fields; numbers and booleans unquoted") {
   std::string name = "public";
-  std::string line = log::EventLog::format(
-      1795747801123, log::Level::Info, "listening",
-      {{"listener", name}, {"address", "127.0.0.1:8080"}, {"worker", 0}, {"big", uint64_t{1} << 63},
-       {"neg", -5}, {"ratio", 0.25}, {"ok", true}, {"note", std::string_view("a\"b")}});
-  CHECK(line ==
-        R"({"ts":"2026-11-27T02:50:01.123Z","level":"info","event":"listening","listener":"public",)"
-        R"("address":"127.0.0.1:8080","worker":0,"big":9223372036854775808,"neg":-5,"ratio":0.25,)"
-        R"("ok":true,"note":"a\"b"})");
+  std::string line = log::EventLog::format(1795747801123, log::Level::Info, "listening",
+                                           {{"listener", name},
+                                            {"address", "127.0.0.1:8080"},
+                                            {"worker", 0},
+                                            {"big", uint64_t{1} << 63},
+                                            {"neg", -5},
+                                            {"ratio", 0.25},
+                                            {"ok", true},
+                                            {"note", std::string_view("a\"b")}});
+  CHECK(
+      line ==
+      R"({"ts":"2026-11-27T02:50:01.123Z","level":"info","event":"listening","listener":"public",)"
+      R"("address":"127.0.0.1:8080","worker":0,"big":9223372036854775808,"neg":-5,"ratio":0.25,)"
+      R"("ok":true,"note":"a\"b"})");
   CHECK(log::EventLog::format(0, log::Level::Warn, "x", {{"nan", 0.0 / 0.0}}) ==
         R"({"ts":"1970-01-01T00:00:00.000Z","level":"warn","event":"x","nan":null})");
 }
@@ -130,12 +139,13 @@ TEST_CASE("access line carries every field in order") {
   r.failover = true;
   r.rate_limited_dry_run = true;
   formatAccessRecord(out, r);
-  CHECK(out ==
-        R"({"ts":"2026-11-27T02:50:01.123Z","request_id":"req-1","client":"127.0.0.1","method":"GET",)"
-        R"("path":"/api/config?x=\"1\"","route":"config","backend":"new","endpoint":"127.0.0.1:9002",)"
-        R"("status":200,"duration_ms":12.346,"upstream_ms":11.500,"bytes_in":0,"bytes_out":512,)"
-        R"("attempts":1,"reason":"none","flags":["rate_limited_dry_run","failover"]})"
-        "\n");
+  CHECK(
+      out ==
+      R"({"ts":"2026-11-27T02:50:01.123Z","request_id":"req-1","client":"127.0.0.1","method":"GET",)"
+      R"("path":"/api/config?x=\"1\"","route":"config","backend":"new","endpoint":"127.0.0.1:9002",)"
+      R"("status":200,"duration_ms":12.346,"upstream_ms":11.500,"bytes_in":0,"bytes_out":512,)"
+      R"("attempts":1,"reason":"none","flags":["rate_limited_dry_run","failover"]})"
+      "\n");
   out.clear();
   AccessRecord local = record(429, Reason::RateLimited);
   local.upstream_ms = -1;
@@ -189,7 +199,8 @@ TEST_CASE("AccessLog timer flushes a small buffer within the flush interval") {
   // The timer is unref'd, so keep the loop alive with a referenced one-shot timer.
   uv_timer_t guard;
   uv_timer_init(&loop, &guard);
-  uv_timer_start(&guard, [](uv_timer_t*) {}, 50, 0);
+  uv_timer_start(
+      &guard, [](uv_timer_t*) {}, 50, 0);
   for (int i = 0; i < 100 && (access.buffered() > 0 || access.writing()); ++i) {
     uv_run(&loop, UV_RUN_ONCE);
   }
@@ -255,7 +266,7 @@ TEST_CASE("a writer that falls behind drops lines past the backlog bound and cou
   uv_loop_t loop;
   uv_loop_init(&loop);
   AccessLog::Options options;
-  options.flush_bytes = 1;        // the first line starts a write ...
+  options.flush_bytes = 1;           // the first line starts a write ...
   options.max_backlog = 100 * 1024;  // ... and the loop does not run while we append more
   AccessLog access(&loop, sink, options);
   const int total = 5000;

@@ -1,5 +1,7 @@
 // Metrics: family names and types in the exposition, snapshot children that hit exactly the right
 // series, label values taken only from the config, and the lock-free duration histogram.
+#include "proxy/metrics.h"
+
 #include <doctest/doctest.h>
 
 #include <string>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "config/loader.h"
-#include "proxy/metrics.h"
 
 using namespace cutover;
 
@@ -108,7 +109,7 @@ TEST_CASE("recordRequest increments exactly the route/backend/class series and t
   REQUIRE(snap != nullptr);
 
   StreamInfo ok;
-  ok.route = 0;        // kibana
+  ok.route = 0;  // kibana
   ok.backend = cfg->backendIndex("new");
   ok.status = 200;
   ok.start_ns = 1'000'000'000;
@@ -131,7 +132,8 @@ TEST_CASE("recordRequest increments exactly the route/backend/class series and t
   std::string text = metrics.serialize();
   CHECK(value(text, R"m(cutover_requests_total{backend="new",code_class="2xx",route="kibana"})m") ==
         "2");
-  CHECK(value(text, R"m(cutover_requests_total{backend="legacy",code_class="2xx",route="kibana"})m") ==
+  CHECK(value(text,
+              R"m(cutover_requests_total{backend="legacy",code_class="2xx",route="kibana"})m") ==
         "0");
   CHECK(value(text, R"m(cutover_requests_total{backend="new",code_class="5xx",route="kibana"})m") ==
         "0");
@@ -146,15 +148,21 @@ TEST_CASE("recordRequest increments exactly the route/backend/class series and t
   CHECK(value(text, R"m(cutover_local_replies_total{reason="rate_limited"})m") == "1");
   CHECK(value(text, R"m(cutover_local_replies_total{reason="no_route"})m") == "1");
 
-  CHECK(value(text,
-              R"m(cutover_request_duration_seconds_bucket{backend="new",route="kibana",le="0.025"})m") ==
-        "0");
-  CHECK(value(text,
-              R"m(cutover_request_duration_seconds_bucket{backend="new",route="kibana",le="0.05"})m") ==
-        "2");
-  CHECK(value(text,
-              R"m(cutover_request_duration_seconds_bucket{backend="new",route="kibana",le="+Inf"})m") ==
-        "2");
+  CHECK(
+      value(
+          text,
+          R"m(cutover_request_duration_seconds_bucket{backend="new",route="kibana",le="0.025"})m") ==
+      "0");
+  CHECK(
+      value(
+          text,
+          R"m(cutover_request_duration_seconds_bucket{backend="new",route="kibana",le="0.05"})m") ==
+      "2");
+  CHECK(
+      value(
+          text,
+          R"m(cutover_request_duration_seconds_bucket{backend="new",route="kibana",le="+Inf"})m") ==
+      "2");
   CHECK(value(text, R"m(cutover_request_duration_seconds_count{backend="new",route="kibana"})m") ==
         "2");
   CHECK(value(text, R"m(cutover_request_duration_seconds_sum{backend="new",route="kibana"})m") ==
@@ -239,12 +247,14 @@ TEST_CASE("reload results, breaker transitions and the disabled switch") {
   CHECK(value(text, R"m(cutover_config_reloads_total{result="success"})m") == "1");
   CHECK(value(text, R"m(cutover_config_reloads_total{result="rejected"})m") == "2");
   CHECK(value(text, R"m(cutover_circuit_breaker_state{backend="new"})m") == "2");
-  CHECK(value(text, R"m(cutover_circuit_breaker_transitions_total{backend="new",to="open"})m") == "1");
+  CHECK(value(text, R"m(cutover_circuit_breaker_transitions_total{backend="new",to="open"})m") ==
+        "1");
   bm.onBreakerTransition(BreakerState::HalfOpen);
   text = metrics.serialize();
   CHECK(value(text, R"m(cutover_circuit_breaker_state{backend="new"})m") == "1");
-  CHECK(value(text, R"m(cutover_circuit_breaker_transitions_total{backend="new",to="half_open"})m") ==
-        "1");
+  CHECK(
+      value(text, R"m(cutover_circuit_breaker_transitions_total{backend="new",to="half_open"})m") ==
+      "1");
 
   Metrics off("test", false);
   CHECK(off.forConfig(*cfg) == nullptr);
@@ -263,7 +273,7 @@ TEST_CASE("duration histogram is exact under concurrent observers") {
   std::array<uint64_t, kDurationBuckets.size() + 1> counts;
   double sum = 0;
   h.read(counts, sum);
-  CHECK(counts[0] == 200000);            // <= 5 ms
+  CHECK(counts[0] == 200000);                        // <= 5 ms
   CHECK(counts[kDurationBuckets.size()] == 200000);  // +Inf
   CHECK(sum == doctest::Approx(200000 * 0.001 + 200000 * 20.0));
   CHECK(codeClassIndex(0) == 5);

@@ -1,7 +1,8 @@
 // RetryState: retry decisions, the other-backend choice, budget exhaustion and the deadline, with
 // its backoff timer run on a real libuv loop (no sockets).
-#include <doctest/doctest.h>
+#include "proxy/retry_state.h"
 
+#include <doctest/doctest.h>
 #include <uv.h>
 
 #include <memory>
@@ -10,7 +11,6 @@
 #include "config/loader.h"
 #include "filters/circuit_breaker.h"
 #include "filters/retry_budget.h"
-#include "proxy/retry_state.h"
 
 using namespace cutover;
 
@@ -33,15 +33,16 @@ struct Fixture {
         "  - name: r\n"
         "    match: {prefix: /}\n"
         "    split: {new: 50, legacy: 50}\n"
-        "    retry: " + retry_yaml + "\n";
+        "    retry: " +
+        retry_yaml + "\n";
     config::LoadResult r = config::loadString(yaml, "test.yaml");
     for (const auto& e : r.errors) MESSAGE(e.str());
     REQUIRE(r.ok());
     snap.config = r.config;
     snap.backends.resize(r.config->backends.size());
     for (auto& rt : snap.backends) rt.budget = std::make_shared<RetryBudget>();
-    retry = std::make_unique<RetryState>(&loop, [](void* self) { ++static_cast<Fixture*>(self)->fired; },
-                                         this);
+    retry = std::make_unique<RetryState>(
+        &loop, [](void* self) { ++static_cast<Fixture*>(self)->fired; }, this);
   }
   ~Fixture() {
     retry->close([](uv_handle_t*) {}, nullptr);
@@ -89,7 +90,8 @@ TEST_CASE("no retry without the policy, past its attempts, after body bytes, or 
   Fixture f("{attempts: 1, backoff_base: 1ms, backoff_max: 1ms}");
   BackendLease lease;
   uint32_t n = f.backend("new");
-  CHECK_FALSE(f.retry->schedule(f.snap, f.route(), n, failed(Outcome::Status, 503, 2), 1000, lease));
+  CHECK_FALSE(
+      f.retry->schedule(f.snap, f.route(), n, failed(Outcome::Status, 503, 2), 1000, lease));
   CHECK_FALSE(f.retry->schedule(f.snap, f.route(), n, failed(Outcome::Status, 429), 1000, lease));
   RetryState::Attempt body = failed(Outcome::Reset);
   body.body_started = true;

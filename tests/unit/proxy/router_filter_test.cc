@@ -1,8 +1,9 @@
 // Router with a fake attempt and fake stream callbacks (no sockets): backend choice, failover,
 // retries on the other backend, budget exhaustion, and the BackendLease given back exactly once on
 // every path (success, reset, timeout, client abort, retry).
-#include <doctest/doctest.h>
+#include "proxy/router_filter.h"
 
+#include <doctest/doctest.h>
 #include <uv.h>
 
 #include <memory>
@@ -14,7 +15,6 @@
 #include "filters/retry_budget.h"
 #include "proxy/clock.h"
 #include "proxy/router.h"
-#include "proxy/router_filter.h"
 
 using namespace cutover;
 
@@ -93,11 +93,14 @@ struct Fixture {
         "override_header: x-backend\n"
         "backends:\n"
         "  legacy: {endpoints: ['127.0.0.1:1']}\n"
-        "  new: {endpoints: ['127.0.0.1:2']" + breaker + "}\n"
+        "  new: {endpoints: ['127.0.0.1:2']" +
+        breaker +
+        "}\n"
         "routes:\n"
         "  - name: r\n"
         "    match: {prefix: /}\n"
-        "    split: {new: 100, legacy: 0}\n" + route_extra;
+        "    split: {new: 100, legacy: 0}\n" +
+        route_extra;
     config::LoadResult r = config::loadString(yaml, "test.yaml");
     for (const auto& e : r.errors) MESSAGE(e.str());
     REQUIRE(r.ok());
@@ -131,7 +134,9 @@ struct Fixture {
     FAIL("no backend " << name);
     return 0;
   }
-  void start() { router->start(&snap.config->routes[0], req, info, "10.0.0.1", uv_now(&loop) + 5000); }
+  void start() {
+    router->start(&snap.config->routes[0], req, info, "10.0.0.1", uv_now(&loop) + 5000);
+  }
   void answer(uint16_t status) {
     ResponseHead h;
     h.status = status;
@@ -234,10 +239,10 @@ TEST_CASE("failures map to their local replies, and every path releases the leas
     int status;
     Reason reason;
   };
-  for (Case c : {Case{F::Connect, 502, Reason::UpstreamConnectFailure},
-                 Case{F::Timeout, 504, Reason::UpstreamTimeout},
-                 Case{F::Reset, 502, Reason::UpstreamReset},
-                 Case{F::BadResponse, 502, Reason::BadUpstreamResponse}}) {
+  for (Case c :
+       {Case{F::Connect, 502, Reason::UpstreamConnectFailure},
+        Case{F::Timeout, 504, Reason::UpstreamTimeout}, Case{F::Reset, 502, Reason::UpstreamReset},
+        Case{F::BadResponse, 502, Reason::BadUpstreamResponse}}) {
     Fixture f("");
     f.start();
     f.router->onAttemptFailed(c.failure);

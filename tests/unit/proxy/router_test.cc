@@ -1,4 +1,6 @@
 // The weighted split: sticky buckets, thresholds, monotonic moves; route matching, scan and table.
+#include "proxy/router.h"
+
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -8,7 +10,6 @@
 
 #include "config/loader.h"
 #include "config/route_table.h"
-#include "proxy/router.h"
 
 using namespace cutover;
 
@@ -29,8 +30,9 @@ std::string splitConfig(int new_weight) {
          "routes:\n"
          "  - name: r\n"
          "    match: {prefix: /}\n"
-         "    split: {legacy: " + std::to_string(100 - new_weight) +
-         ", new: " + std::to_string(new_weight) + "}\n"
+         "    split: {legacy: " +
+         std::to_string(100 - new_weight) + ", new: " + std::to_string(new_weight) +
+         "}\n"
          "    sticky: {cookie: sid}\n";
 }
 
@@ -112,7 +114,8 @@ TEST_CASE("routes match in order by prefix, exact path and header") {
       "backends: {legacy: {endpoints: [\"127.0.0.1:1\"]}}\n"
       "routes:\n"
       "  - {name: health, match: {exact: /health}, split: {legacy: 100}}\n"
-      "  - {name: beta, match: {prefix: /api, header: {name: x-beta, value: \"1\"}}, split: {legacy: 100}}\n"
+      "  - {name: beta, match: {prefix: /api, header: {name: x-beta, value: \"1\"}}, split: "
+      "{legacy: 100}}\n"
       "  - {name: api, match: {prefix: /api}, split: {legacy: 100}}\n"
       "  - {name: all, match: {prefix: /}, split: {legacy: 100}}\n");
   auto route = [&](const char* target, const char* beta) {
