@@ -133,6 +133,7 @@ struct AccessRecord {
       detail;  // what exactly was wrong (a parser verdict such as "obs_fold"); optional
   bool rate_limited_dry_run = false;
   bool failover = false;
+  bool retry_refused = false;
   bool client_aborted = false;
 };
 

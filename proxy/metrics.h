@@ -15,6 +15,7 @@
 //   cutover_upstream_timeouts_total{backend}
 //   cutover_upstream_resets_total{backend}
 //   cutover_retries_total{route,backend}
+//   cutover_retries_refused_total{route,backend}            a retry the backend's budget refused
 //   cutover_local_replies_total{reason}                     every reasonName() but "none"
 //   cutover_rate_limited_total{route}
 //   cutover_circuit_breaker_state{backend}                  0 closed, 1 half-open, 2 open
@@ -102,6 +103,7 @@ struct RouteMetrics {
   std::vector<std::array<prometheus::Counter*, kCodeClassCount>> requests;
   std::vector<DurationHistogram*> duration;
   std::vector<prometheus::Counter*> retries;
+  std::vector<prometheus::Counter*> retries_refused;
   prometheus::Counter* rate_limited = nullptr;
 };
 
@@ -185,6 +187,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& timeouts_;
   prometheus::Family<prometheus::Counter>& resets_;
   prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& retries_refused_;
   prometheus::Family<prometheus::Counter>& local_replies_;
   prometheus::Family<prometheus::Counter>& rate_limited_;
   prometheus::Family<prometheus::Gauge>& breaker_state_;

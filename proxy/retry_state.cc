@@ -30,6 +30,7 @@ void RetryState::close(uv_close_cb closed, void* data) {
 bool RetryState::schedule(const Snapshot& snap, const config::Route& route, uint32_t backend,
                           const Attempt& a, int64_t time_left_ms, BackendLease& lease) {
   const config::Retry& policy = route.retry;
+  budget_refused_ = false;
   if (!shouldRetry(policy, a.outcome, a.status, a.idempotent, a.body_started, a.attempts)) {
     return false;
   }
@@ -48,7 +49,11 @@ bool RetryState::schedule(const Snapshot& snap, const config::Route& route, uint
     if (!found && route.fallback && *route.fallback != backend) target = *route.fallback;
   }
   // A retry storm is refused by the target's budget.
-  if (!lease.tryStartRetry(snap.backends[target], policy)) return false;
+  if (!lease.tryStartRetry(snap.backends[target], policy)) {
+    target_ = target;
+    budget_refused_ = true;
+    return false;
+  }
   config::Duration delay = retryDelay(a.attempts - 1, policy, a.retry_after, threadRng());
   if (delay.count() >= time_left_ms) {
     lease.endRetry();

@@ -51,6 +51,9 @@ class RetryState {
   // changes nothing and returns false.
   bool schedule(const Snapshot& snap, const config::Route& route, uint32_t backend,
                 const Attempt& a, int64_t time_left_ms, BackendLease& lease);
+  // After schedule() returned false: whether it was the target's retry budget that refused a
+  // retry the policy allowed (target() then names that backend).
+  bool budgetRefused() const { return budget_refused_; }
   // Stops a pending backoff (the request ended).
   void cancel();
   bool pending() const { return pending_; }
@@ -64,6 +67,7 @@ class RetryState {
   void* ctx_;
   uint32_t target_ = 0;
   bool pending_ = false;
+  bool budget_refused_ = false;
 };
 
 }  // namespace cutover

@@ -219,6 +219,15 @@ bool Router::retryAfterFailure(Outcome o, uint16_t status,
   a.body_started = upstream_->bodyStarted();
   if (!retry_.schedule(*snap_, *route_, backend_, a,
                        deadline_ms_ - static_cast<int64_t>(uv_now(loop_)), lease_)) {
+    if (retry_.budgetRefused()) {
+      // Said out loud: a failure the policy would have retried reaches the client.
+      info_->retry_refused = true;
+      if (snap_->metrics) {
+        snap_->metrics->route(info_->route)
+            .retries_refused[snap_->metrics->backendSlot(static_cast<int>(retry_.target()))]
+            ->Increment();
+      }
+    }
     return false;
   }
   backend_ = retry_.target();

@@ -423,6 +423,7 @@ void Stream::writeAccessLog() {
   rec.reason = info_.reason;
   rec.rate_limited_dry_run = info_.rate_limited_dry_run;
   rec.failover = info_.failover;
+  rec.retry_refused = info_.retry_refused;
   rec.client_aborted = info_.client_aborted;
   log->appendUnfiltered(rec);
 }

@@ -94,7 +94,7 @@ class RetriesTest(h.ProxyTestCase):
                             {"attempts": attempts, "on": [503], "budget_ratio": ratio,
                              "budget_min": minimum, "backoff_base": "5ms",
                              "backoff_max": "20ms"})
-        p = self.proxy(h.make_config({"legacy": legacy, "new": new}, routes=[route]))
+        p = self.proxy(h.make_config({"legacy": legacy, "new": new}, routes=[route], admin=True))
 
         conns = [h.Client(p.port, timeout=15) for _ in range(clients)]
         for c in conns:
@@ -140,6 +140,13 @@ class RetriesTest(h.ProxyTestCase):
         self.assertEqual(backend_requests, clients + retries)
         self.assertLess(backend_requests, clients * 2)
         self.assertLessEqual(backend_requests, clients + cap * attempts)
+        # Every retry the budget refused is counted: each client that never got one, and at
+        # most one more per retried client (its second failure).
+        text = h.admin(p, "GET", "/metrics").body.decode()
+        refused = h.metric(text, "cutover_retries_refused_total", route=route["name"],
+                           backend="new")
+        self.assertGreaterEqual(refused, clients - len(retried_clients))
+        self.assertLessEqual(refused, clients)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,8 @@ TEST_CASE("an exhausted retry budget refuses the retry and holds nothing") {
   f.retry->cancel();
   CHECK_FALSE(f.retry->schedule(f.snap, f.route(), n, failed(Outcome::Timeout), 1000, second));
   CHECK_FALSE(second.holdsRetry());
+  CHECK(f.retry->budgetRefused());
+  CHECK(f.retry->target() == n);
   CHECK(f.snap.backends[n].budget->activeRetries() == 1);
 }
 

@@ -226,6 +226,7 @@ TEST_CASE("an exhausted retry budget turns the failure into the local reply") {
   f.start();
   f.router->onAttemptFailed(UpstreamCallbacks::Failure::Reset);
   CHECK(f.attempt.started.size() == 1);
+  CHECK(f.info.retry_refused);  // said in the access log (and counted when metrics are on)
   REQUIRE(f.stream.local_replies.size() == 1);
   CHECK(f.stream.local_replies[0] == std::pair<int, Reason>{502, Reason::UpstreamReset});
   f.router->reset();
