@@ -369,32 +369,41 @@ size_t scanHead(Http1ParserState& s, const char* data, size_t len, ScanLimits li
         s.scan = HeadScan::Start;
         break;
       case HeadScan::InLine: {
-        if (s.start_line && lim.uri != 0) {
-          // Request line: method SP target SP version, one byte at a time.
-          if (c == '\n') {
-            if (!s.prev_cr) return refuse(i, "bare_lf", 400);
-            if (count(1)) return refuse(i, "headers_too_large", 431);
-            s.start_line = false;
-            s.scan = HeadScan::LineStart;
-            ++i;
-            continue;
-          }
-          if (c == ' ') {
-            ++s.spaces;
-          } else if (s.spaces == 1 && c != '\r' && ++s.uri_bytes > lim.uri) {
-            return refuse(i, "uri_too_long", 414);
-          }
-          if (count(1)) return refuse(i, "headers_too_large", 431);
-          s.prev_cr = c == '\r';
-          ++i;
-          continue;
-        }
         const void* lf = memchr(data + i, '\n', len - i);
-        size_t end =
-            lf == nullptr ? len : static_cast<size_t>(static_cast<const char*>(lf) - data) + 1;
-        if (s.head_bytes + (end - i) > lim.head) {
-          return refuse(i + (lim.head - s.head_bytes), "headers_too_large", 431);
+        size_t stop =
+            lf == nullptr ? len : static_cast<size_t>(static_cast<const char*>(lf) - data);
+        size_t end = lf == nullptr ? len : stop + 1;
+        // The first byte past a limit, if this piece holds one: the target's (request line:
+        // method SP target SP version; the target ends at the next SP or the LF) or the head's.
+        size_t fault = len;
+        const char* fault_why = nullptr;
+        int fault_status = 0;
+        if (s.start_line && lim.uri != 0) {
+          size_t j = i;
+          while (j < stop && s.spaces < 2) {
+            const void* sp = memchr(data + j, ' ', stop - j);
+            size_t to =
+                sp == nullptr ? stop : static_cast<size_t>(static_cast<const char*>(sp) - data);
+            if (s.spaces == 1) {
+              if (s.uri_bytes + (to - j) > lim.uri) {
+                fault = j + (lim.uri - s.uri_bytes);
+                fault_why = "uri_too_long";
+                fault_status = 414;
+                break;
+              }
+              s.uri_bytes += static_cast<uint32_t>(to - j);
+            }
+            if (sp == nullptr) break;
+            ++s.spaces;
+            j = to + 1;
+          }
         }
+        if (s.head_bytes + (end - i) > lim.head && i + (lim.head - s.head_bytes) < fault) {
+          fault = i + (lim.head - s.head_bytes);
+          fault_why = "headers_too_large";
+          fault_status = 431;
+        }
+        if (fault_why != nullptr) return refuse(fault, fault_why, fault_status);
         count(end - i);
         if (lf == nullptr) {
           s.prev_cr = data[len - 1] == '\r';
