@@ -528,7 +528,12 @@ RequestDecoder::~RequestDecoder() = default;
 DecodeStatus RequestDecoder::execute(const char* data, size_t len, size_t& consumed) {
   DecodeStatus st = run(*state_, data, len, consumed, error_, true,
                         {limits_.max_header_bytes, limits_.max_uri_bytes});
-  if (st == DecodeStatus::Error) in_message_ = false;
+  if (st == DecodeStatus::Error) {
+    // Refused before llhttp began a message: head() would still show the previous request
+    // (perhaps another client's, decoders are pooled), which a reject must not log.
+    if (!in_message_) head_.clear();
+    in_message_ = false;
+  }
   return st;
 }
 

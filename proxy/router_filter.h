@@ -87,6 +87,7 @@ class Router final : public UpstreamRequestCallbacks {
   // ---- UpstreamRequestCallbacks: what the current attempt reports ----
   using Failure = UpstreamCallbacks::Failure;
   std::string& onAttemptSending() override;
+  void onAttemptReconnecting() override { state_ = State::Connecting; }
   bool requestComplete() const override { return cb_.requestComplete(); }
   void onAttemptHead(ResponseHead& head) override;
   void onAttemptBody(const char* data, size_t len) override { cb_.routerBody(data, len); }

@@ -174,6 +174,8 @@ void UpstreamRequest::onUpstreamFailure(Failure f, int) {
   if (dead_pooled) {
     fresh_retry_used_ = true;
     head_sent_ = false;
+    body_done_ = false;  // the end of the body goes out again on the fresh connection
+    cb_.onAttemptReconnecting();
     Reason r = connectFresh(snap_->backends[backend_]);
     if (r == Reason::None) return;
     f = r == Reason::UpstreamConnectFailure ? Failure::Connect : f;

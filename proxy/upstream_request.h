@@ -34,6 +34,9 @@ class UpstreamRequestCallbacks {
   // The connection is ready and the head went out: returns the body bytes held so far, which go
   // out next (and are cleared). From now on body bytes go to sendBody().
   virtual std::string& onAttemptSending() = 0;
+  // A dead pooled connection is being replaced by a fresh one within the attempt: body bytes
+  // must be held again until onAttemptSending().
+  virtual void onAttemptReconnecting() = 0;
   // Whether the client has sent its whole request (the body's end goes out with it).
   virtual bool requestComplete() const = 0;
   virtual void onAttemptHead(ResponseHead& head) = 0;
