@@ -304,3 +304,17 @@ TEST_CASE("a 101 to a request that did not ask for a tunnel is a bad upstream re
   REQUIRE(f.stream.local_replies.size() == 1);
   CHECK(f.stream.local_replies[0] == std::pair<int, Reason>{502, Reason::BadUpstreamResponse});
 }
+
+TEST_CASE("body bytes arriving while a dead pooled connection is replaced are held, then sent") {
+  Fixture f("");
+  f.start();
+  std::string& held = f.router->onAttemptSending();  // the head went out on the pooled one
+  CHECK(held.empty());
+  f.router->onAttemptReconnecting();  // ...which was dead: a fresh connection is on its way
+  f.router->onRequestBody("hello", 5);
+  CHECK_FALSE(f.attempt.body_started);                // not handed to an attempt with no head sent
+  std::string& again = f.router->onAttemptSending();  // the fresh connection sent the head
+  CHECK(again == "hello");
+  f.router->onRequestBody(" world", 6);
+  CHECK(f.attempt.body_started);  // from now on straight to the attempt
+}
