@@ -41,7 +41,6 @@ class BackendLease {
   void endRetry();
 
   bool holdsInflight() const { return inflight_ != nullptr; }
-  bool holdsPending() const { return pending_ != nullptr; }
   bool holdsRetry() const { return retry_ != nullptr; }
 
  private:

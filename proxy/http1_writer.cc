@@ -1,6 +1,8 @@
 #include "proxy/http1_writer.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 namespace cutover {
 
@@ -46,11 +48,6 @@ bool protectedHeader(std::string_view n) {
          tokenIs(n, "x-forwarded-proto");
 }
 
-// Headers named in Connection go, unless protected.
-bool droppedByConnection(const HopByHop& hop, std::string_view name) {
-  return hop.hasTokens() && hop.named(name) && !protectedHeader(name);
-}
-
 std::string_view trim(std::string_view t) {
   while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
   while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
@@ -63,17 +60,21 @@ std::string lowered(std::string_view s) {
   return out;
 }
 
-}  // namespace
+// The tokens of a head's Connection headers (RFC 9110 §7.6.1): the headers they name are
+// hop-by-hop too, except the protected ones. Built once per head; holds views into it.
+class HopByHop {
+ public:
+  explicit HopByHop(const HeaderMap& headers);
+  // True when a Connection token names `name` and it is not protected.
+  bool drops(std::string_view name) const;
 
-void appendUint(std::string& out, uint64_t v) {
-  char buf[24];
-  int i = 0;
-  do {
-    buf[i++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  while (i > 0) out.push_back(buf[--i]);
-}
+ private:
+  bool named(std::string_view name) const;
+  static constexpr size_t kInline = 8;
+  std::string_view inline_[kInline];
+  size_t n_ = 0;
+  std::vector<std::string> overflow_;  // past kInline tokens: lower-cased and sorted (rare)
+};
 
 HopByHop::HopByHop(const HeaderMap& h) {
   for (size_t i = 0; i < h.size(); ++i) {
@@ -104,14 +105,20 @@ bool HopByHop::named(std::string_view name) const {
          std::binary_search(overflow_.begin(), overflow_.end(), lowered(name));
 }
 
-bool HopByHop::forwardable(std::string_view name) const {
-  switch (headerKind(name)) {
-    case Kind::Drop:
-    case Kind::Upgrade:
-      return false;
-    default:
-      return !droppedByConnection(*this, name);
-  }
+bool HopByHop::drops(std::string_view name) const {
+  return n_ != 0 && named(name) && !protectedHeader(name);
+}
+
+}  // namespace
+
+void appendUint(std::string& out, uint64_t v) {
+  char buf[24];
+  int i = 0;
+  do {
+    buf[i++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (i > 0) out.push_back(buf[--i]);
 }
 
 void writeRequestHead(std::string& out, const RequestHead& head, const ForwardInfo& fwd) {
@@ -139,7 +146,7 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
         if (!head.upgrade) continue;
         break;
       case Kind::Other:
-        if (droppedByConnection(hop, name)) continue;
+        if (hop.drops(name)) continue;
         break;
     }
     out.append(name).append(": ").append(h.value(i));
@@ -196,7 +203,7 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
         break;
       case Kind::Other:
       case Kind::Owned:
-        if (droppedByConnection(hop, name)) continue;
+        if (hop.drops(name)) continue;
         break;
     }
     if (skip != nullptr && skip(ctx, name)) continue;

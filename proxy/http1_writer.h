@@ -14,7 +14,6 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "proxy/http_message.h"
 
@@ -22,25 +21,6 @@ namespace cutover {
 
 // Appends the decimal form of `v`.
 void appendUint(std::string& out, uint64_t v);
-
-// Which headers of a received head may be copied onto the next hop. Built once per head; holds
-// views into it.
-class HopByHop {
- public:
-  explicit HopByHop(const HeaderMap& headers);
-  // False for hop-by-hop headers, framing headers and headers named in Connection (unless
-  // protected, see above).
-  bool forwardable(std::string_view name) const;
-  bool hasTokens() const { return n_ != 0; }
-  // True if a Connection header names `name` (case-insensitive).
-  bool named(std::string_view name) const;
-
- private:
-  static constexpr size_t kInline = 8;
-  std::string_view inline_[kInline];
-  size_t n_ = 0;
-  std::vector<std::string> overflow_;  // past kInline tokens: lower-cased and sorted (rare)
-};
 
 // What the proxy adds to a request it forwards.
 struct ForwardInfo {
