@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/path_normalize.h"
+
 namespace cutover::config {
 
 // Every filter name a config may list, in the default chain's order: the one list of them. The
@@ -173,13 +175,8 @@ struct Route {
 
 // Request paths are normalised before routing, and the normalised target is what the backend gets,
 // so a route's limits apply to every spelling the backend would serve as the same path.
-struct Http {
-  enum class EscapedSlashes { Reject, Keep, Decode };  // what %2F and %5C do
-  bool normalize_path = true;  // RFC 3986 §6: decode unreserved escapes, uppercase the others,
-                               // remove dot-segments
-  bool merge_slashes = true;   // "//" → "/"
-  EscapedSlashes escaped_slashes = EscapedSlashes::Reject;  // Reject answers 400
-};
+// The `http:` section: how request paths are normalised before routing (common/path_normalize.h).
+struct Http : PathOptions {};
 
 class RouteTable;  // config/route_table.h
 

@@ -1,8 +1,8 @@
 // Routes: match, the precomputed split, stickiness, fallback, retry policy and per-route limits.
 #include <algorithm>
 
+#include "common/path_normalize.h"
 #include "config/schema.h"
-#include "proxy/path_normalize.h"
 
 namespace cutover::config::detail {
 

@@ -28,7 +28,9 @@
 #include <string_view>
 #include <utility>
 
-#include "proxy/http_message.h"
+#include "common/http_message.h"
+#include "common/reason.h"
+#include "common/stream_info.h"
 
 typedef struct uv_loop_s uv_loop_t;
 
@@ -37,54 +39,6 @@ namespace cutover {
 namespace config {
 struct Route;
 }
-
-// Why the proxy answered by itself. Fixed list: used as a metric label and a log field.
-enum class Reason : uint8_t {
-  None = 0,
-  BadRequest,       // malformed request framing or headers
-  HeadersTooLarge,  // 431
-  UriTooLong,       // 414
-  HeaderTimeout,    // 408: headers not complete in time
-  NoRoute,          // 404: no route matched
-  NoEndpoint,       // 503: backend has no (healthy) endpoint
-  UpstreamConnectFailure,
-  UpstreamTimeout,
-  UpstreamReset,
-  BadUpstreamResponse,
-  RequestTimeout,  // total request timeout
-  RateLimited,     // 429
-  CircuitOpen,     // 503
-  MaxConnections,  // 503 breaker concurrency limits
-  MaxPending,
-  MaxInflight,
-  Draining,
-  MethodNotAllowed,     // 405: CONNECT
-  ExpectationFailed,    // 417: an Expect other than 100-continue
-  VersionNotSupported,  // 505: not HTTP/1.x
-  InvalidPath,          // 400: the path has a malformed escape, %00, or a rejected %2F / %5C
-  Count,
-};
-std::string_view reasonName(Reason r);
-
-// What happened during one exchange: filled as it goes, read by onComplete, logs and metrics.
-struct StreamInfo {
-  int64_t start_ns = 0;             // head complete (monotonic)
-  int64_t upstream_start_ns = 0;    // first attempt sent
-  int64_t upstream_headers_ns = 0;  // response head received
-  int64_t end_ns = 0;
-  int route = -1;                     // index into Config::routes
-  int backend = -1;                   // backend that served (or was last tried)
-  int endpoint = -1;                  // endpoint index within that backend
-  uint16_t status = 0;                // status sent to the client (0 = none sent)
-  uint16_t attempts = 0;              // upstream attempts made
-  Reason reason = Reason::None;       // set when the proxy answered itself or failed upstream
-  bool rate_limited_dry_run = false;  // a dry-run limiter would have rejected this request
-  bool failover = false;              // split choice replaced by the fallback backend
-  bool retry_refused = false;         // a retry the policy allowed was refused by the budget
-  bool client_aborted = false;
-  uint64_t bytes_in = 0;   // request body bytes from the client
-  uint64_t bytes_out = 0;  // response body bytes to the client
-};
 
 enum class FilterStatus { Continue, Responded, Paused };
 

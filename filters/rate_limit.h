@@ -30,11 +30,11 @@
 #include <string_view>
 #include <vector>
 
+#include "common/clock.h"
 #include "config/config.h"
 #include "filters/filter.h"
-#include "filters/state_store.h"
-#include "filters/token_bucket.h"
-#include "proxy/clock.h"
+#include "policy/state_store.h"
+#include "policy/token_bucket.h"
 
 namespace cutover {
 

@@ -2,7 +2,7 @@
 
 #include <array>
 
-#include "filters/backoff.h"
+#include "policy/backoff.h"
 
 namespace cutover {
 

@@ -9,10 +9,10 @@
 #include <memory>
 #include <string_view>
 
+#include "common/clock.h"
 #include "config/config.h"
 #include "filters/filter.h"
-#include "filters/state_store.h"
-#include "proxy/clock.h"
+#include "policy/state_store.h"
 
 namespace cutover {
 

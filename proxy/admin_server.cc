@@ -6,7 +6,7 @@
 #include <cstdlib>
 
 #include "config/loader.h"
-#include "proxy/http1_codec.h"
+#include "http/http1_codec.h"
 
 namespace cutover {
 

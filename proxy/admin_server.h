@@ -1,6 +1,6 @@
 // A small HTTP/1.1 server for the admin API, on the main thread's loop.
 //
-// It parses requests with the proxy's own strict decoder (proxy/http1_codec.h), hands each complete
+// It parses requests with the proxy's own strict decoder (http/http1_codec.h), hands each complete
 // request to one Handler, and writes whatever the handler answers through an AdminResponder, now or
 // later (a /reload that waits for an asynchronous file read). Which URL does what is the caller's
 // business; this file only provides the transport and a few helpers (bearer token, 405).
@@ -24,8 +24,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "common/http_message.h"
 #include "config/config.h"
-#include "proxy/http_message.h"
 
 namespace cutover {
 

@@ -2,8 +2,8 @@
 
 #include <utility>
 
-#include "filters/circuit_breaker.h"
-#include "filters/retry_budget.h"
+#include "policy/circuit_breaker.h"
+#include "policy/retry_budget.h"
 #include "proxy/snapshot.h"
 
 namespace cutover {

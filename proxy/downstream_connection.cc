@@ -1,6 +1,6 @@
 #include "proxy/downstream_connection.h"
 
-#include "proxy/http1_writer.h"
+#include "http/http1_writer.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/stats.h"

@@ -12,10 +12,10 @@
 #include <memory>
 #include <string>
 
+#include "common/intrusive_list.h"
 #include "filters/filter.h"
-#include "proxy/http1_codec.h"
-#include "proxy/intrusive_list.h"
-#include "proxy/tcp_transport.h"
+#include "http/http1_codec.h"
+#include "net/tcp_transport.h"
 
 namespace cutover {
 

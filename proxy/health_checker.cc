@@ -2,11 +2,11 @@
 
 #include <chrono>
 
-#include "filters/health_state.h"
-#include "proxy/clock.h"
-#include "proxy/http1_codec.h"
+#include "common/clock.h"
+#include "http/http1_codec.h"
+#include "net/tcp_transport.h"
+#include "policy/health_state.h"
 #include "proxy/log.h"
-#include "proxy/tcp_transport.h"
 
 namespace cutover {
 

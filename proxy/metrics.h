@@ -64,8 +64,8 @@
 #include <vector>
 
 #include "config/config.h"
-#include "filters/circuit_breaker.h"
 #include "filters/filter.h"
+#include "policy/circuit_breaker.h"
 
 namespace cutover {
 

@@ -1,9 +1,9 @@
 #include "proxy/retry_state.h"
 
-#include "filters/backoff.h"
-#include "filters/health_state.h"
-#include "filters/retry_budget.h"
-#include "proxy/clock.h"
+#include "common/clock.h"
+#include "policy/backoff.h"
+#include "policy/health_state.h"
+#include "policy/retry_budget.h"
 #include "proxy/metrics.h"
 
 namespace cutover {

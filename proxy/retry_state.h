@@ -14,7 +14,7 @@
 #include <optional>
 
 #include "config/config.h"
-#include "filters/circuit_breaker.h"
+#include "policy/circuit_breaker.h"
 #include "proxy/backend_lease.h"
 #include "proxy/snapshot.h"
 

@@ -10,8 +10,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/http_message.h"
 #include "config/config.h"
-#include "proxy/http_message.h"
 
 namespace cutover {
 

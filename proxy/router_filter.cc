@@ -3,9 +3,9 @@
 #include <chrono>
 #include <string>
 
-#include "filters/circuit_breaker.h"
-#include "filters/token_bucket.h"
-#include "proxy/clock.h"
+#include "common/clock.h"
+#include "policy/circuit_breaker.h"
+#include "policy/token_bucket.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
 

@@ -10,15 +10,15 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/clock.h"
 #include "config/loader.h"
-#include "filters/circuit_breaker.h"
-#include "filters/health_state.h"
 #include "filters/registry.h"
-#include "filters/retry_budget.h"
-#include "filters/state_store.h"
-#include "filters/token_bucket.h"
+#include "policy/circuit_breaker.h"
+#include "policy/health_state.h"
+#include "policy/retry_budget.h"
+#include "policy/state_store.h"
+#include "policy/token_bucket.h"
 #include "proxy/admin_server.h"
-#include "proxy/clock.h"
 #include "proxy/config_diff.h"
 #include "proxy/config_watcher.h"
 #include "proxy/health_checker.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
-#include "filters/circuit_breaker.h"
+#include "policy/circuit_breaker.h"
 #include "proxy/log.h"
 #include "proxy/snapshot.h"
 

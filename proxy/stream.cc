@@ -1,11 +1,11 @@
 #include "proxy/stream.h"
 
-#include "proxy/clock.h"
+#include "common/clock.h"
+#include "common/path_normalize.h"
+#include "http/http1_writer.h"
 #include "proxy/downstream_connection.h"
-#include "proxy/http1_writer.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
-#include "proxy/path_normalize.h"
 #include "proxy/router.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
@@ -79,7 +79,7 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   if (!head.keep_alive || worker_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
-  // Routes, filters and the backend all see the normalised path (proxy/path_normalize.h).
+  // Routes, filters and the backend all see the normalised path (common/path_normalize.h).
   if (normalizePath(head.target, cfg.http) == PathStatus::Invalid) {
     localReply(400, Reason::InvalidPath);
     return;

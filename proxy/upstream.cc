@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "filters/circuit_breaker.h"
+#include "policy/circuit_breaker.h"
 #include "proxy/worker.h"
 
 namespace cutover {

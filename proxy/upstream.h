@@ -13,9 +13,9 @@
 #include <memory>
 #include <string>
 
-#include "proxy/http1_codec.h"
-#include "proxy/intrusive_list.h"
-#include "proxy/tcp_transport.h"
+#include "common/intrusive_list.h"
+#include "http/http1_codec.h"
+#include "net/tcp_transport.h"
 
 namespace cutover {
 

@@ -1,7 +1,7 @@
 #include "proxy/upstream_request.h"
 
-#include "filters/circuit_breaker.h"
-#include "filters/health_state.h"
+#include "policy/circuit_breaker.h"
+#include "policy/health_state.h"
 #include "proxy/worker.h"
 
 namespace cutover {

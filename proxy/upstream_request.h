@@ -19,8 +19,8 @@
 #include <string_view>
 
 #include "filters/filter.h"
+#include "http/http1_writer.h"
 #include "proxy/backend_lease.h"
-#include "proxy/http1_writer.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream.h"
 

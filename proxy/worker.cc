@@ -2,8 +2,8 @@
 
 #include <chrono>
 
+#include "http/http1_codec.h"
 #include "proxy/downstream_connection.h"
-#include "proxy/http1_codec.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/stream.h"

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "proxy/intrusive_list.h"
+#include "common/intrusive_list.h"
 #include "proxy/router.h"
 #include "proxy/snapshot.h"
 

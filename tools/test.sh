@@ -13,8 +13,9 @@ fast=0
 tools/install_deps.sh
 jobs=$(nproc)
 
-# Layout first: every C++ file matches .clang-format.
+# Layout first: every C++ file matches .clang-format, and no file includes from a layer above it.
 tools/check_format.sh
+tools/check_layers.sh
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$jobs"

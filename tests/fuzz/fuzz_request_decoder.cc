@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "proxy/http1_codec.h"
+#include "http/http1_codec.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/http_transcript.h"
 

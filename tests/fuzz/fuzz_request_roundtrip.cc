@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "proxy/http1_codec.h"
-#include "proxy/http1_writer.h"
+#include "http/http1_codec.h"
+#include "http/http1_writer.h"
 #include "tests/fuzz/fuzz_common.h"
 #include "tests/fuzz/http_transcript.h"
 

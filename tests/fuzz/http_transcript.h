@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "proxy/http1_codec.h"
-#include "proxy/http_message.h"
+#include "common/http_message.h"
+#include "http/http1_codec.h"
 #include "tests/fuzz/fuzz_common.h"
 
 namespace cutover::fuzz {

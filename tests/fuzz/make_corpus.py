@@ -3,7 +3,7 @@
 
   tests/fuzz/make_corpus.py            (re)writes tests/fuzz/corpus/<target>/seed-*
 
-HTTP seeds are the string literals of tests/unit/proxy/http1_codec_test.cc that hold a request or a
+HTTP seeds are the string literals of tests/unit/http/http1_codec_test.cc that hold a request or a
 response, each written in the codec targets' input layout (fuzz_common.h: a flags byte and three
 u16 cut seeds, then the payload) in a few variants (cut points, small limits, HEAD). Config seeds
 are config/examples/*.yaml and the YAML built in tests/unit/config_test.cc (its named snippets and
@@ -67,7 +67,7 @@ def literal_runs(text):
 
 
 def http_seeds():
-    text = (ROOT / "tests/unit/proxy/http1_codec_test.cc").read_text()
+    text = (ROOT / "tests/unit/http/http1_codec_test.cc").read_text()
     requests, responses = [], []
     for s in literal_runs(text):
         if s.startswith("HTTP/"):

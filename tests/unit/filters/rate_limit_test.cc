@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
+#include "common/clock.h"
 #include "filters/registry.h"
-#include "proxy/clock.h"
 #include "tests/unit/filters/fake_callbacks.h"
 
 using namespace cutover;

@@ -5,8 +5,8 @@
 
 #include <memory>
 
-#include "filters/circuit_breaker.h"
-#include "filters/retry_budget.h"
+#include "policy/circuit_breaker.h"
+#include "policy/retry_budget.h"
 #include "proxy/snapshot.h"
 
 using namespace cutover;

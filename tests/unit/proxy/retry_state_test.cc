@@ -9,8 +9,8 @@
 #include <string>
 
 #include "config/loader.h"
-#include "filters/circuit_breaker.h"
-#include "filters/retry_budget.h"
+#include "policy/circuit_breaker.h"
+#include "policy/retry_budget.h"
 
 using namespace cutover;
 

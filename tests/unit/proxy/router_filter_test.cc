@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "config/loader.h"
-#include "filters/circuit_breaker.h"
-#include "filters/retry_budget.h"
-#include "proxy/clock.h"
+#include "policy/circuit_breaker.h"
+#include "policy/retry_budget.h"
 #include "proxy/router.h"
 
 using namespace cutover;

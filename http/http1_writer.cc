@@ -1,0 +1,255 @@
+#include "http/http1_writer.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace cutover {
+
+namespace {
+
+char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+
+// What the writer does with a header, by name: one switch on the length, then at most two
+// comparisons, since this runs for every header of every forwarded head.
+enum class Kind : uint8_t {
+  Other,    // forwarded unless a Connection header names it (and it is not protected)
+  Drop,     // hop-by-hop (RFC 9110 §7.6.1, RFC 9112 §6.1) or framing, which the writer emits
+  Upgrade,  // hop-by-hop, kept for an upgrade request or a 101
+  Owned,    // X-Forwarded-Proto, Expect: set by the proxy on requests; responses forward them
+};
+
+Kind headerKind(std::string_view n) {
+  switch (n.size()) {
+    case 2:
+      return tokenIs(n, "te") ? Kind::Drop : Kind::Other;
+    case 6:
+      return tokenIs(n, "expect") ? Kind::Owned : Kind::Other;
+    case 7:
+      if (tokenIs(n, "upgrade")) return Kind::Upgrade;
+      return tokenIs(n, "trailer") ? Kind::Drop : Kind::Other;
+    case 10:
+      return tokenIs(n, "connection") || tokenIs(n, "keep-alive") ? Kind::Drop : Kind::Other;
+    case 14:
+      return tokenIs(n, "content-length") ? Kind::Drop : Kind::Other;
+    case 16:
+      return tokenIs(n, "proxy-connection") ? Kind::Drop : Kind::Other;
+    case 17:
+      if (tokenIs(n, "transfer-encoding")) return Kind::Drop;
+      return tokenIs(n, "x-forwarded-proto") ? Kind::Owned : Kind::Other;
+    default:
+      return Kind::Other;
+  }
+}
+
+// Headers a Connection token cannot remove: Host and the forwarding headers the proxy owns.
+bool protectedHeader(std::string_view n) {
+  return tokenIs(n, "host") || tokenIs(n, "x-forwarded-for") || tokenIs(n, "x-request-id") ||
+         tokenIs(n, "x-forwarded-proto");
+}
+
+std::string_view trim(std::string_view t) {
+  while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+  return t;
+}
+
+std::string lowered(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = lower(c);
+  return out;
+}
+
+// The tokens of a head's Connection headers (RFC 9110 §7.6.1): the headers they name are
+// hop-by-hop too, except the protected ones. Built once per head; holds views into it.
+class HopByHop {
+ public:
+  explicit HopByHop(const HeaderMap& headers);
+  // True when a Connection token names `name` and it is not protected.
+  bool drops(std::string_view name) const;
+
+ private:
+  bool named(std::string_view name) const;
+  static constexpr size_t kInline = 8;
+  std::string_view inline_[kInline];
+  size_t n_ = 0;
+  std::vector<std::string> overflow_;  // past kInline tokens: lower-cased and sorted (rare)
+};
+
+HopByHop::HopByHop(const HeaderMap& h) {
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h.removed(i) || !tokenIs(h.name(i), "connection")) continue;
+    std::string_view v = h.value(i);
+    while (!v.empty()) {
+      size_t comma = v.find(',');
+      std::string_view t = trim(v.substr(0, comma));
+      if (!t.empty()) {
+        if (n_ < kInline) {
+          inline_[n_++] = t;
+        } else {
+          overflow_.push_back(lowered(t));
+        }
+      }
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  if (!overflow_.empty()) std::sort(overflow_.begin(), overflow_.end());
+}
+
+bool HopByHop::named(std::string_view name) const {
+  for (size_t i = 0; i < n_; ++i) {
+    if (iequals(inline_[i], name)) return true;
+  }
+  return !overflow_.empty() &&
+         std::binary_search(overflow_.begin(), overflow_.end(), lowered(name));
+}
+
+bool HopByHop::drops(std::string_view name) const {
+  return n_ != 0 && named(name) && !protectedHeader(name);
+}
+
+}  // namespace
+
+void appendUint(std::string& out, uint64_t v) {
+  char buf[24];
+  int i = 0;
+  do {
+    buf[i++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (i > 0) out.push_back(buf[--i]);
+}
+
+void writeRequestHead(std::string& out, const RequestHead& head, const ForwardInfo& fwd) {
+  out.append(head.method).push_back(' ');
+  out.append(head.target).append(" HTTP/1.1\r\n");
+  const HeaderMap& h = head.headers;
+  HopByHop hop(h);
+  // The client's address is appended to the last X-Forwarded-For line (or starts one).
+  size_t last_xff = h.size();
+  bool has_host = false;
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h.removed(i)) continue;
+    std::string_view name = h.name(i);
+    if (tokenIs(name, "x-forwarded-for")) last_xff = i;
+    if (tokenIs(name, "host")) has_host = true;
+  }
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h.removed(i)) continue;
+    std::string_view name = h.name(i);
+    switch (headerKind(name)) {
+      case Kind::Drop:
+      case Kind::Owned:
+        continue;
+      case Kind::Upgrade:
+        if (!head.upgrade) continue;
+        break;
+      case Kind::Other:
+        if (hop.drops(name)) continue;
+        break;
+    }
+    out.append(name).append(": ").append(h.value(i));
+    if (i == last_xff) out.append(", ").append(fwd.client_address);
+    out.append("\r\n");
+  }
+  if (!has_host && !fwd.default_host.empty()) {
+    out.append("Host: ").append(fwd.default_host).append("\r\n");
+  }
+  if (last_xff == h.size()) {
+    out.append("X-Forwarded-For: ").append(fwd.client_address).append("\r\n");
+  }
+  out.append("X-Forwarded-Proto: ").append(fwd.proto).append("\r\n");
+  if (head.chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (head.has_content_length) {
+    out.append("Content-Length: ");
+    appendUint(out, head.content_length);
+    out.append("\r\n");
+  }
+  if (head.upgrade) out.append("Connection: upgrade\r\n");
+  out.append("\r\n");
+}
+
+void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming framing,
+                        SkipHeader skip, const void* ctx) {
+  // The decoder accepts only three-digit status codes (100..999).
+  char status[14] = {'H',
+                     'T',
+                     'T',
+                     'P',
+                     '/',
+                     '1',
+                     '.',
+                     '1',
+                     ' ',
+                     static_cast<char>('0' + head.status / 100 % 10),
+                     static_cast<char>('0' + head.status / 10 % 10),
+                     static_cast<char>('0' + head.status % 10),
+                     ' '};
+  out.append(status, 13);
+  out.append(head.reason.empty() ? reasonPhrase(head.status) : std::string_view(head.reason));
+  out.append("\r\n");
+  const HeaderMap& h = head.headers;
+  HopByHop hop(h);
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h.removed(i)) continue;
+    std::string_view name = h.name(i);
+    switch (headerKind(name)) {
+      case Kind::Drop:
+        continue;
+      case Kind::Upgrade:
+        if (head.status != 101) continue;
+        break;
+      case Kind::Other:
+      case Kind::Owned:
+        if (hop.drops(name)) continue;
+        break;
+    }
+    if (skip != nullptr && skip(ctx, name)) continue;
+    out.append(name).append(": ").append(h.value(i)).append("\r\n");
+  }
+  switch (framing) {
+    case BodyFraming::None:
+      break;
+    case BodyFraming::Length:
+      out.append("Content-Length: ");
+      appendUint(out, head.content_length);
+      out.append("\r\n");
+      break;
+    case BodyFraming::Chunked:
+      out.append("Transfer-Encoding: chunked\r\n");
+      break;
+  }
+}
+
+namespace {
+size_t defaultBodySize(int status, std::string_view reason) {
+  return reasonPhrase(status).size() + reason.size() + 4;  // "Phrase (reason)\n"
+}
+}  // namespace
+
+void writeLocalReplyStart(std::string& out, int status, std::string_view reason,
+                          std::string_view body) {
+  out.append("HTTP/1.1 ");
+  appendUint(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status));
+  out.append("\r\nContent-Type: text/plain\r\nContent-Length: ");
+  appendUint(out, body.empty() ? defaultBodySize(status, reason) : body.size());
+  out.append("\r\nx-cutover-reason: ").append(reason).append("\r\n");
+}
+
+void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
+                        std::string_view body, bool close, bool head_only) {
+  if (close) out.append("Connection: close\r\n");
+  out.append("\r\n");
+  if (head_only) return;
+  if (!body.empty()) {
+    out.append(body);
+    return;
+  }
+  out.append(reasonPhrase(status)).append(" (").append(reason).append(")\n");
+}
+
+}  // namespace cutover
