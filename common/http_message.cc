@@ -8,9 +8,8 @@ namespace {
 inline char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
+bool iequalsSameSize(const char* a, const char* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
     if (lower(a[i]) != lower(b[i])) return false;
   }
   return true;
@@ -20,10 +19,10 @@ void HeaderMap::add(std::string_view name, std::string_view value) {
   Entry e;
   e.name_off = static_cast<uint32_t>(storage_.size());
   e.name_len = static_cast<uint32_t>(name.size());
-  storage_.append(name);
+  storage_.append(name).append(": ", 2);
   e.value_off = static_cast<uint32_t>(storage_.size());
   e.value_len = static_cast<uint32_t>(value.size());
-  storage_.append(value);
+  storage_.append(value).append("\r\n", 2);
   entries_.push_back(e);
 }
 
@@ -87,6 +86,7 @@ void HeaderMap::appendValue(const char* p, size_t n) {
   if (!open_) return;  // a value without a name cannot come from the parser
   Entry& e = entries_.back();
   if (!in_value_) {
+    storage_.append(": ", 2);
     e.value_off = static_cast<uint32_t>(storage_.size());
     in_value_ = true;
   }
@@ -98,29 +98,35 @@ std::string_view HeaderMap::endEntry() {
   if (!open_) return {};
   Entry& e = entries_.back();
   if (!in_value_) {
+    storage_.append(": ", 2);
     e.value_off = static_cast<uint32_t>(storage_.size());
     e.value_len = 0;
   }
-  while (e.value_len > 0 && (storage_[e.value_off] == ' ' || storage_[e.value_off] == '\t')) {
-    ++e.value_off;
-    --e.value_len;
+  uint32_t skip = 0;
+  while (skip < e.value_len &&
+         (storage_[e.value_off + skip] == ' ' || storage_[e.value_off + skip] == '\t')) {
+    ++skip;
+  }
+  if (skip > 0) {  // rare: keep the line canonical, the value right after ": "
+    e.value_len -= skip;
+    std::memmove(storage_.data() + e.value_off, storage_.data() + e.value_off + skip, e.value_len);
   }
   while (e.value_len > 0 && (storage_[e.value_off + e.value_len - 1] == ' ' ||
                              storage_[e.value_off + e.value_len - 1] == '\t')) {
     --e.value_len;
   }
+  storage_.resize(e.value_off + e.value_len);
+  storage_.append("\r\n", 2);
   open_ = in_value_ = false;
   return {storage_.data() + e.value_off, e.value_len};
 }
 
 void HeaderMap::serialize(std::string& out) const {
+  LineRun run(out);
   for (size_t i = 0; i < entries_.size(); ++i) {
-    if (removed(i)) continue;
-    out.append(name(i));
-    out.append(": ");
-    out.append(value(i));
-    out.append("\r\n");
+    if (!removed(i)) run.add(line(i));
   }
+  run.flush();
 }
 
 bool RequestHead::idempotent() const {

@@ -10,8 +10,12 @@
 
 namespace cutover {
 
-// ASCII case-insensitive comparison for header names (always compared against lower-case literals).
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive comparison for header names. The length test is inline: most
+// comparisons end there.
+bool iequalsSameSize(const char* a, const char* b, size_t n);
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && iequalsSameSize(a.data(), b.data(), a.size());
+}
 
 // Fast case-insensitive test of a header name (a token, as the codec guarantees) against `lit`,
 // which must be lower-case letters, digits and '-': OR-ing 0x20 into a token byte then lower-cases
@@ -32,7 +36,9 @@ inline bool tokenIs(std::string_view name, std::string_view lit) {
   return true;
 }
 
-// Ordered header list. Names keep their original spelling; lookups are case-insensitive.
+// Ordered header list. Names keep their original spelling; lookups are case-insensitive. The
+// storage holds each header as its wire line, "Name: value\r\n" (value trimmed), so forwarding
+// unchanged headers copies blocks of lines.
 class HeaderMap {
  public:
   struct Entry {
@@ -57,6 +63,13 @@ class HeaderMap {
     return {storage_.data() + entries_[i].value_off, entries_[i].value_len};
   }
   bool removed(size_t i) const { return entries_[i].name_len == 0; }
+  // Entry i's line, "Name: value\r\n", as it sits in storage. Every entry is stored in this
+  // form, one after another, so the lines of consecutive entries are adjacent in memory and a run
+  // of them is written with one copy (LineRun).
+  std::string_view line(size_t i) const {
+    const Entry& e = entries_[i];
+    return {storage_.data() + e.name_off, e.value_off + e.value_len + 2 - e.name_off};
+  }
   size_t bytes() const { return storage_.size(); }
 
   // Appends "Name: value\r\n" for every live header to `out`.
@@ -74,6 +87,32 @@ class HeaderMap {
   std::vector<Entry> entries_;
   bool open_ = false;      // an entry is being built
   bool in_value_ = false;  // ... and its value has started
+};
+
+// Appends header lines to `out`, coalescing lines that are adjacent in one HeaderMap's storage
+// into a single append. Call flush() before writing anything else to `out`.
+class LineRun {
+ public:
+  explicit LineRun(std::string& out) : out_(out) {}
+  void add(std::string_view line) {
+    if (begin_ + len_ == line.data()) {
+      len_ += line.size();
+      return;
+    }
+    flush();
+    begin_ = line.data();
+    len_ = line.size();
+  }
+  void flush() {
+    if (len_ != 0) out_.append(begin_, len_);
+    begin_ = nullptr;
+    len_ = 0;
+  }
+
+ private:
+  std::string& out_;
+  const char* begin_ = nullptr;
+  size_t len_ = 0;
 };
 
 struct RequestHead {

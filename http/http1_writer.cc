@@ -135,6 +135,7 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
     if (tokenIs(name, "x-forwarded-for")) last_xff = i;
     if (tokenIs(name, "host")) has_host = true;
   }
+  LineRun run(out);
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
@@ -149,10 +150,15 @@ void writeRequestHead(std::string& out, const RequestHead& head, const ForwardIn
         if (hop.drops(name)) continue;
         break;
     }
-    out.append(name).append(": ").append(h.value(i));
-    if (i == last_xff) out.append(", ").append(fwd.client_address);
-    out.append("\r\n");
+    if (i == last_xff) {
+      run.flush();
+      out.append(name).append(": ").append(h.value(i));
+      out.append(", ").append(fwd.client_address).append("\r\n");
+    } else {
+      run.add(h.line(i));
+    }
   }
+  run.flush();
   if (!has_host && !fwd.default_host.empty()) {
     out.append("Host: ").append(fwd.default_host).append("\r\n");
   }
@@ -192,6 +198,7 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
   out.append("\r\n");
   const HeaderMap& h = head.headers;
   HopByHop hop(h);
+  LineRun run(out);  // unchanged headers go out as blocks of adjacent lines
   for (size_t i = 0; i < h.size(); ++i) {
     if (h.removed(i)) continue;
     std::string_view name = h.name(i);
@@ -207,8 +214,9 @@ void writeResponseStart(std::string& out, const ResponseHead& head, BodyFraming 
         break;
     }
     if (skip != nullptr && skip(ctx, name)) continue;
-    out.append(name).append(": ").append(h.value(i)).append("\r\n");
+    run.add(h.line(i));
   }
+  run.flush();
   switch (framing) {
     case BodyFraming::None:
       break;

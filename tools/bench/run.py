@@ -228,6 +228,18 @@ def mode_compare(ws, args, cpus, backend_port, results):
             cutover_status = f"did not start: {e}"
     bl.log(f"cutover: {cutover_status}")
     results["cutover_status"] = cutover_status
+    if args.baseline:
+        # A second cutover build (e.g. the commit before a change) in the same rounds, so a change
+        # is judged by two ratios taken side by side rather than by runs minutes apart.
+        port = bl.free_port()
+        proc, _ = bl.start_cutover(ws, args.baseline, "cutover-baseline", bl.cutover_yaml(
+            port, backend_port, backend_port), port)
+        t = Target("cutover-baseline", port, proc)
+        err = verify(t)
+        if err:
+            raise RuntimeError(f"baseline {args.baseline}: {err}")
+        targets.append(t)
+        results["baseline"] = args.baseline
     for t in targets:
         err = verify(t)
         if err:
@@ -389,6 +401,8 @@ def main():
                     help="idle keep-alive connections for the memory figure (0 = skip)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run of about a minute: 3 rounds of 2 s")
+    ap.add_argument("--baseline", help="a second cutover binary measured in the same rounds "
+                    "(row cutover-baseline), to compare a change with the build before it")
     ap.add_argument("--cutover", help="cutover binary (default: $CUTOVER_BIN, build/proxy/cutover,"
                     " /work/build-bench/proxy/cutover)")
     ap.add_argument("--no-compare", action="store_true",

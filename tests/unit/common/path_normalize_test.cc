@@ -38,69 +38,69 @@ void runTable(const PathOptions& options, std::initializer_list<Case> cases) {
 
 TEST_CASE("already-normal targets are unchanged") {
   runTable(PathOptions{}, {
-                               {"/", "/"},
-                               {"/api/limited", "/api/limited"},
-                               {"/api/limited/", "/api/limited/"},
-                               {"/a%20b/%3B%2C", "/a%20b/%3B%2C"},
-                               {"/a.b/..c/c../.../x.", "/a.b/..c/c../.../x."},
-                               {"/API/Limited", "/API/Limited"},
-                               {"/q?x=%zz&y=//./..", "/q?x=%zz&y=//./.."},
-                               {"*", "*"},
-                               {"", ""},
-                           });
+                              {"/", "/"},
+                              {"/api/limited", "/api/limited"},
+                              {"/api/limited/", "/api/limited/"},
+                              {"/a%20b/%3B%2C", "/a%20b/%3B%2C"},
+                              {"/a.b/..c/c../.../x.", "/a.b/..c/c../.../x."},
+                              {"/API/Limited", "/API/Limited"},
+                              {"/q?x=%zz&y=//./..", "/q?x=%zz&y=//./.."},
+                              {"*", "*"},
+                              {"", ""},
+                          });
 }
 
 TEST_CASE("unreserved escapes are decoded and other escapes upper-cased") {
   runTable(PathOptions{}, {
-                               {"/api/fetch-kibana-dat%61", "/api/fetch-kibana-data"},
-                               {"/%61%70%69/limited", "/api/limited"},
-                               {"/a%2d%2E%5f%7e%30", "/a-._~0"},
-                               {"/a%41%5A%7A", "/aAZz"},
-                               {"/a%3b%2c%c3%a9", "/a%3B%2C%C3%A9"},
-                               {"/a%25%32%46", "/a%252F"},  // "%25" stays: no double decoding
-                               {"/a%2526", "/a%2526"},
-                           });
+                              {"/api/fetch-kibana-dat%61", "/api/fetch-kibana-data"},
+                              {"/%61%70%69/limited", "/api/limited"},
+                              {"/a%2d%2E%5f%7e%30", "/a-._~0"},
+                              {"/a%41%5A%7A", "/aAZz"},
+                              {"/a%3b%2c%c3%a9", "/a%3B%2C%C3%A9"},
+                              {"/a%25%32%46", "/a%252F"},  // "%25" stays: no double decoding
+                              {"/a%2526", "/a%2526"},
+                          });
 }
 
 TEST_CASE("dot-segments are removed and never climb above the root") {
   runTable(PathOptions{}, {
-                               {"/./api/limited", "/api/limited"},
-                               {"/x/../api/limited", "/api/limited"},
-                               {"/a/b/../../api/limited", "/api/limited"},
-                               {"/../api/limited", "/api/limited"},
-                               {"/../../..", "/"},
-                               {"/..", "/"},
-                               {"/.", "/"},
-                               {"/a/.", "/a/"},
-                               {"/a/b/..", "/a/"},
-                               {"/a/./b/../c", "/a/c"},
-                               {"/a/%2e/b", "/a/b"},
-                               {"/a/%2E%2e/b", "/b"},
-                               {"/a/.%2e/b?q=/../x", "/b?q=/../x"},
-                           });
+                              {"/./api/limited", "/api/limited"},
+                              {"/x/../api/limited", "/api/limited"},
+                              {"/a/b/../../api/limited", "/api/limited"},
+                              {"/../api/limited", "/api/limited"},
+                              {"/../../..", "/"},
+                              {"/..", "/"},
+                              {"/.", "/"},
+                              {"/a/.", "/a/"},
+                              {"/a/b/..", "/a/"},
+                              {"/a/./b/../c", "/a/c"},
+                              {"/a/%2e/b", "/a/b"},
+                              {"/a/%2E%2e/b", "/b"},
+                              {"/a/.%2e/b?q=/../x", "/b?q=/../x"},
+                          });
 }
 
 TEST_CASE("repeated slashes are merged, a trailing slash stays") {
   runTable(PathOptions{}, {
-                               {"//api/limited", "/api/limited"},
-                               {"/api//limited", "/api/limited"},
-                               {"///api///limited//", "/api/limited/"},
-                               {"//", "/"},
-                               {"/a//../b", "/b"},
-                               {"/a/.//./b", "/a/b"},
-                           });
+                              {"//api/limited", "/api/limited"},
+                              {"/api//limited", "/api/limited"},
+                              {"///api///limited//", "/api/limited/"},
+                              {"//", "/"},
+                              {"/a//../b", "/b"},
+                              {"/a/.//./b", "/a/b"},
+                          });
 }
 
 TEST_CASE("malformed escapes and encoded NUL are rejected") {
   runTable(PathOptions{}, {
-                               {"/api/%zz", nullptr},
-                               {"/api/%4", nullptr},
-                               {"/api/%", nullptr},
-                               {"/api/%g1", nullptr},
-                               {"/api/%00", nullptr},
-                               {"/api/%4?x", nullptr},
-                               {"//x/%0", nullptr},  // checked even when other work is found
-                           });
+                              {"/api/%zz", nullptr},
+                              {"/api/%4", nullptr},
+                              {"/api/%", nullptr},
+                              {"/api/%g1", nullptr},
+                              {"/api/%00", nullptr},
+                              {"/api/%4?x", nullptr},
+                              {"//x/%0", nullptr},  // checked even when other work is found
+                          });
   PathOptions keep;
   keep.escaped_slashes = EscapedSlashes::Keep;
   keep.normalize_path = false;
@@ -110,11 +110,11 @@ TEST_CASE("malformed escapes and encoded NUL are rejected") {
 
 TEST_CASE("encoded slash and backslash: rejected by default, kept or decoded when configured") {
   runTable(PathOptions{}, {
-                               {"/api%2Flimited", nullptr},
-                               {"/api%2flimited", nullptr},
-                               {"/api%5Climited", nullptr},
-                               {"/api%5climited", nullptr},
-                           });
+                              {"/api%2Flimited", nullptr},
+                              {"/api%2flimited", nullptr},
+                              {"/api%5Climited", nullptr},
+                              {"/api%5climited", nullptr},
+                          });
   PathOptions keep;
   keep.escaped_slashes = EscapedSlashes::Keep;
   runTable(keep, {
