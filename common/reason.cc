@@ -48,6 +48,8 @@ std::string_view reasonName(Reason r) {
       return "version_not_supported";
     case Reason::InvalidPath:
       return "invalid_path";
+    case Reason::PayloadTooLarge:
+      return "payload_too_large";
     case Reason::Count:
       break;
   }

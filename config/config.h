@@ -56,6 +56,9 @@ struct Limits {
   uint32_t max_uri_bytes = 8 * 1024;               // request target; over → 414
   uint32_t max_response_header_bytes = 64 * 1024;  // backend header block; over → 502
   uint32_t high_watermark = 1024 * 1024;           // pending write bytes that pause the other side
+  // Request body (after chunk framing); over → 413 and the connection closes. 0 = unlimited, the
+  // default: a sidecar put in front of an application must not start refusing its uploads.
+  uint64_t max_request_body_bytes = 0;
   // Open client connections per worker; a connection accepted beyond it is closed at once
   // (counted in cutover_downstream_connections_rejected_total).
   uint32_t max_connections_per_worker = 1024;

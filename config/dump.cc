@@ -233,6 +233,7 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "max_response_header_bytes" << YAML::Value << l.max_response_header_bytes;
   out << YAML::Key << "high_watermark" << YAML::Value << l.high_watermark;
   out << YAML::Key << "max_connections_per_worker" << YAML::Value << l.max_connections_per_worker;
+  out << YAML::Key << "max_request_body_bytes" << YAML::Value << l.max_request_body_bytes;
   out << YAML::EndMap;
 
   out << YAML::Key << "override_header" << YAML::Value;

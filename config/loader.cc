@@ -145,7 +145,7 @@ void Loader::loadLimits(const MapReader& top) {
   if (!top.has("limits")) return;
   MapReader map(errors_, top.value("limits"), "limits",
                 {"max_header_bytes", "max_uri_bytes", "max_response_header_bytes", "high_watermark",
-                 "max_connections_per_worker"},
+                 "max_connections_per_worker", "max_request_body_bytes"},
                 true);
   constexpr uint32_t KiB = 1024;
   constexpr uint32_t MiB = 1024 * 1024;
@@ -155,6 +155,8 @@ void Loader::loadLimits(const MapReader& top) {
   map.getSize("max_response_header_bytes", 1 * KiB, 16 * MiB, l.max_response_header_bytes);
   map.getSize("high_watermark", 4 * KiB, 1024 * MiB, l.high_watermark);
   map.getUint32("max_connections_per_worker", 1, 1'000'000, l.max_connections_per_worker);
+  map.getSize("max_request_body_bytes", uint64_t{0}, uint64_t{1024} * 1024 * MiB,
+              l.max_request_body_bytes);  // 0 = unlimited; at most 1 TiB (1024GiB)
 }
 
 bool Loader::readHeaderName(const YAML::Node& node, const std::string& path, std::string& out) {

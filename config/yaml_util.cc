@@ -220,6 +220,14 @@ bool readUint32(Errors& errors, const YAML::Node& node, const std::string& path,
 
 bool readSize(Errors& errors, const YAML::Node& node, const std::string& path, uint32_t min,
               uint32_t max, uint32_t& out) {
+  uint64_t value = 0;
+  if (!readSize(errors, node, path, uint64_t{min}, uint64_t{max}, value)) return false;
+  out = static_cast<uint32_t>(value);
+  return true;
+}
+
+bool readSize(Errors& errors, const YAML::Node& node, const std::string& path, uint64_t min,
+              uint64_t max, uint64_t& out) {
   static const char* kExpected = "a size in bytes like 65536, 64KiB or 1MiB";
   if (!isScalar(errors, node, path, kExpected)) return false;
   std::string text = node.Scalar();
@@ -247,7 +255,7 @@ bool readSize(Errors& errors, const YAML::Node& node, const std::string& path, u
                "must be " + formatSize(min) + ".." + formatSize(max) + ", got " + node.Scalar());
     return false;
   }
-  out = static_cast<uint32_t>(static_cast<uint64_t>(value) * multiplier);
+  out = static_cast<uint64_t>(value) * multiplier;
   return true;
 }
 
@@ -390,6 +398,10 @@ bool MapReader::getUint32(const std::string& key, uint32_t min, uint32_t max, ui
 }
 
 bool MapReader::getSize(const std::string& key, uint32_t min, uint32_t max, uint32_t& out) const {
+  return has(key) && readSize(errors_, value(key), path(key), min, max, out);
+}
+
+bool MapReader::getSize(const std::string& key, uint64_t min, uint64_t max, uint64_t& out) const {
   return has(key) && readSize(errors_, value(key), path(key), min, max, out);
 }
 

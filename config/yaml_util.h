@@ -64,6 +64,8 @@ bool readUint32(Errors& errors, const YAML::Node& node, const std::string& path,
 // Byte sizes: a plain integer or one with a KiB/MiB/GiB suffix.
 bool readSize(Errors& errors, const YAML::Node& node, const std::string& path, uint32_t min,
               uint32_t max, uint32_t& out);
+bool readSize(Errors& errors, const YAML::Node& node, const std::string& path, uint64_t min,
+              uint64_t max, uint64_t& out);
 bool readDouble(Errors& errors, const YAML::Node& node, const std::string& path, double min,
                 double max, double& out);
 bool readBool(Errors& errors, const YAML::Node& node, const std::string& path, bool& out);
@@ -94,6 +96,7 @@ class MapReader {
   // Typed getters: false when absent or invalid (errors reported), `out` untouched then.
   bool getUint32(const std::string& key, uint32_t min, uint32_t max, uint32_t& out) const;
   bool getSize(const std::string& key, uint32_t min, uint32_t max, uint32_t& out) const;
+  bool getSize(const std::string& key, uint64_t min, uint64_t max, uint64_t& out) const;
   bool getDouble(const std::string& key, double min, double max, double& out) const;
   bool getBool(const std::string& key, bool& out) const;
   bool getString(const std::string& key, std::string& out) const;

@@ -120,6 +120,7 @@ struct Http1Trampolines {
     RequestDecoder& d = req(p);
     d.in_message_ = true;
     d.head_complete_ = false;
+    d.body_bytes_ = 0;
     d.head_.clear();
     return HPE_OK;
   }
@@ -196,12 +197,22 @@ struct Http1Trampolines {
       if (!iequals(trimOws(expect), "100-continue")) return fail(s, 417, "unsupported_expect");
       h.expect_continue = h.version_minor >= 1;
     }
+    // Refused from the head alone: no 100 Continue goes out and no byte of it reaches a backend.
+    if (d.limits_.max_body_bytes != 0 && h.content_length > d.limits_.max_body_bytes) {
+      return fail(s, 413, "payload_too_large");
+    }
     d.head_complete_ = true;
     d.cb_->onRequestHead(h);
     return HPE_OK;
   }
   static int reqBody(llhttp_t* p, const char* at, size_t len) {
-    req(p).cb_->onRequestBody(at, len);
+    RequestDecoder& d = req(p);
+    d.body_bytes_ += len;
+    // Only a chunked body can get here past the limit (a Content-Length over it was refused).
+    if (d.limits_.max_body_bytes != 0 && d.body_bytes_ > d.limits_.max_body_bytes) {
+      return fail(st(p), 413, "payload_too_large");
+    }
+    d.cb_->onRequestBody(at, len);
     return HPE_OK;
   }
   static int reqMessageComplete(llhttp_t* p) {
@@ -554,6 +565,7 @@ void RequestDecoder::reset() {
   resetState(*state_, HTTP_REQUEST, Http1Trampolines::requestSettings(), this);
   in_message_ = false;
   head_complete_ = false;
+  body_bytes_ = 0;
   error_ = {};
 }
 

@@ -51,6 +51,10 @@ class RequestDecoder {
   struct Limits {
     uint32_t max_header_bytes = 64 * 1024;
     uint32_t max_uri_bytes = 8 * 1024;
+    // Request body bytes (after chunk framing is removed); 0 = unlimited. A Content-Length over
+    // it is refused when the head completes, before onRequestHead; a chunked body when it grows
+    // past it, before the bytes that cross it are delivered. Either way: error 413.
+    uint64_t max_body_bytes = 0;
   };
   RequestDecoder(RequestDecoderCallbacks& cb, Limits limits);
   ~RequestDecoder();
@@ -81,6 +85,7 @@ class RequestDecoder {
   Limits limits_;
   RequestHead head_;
   DecodeError error_;
+  uint64_t body_bytes_ = 0;  // of the current message, delivered so far
   bool in_message_ = false;
   bool head_complete_ = false;
 };

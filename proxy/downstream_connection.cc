@@ -17,6 +17,8 @@ Reason rejectReason(int status) {
       return Reason::MethodNotAllowed;
     case 408:
       return Reason::HeaderTimeout;
+    case 413:
+      return Reason::PayloadTooLarge;
     case 414:
       return Reason::UriTooLong;
     case 417:
@@ -316,6 +318,13 @@ void DownstreamConnection::onDeadline() {
     rejectAndClose(408, Reason::HeaderTimeout, "header_timeout");
     return;
   }
+  abort();
+}
+
+void DownstreamConnection::onDrainDeadline() {
+  // Closing first: the stream's end must not start a graceful close, the abort below is the close.
+  state_ = State::Closing;
+  if (stream_ != nullptr) stream_->onDrainDeadline();
   abort();
 }
 

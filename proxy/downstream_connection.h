@@ -55,6 +55,9 @@ class DownstreamConnection final : public ListHook,
   void rejectAndClose(int status, Reason reason, std::string_view detail);
   // Close now, dropping anything pending.
   void abort();
+  // The drain deadline passed: the exchange in progress (if any) ends with reason `draining`,
+  // then abort().
+  void onDrainDeadline();
   // Worker drain: close if idle, else finish the exchange and close.
   void drain();
   // A timeout list deadline passed: 408 while reading a head, else close.

@@ -430,17 +430,32 @@ void Stream::writeAccessLog() {
 
 void Stream::onRequestError(int status) {
   if (phase_ == Phase::Done) return;
+  Reason reason = status == 431   ? Reason::HeadersTooLarge
+                  : status == 413 ? Reason::PayloadTooLarge
+                                  : Reason::BadRequest;
   response_close_ = true;
   if (response_started_) {
+    info_.reason = reason;  // the response is cut; the log and the metric say why
     finish();
     return;
   }
-  localReply(status, status == 431 ? Reason::HeadersTooLarge : Reason::BadRequest);
+  localReply(status, reason);
 }
 
 void Stream::onDownstreamGone() {
   if (phase_ == Phase::Done) return;
   info_.client_aborted = true;
+  if (phase_ == Phase::Filters && next_filter_ > 0 && next_filter_ <= filters_.size()) {
+    filters_[next_filter_ - 1]->onCancel();
+  }
+  response_close_ = true;
+  finish();
+}
+
+void Stream::onDrainDeadline() {
+  if (phase_ == Phase::Done) return;
+  // No reply even if none started: the connection is closed at once (a write would be cancelled).
+  info_.reason = Reason::Draining;
   if (phase_ == Phase::Filters && next_filter_ > 0 && next_filter_ <= filters_.size()) {
     filters_[next_filter_ - 1]->onCancel();
   }

@@ -48,6 +48,9 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   void onRequestError(int status);
   // Client went away (reset or EOF mid-request): abort everything, complete, report done.
   void onDownstreamGone();
+  // The worker's drain deadline passed: like onDownstreamGone, but the client did not leave, the
+  // proxy cut it: logged and counted with reason `draining`. The connection closes right after.
+  void onDrainDeadline();
   // Tunnel: client bytes to the backend.
   void tunnelData(const char* data, size_t len);
   void tunnelClientClosed();

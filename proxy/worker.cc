@@ -192,7 +192,7 @@ void Worker::stopNow() {
       while (DownstreamConnection* c = list->front()) {
         list->remove(c);
         c->list = static_cast<uint8_t>(ConnList::None);
-        c->abort();
+        c->onDrainDeadline();  // an exchange in progress is logged with reason draining
       }
     }
     for (auto& [key, pool] : w.pools_) pool->closeIdle();
@@ -337,7 +337,8 @@ uint32_t Worker::nextEndpoint(uint32_t backend_index, uint32_t endpoint_count) {
 }
 
 RequestDecoder* Worker::acquireDecoder(RequestDecoderCallbacks& cb, const config::Limits& limits) {
-  RequestDecoder::Limits l{limits.max_header_bytes, limits.max_uri_bytes};
+  RequestDecoder::Limits l{limits.max_header_bytes, limits.max_uri_bytes,
+                           limits.max_request_body_bytes};
   if (!free_decoders_.empty()) {
     RequestDecoder* d = free_decoders_.back();
     free_decoders_.pop_back();

@@ -101,6 +101,35 @@ class DrainTest(h.ProxyTestCase):
         self.assertIsNotNone(code, "still running 6 s after SIGTERM with drain 1s")
         self.assertLess(time.monotonic() - t0, 3.0)
 
+    def test_a_request_cut_by_the_drain_deadline_is_logged_with_reason_draining(self):
+        # POST /drain (the preStop hook) with a 500 ms deadline; the backend takes 8 s.
+        p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100}, admin=True,
+                                     timeouts={"drain": "500ms"}))
+        c = h.Client(p.port, timeout=10)
+        self.addCleanup(c.close)
+        c.send(h.build_request("GET", "/slow?ms=8000"))
+        self.assertGreaterEqual(self.legacy.wait_in_flight(1), 1)
+        p.expect_exit = True
+        self.assertEqual(h.admin(p, "POST", "/drain").status, 202)
+        # The exchange had no response yet: the cut is all the client gets.
+        self.assertTrue(c.closed_by_peer(5), "connection still open after the drain deadline")
+        self.assertEqual(bytes(c.buf), b"")
+        code = p.wait_exit(timeout=6)
+        self.assertEqual(code, 0, p.log_tail())
+
+        def access():
+            with p.cond:
+                return [e for e in p.events if "request_id" in e and "event" not in e]
+        deadline = time.monotonic() + 3  # the pumps may still be reading the last lines
+        while not access() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        lines = access()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["reason"], "draining", lines[0])
+        self.assertEqual(lines[0]["path"], "/slow?ms=8000")
+        self.assertFalse(lines[0].get("client_aborted", False), "the client did not leave")
+        self.assertEqual(len(p.find_events("drain_timeout")), 1)
+
 
 class WorkersTest(h.ProxyTestCase):
     def test_two_workers_both_listen_on_the_same_port_and_both_serve(self):

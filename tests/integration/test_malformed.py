@@ -3,7 +3,9 @@
 never forwarded; malformed backend responses become 502 bad_upstream_response."""
 
 import os
+import socket
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -177,12 +179,15 @@ class RejectAccountingTest(h.ProxyTestCase):
          "unsupported_expect"),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "version_not_supported",
          "unsupported_version"),
+        (b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"b" * 2000,
+         413, "payload_too_large", "payload_too_large"),
     ]
 
     def test_every_refused_request_gets_one_access_line_and_one_local_reply_count(self):
         legacy = self.backend("legacy")
         p = self.proxy(h.make_config({"legacy": legacy}, admin=True,
-                                     limits={"max_uri_bytes": 1024},
+                                     limits={"max_uri_bytes": 1024,
+                                             "max_request_body_bytes": 1024},
                                      timeouts={"header_read": "300ms"}))
         for raw, status, reason, _ in self.CASES:
             with h.Client(p.port, timeout=5) as c:
@@ -222,7 +227,7 @@ class RejectAccountingTest(h.ProxyTestCase):
 
 
 class StreamLocalReplyAccountingTest(h.ProxyTestCase):
-    def test_429_502_503_504_each_get_one_access_line_and_one_local_reply_count(self):
+    def test_413_429_502_503_504_each_get_one_access_line_and_one_local_reply_count(self):
         slow = self.backend("slow")
         slow.set_latency(2000)
         dead_port = h.free_port()
@@ -232,7 +237,8 @@ class StreamLocalReplyAccountingTest(h.ProxyTestCase):
             {"name": "slow", "match": {"prefix": "/slow"}, "split": {"slow": 100}, "timeout": "300ms"},
             {"name": "dead", "match": {"prefix": "/dead"}, "split": {"dead": 100}},
         ]
-        cfg = h.make_config({"slow": slow, "dead": [dead_port]}, routes=routes, admin=True)
+        cfg = h.make_config({"slow": slow, "dead": [dead_port]}, routes=routes, admin=True,
+                            limits={"max_request_body_bytes": 1024})
         cfg["backends"]["dead"]["circuit_breaker"] = {"consecutive_failures": 1, "cooldown": "60s",
                                                       "failure_on": ["connect_error"]}
         p = self.proxy(cfg)
@@ -245,6 +251,13 @@ class StreamLocalReplyAccountingTest(h.ProxyTestCase):
             self.assertEqual(r.status, status, r)
             self.assertEqual(r.header("x-cutover-reason"), reason, r)
             expected.append((status, reason or "none"))
+        # A chunked body is refused once it grows past the limit: the stream answers 413.
+        with h.Client(p.port, timeout=5) as c:
+            c.send(b"POST /slow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                   h.chunked_encode(b"x" * 1500, [500, 500, 500]))
+            self.assertLocalReply(c.read_response(), 413, "payload_too_large")
+            self.assertTrue(c.closed_by_peer(3), "connection left open after the 413")
+        expected.append((413, "payload_too_large"))
         slow.set_latency(2000)
         r = h.get(p.port, "/slow")
         self.assertLocalReply(r, 504, "request_timeout")
@@ -260,7 +273,7 @@ class StreamLocalReplyAccountingTest(h.ProxyTestCase):
                 break
             time.sleep(0.05)
         for reason in ("rate_limited", "upstream_connect_failure", "circuit_open",
-                       "request_timeout"):
+                       "payload_too_large", "request_timeout"):
             self.assertEqual(h.metric(text, "cutover_local_replies_total", reason=reason), 1,
                              reason + "\n" + "\n".join(l for l in text.splitlines()
                                                        if "local_replies" in l))
@@ -270,6 +283,197 @@ class StreamLocalReplyAccountingTest(h.ProxyTestCase):
         p.wait_for(lambda px: len(access(px)) >= len(expected), 5)
         lines = access(p)
         self.assertEqual([(e["status"], e["reason"]) for e in lines], expected)
+
+
+
+class RawBackend:
+    """Accepts connections and records every byte each one carries, until the proxy closes it.
+
+    It answers nothing unless `answer_on_head` is set: then, once a request head has arrived, it
+    sends those bytes (say, the head and first chunk of a response it never finishes).
+    """
+
+    def __init__(self, answer_on_head=None):
+        self.answer_on_head = answer_on_head
+        self.conns = []  # [bytearray received, closed by the peer?] per connection
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            record = [bytearray(), False]
+            with self.lock:
+                self.conns.append(record)
+            threading.Thread(target=self._serve, args=(conn, record), daemon=True).start()
+
+    def _serve(self, conn, record):
+        conn.settimeout(10)
+        answered = False
+        try:
+            while not self.stopping:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    record[0] += data
+                    head_done = b"\r\n\r\n" in record[0]
+                if self.answer_on_head is not None and head_done and not answered:
+                    answered = True
+                    conn.sendall(self.answer_on_head)
+        except OSError:
+            pass  # a reset is a close too
+        finally:
+            with self.lock:
+                record[1] = True
+            conn.close()
+
+    def received(self):
+        with self.lock:
+            return [(bytes(b), closed) for b, closed in self.conns]
+
+    def wait(self, predicate, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.received()):
+                return True
+            time.sleep(0.01)
+        return predicate(self.received())
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=2)
+
+
+def dechunk_unfinished(raw):
+    """The data of a chunked body that stops after a whole chunk, before any last-chunk."""
+    data = b""
+    while raw:
+        size_line, _, rest = raw.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            raise AssertionError("the body was completed with a last-chunk")
+        if len(rest) < size + 2 or rest[size:size + 2] != b"\r\n":
+            raise AssertionError("a chunk was cut: %r" % raw[:64])
+        data += rest[:size]
+        raw = rest[size + 2:]
+    return data
+
+
+class BodyLimitTest(h.ProxyTestCase):
+    """limits.max_request_body_bytes: 413 before the backend sees anything when Content-Length
+    says so, the upstream attempt cut when a chunked body grows past it; the connection closes."""
+
+    LIMIT = 1024
+
+    def start(self, answer_on_head=None):
+        self.be = RawBackend(answer_on_head)
+        self.addCleanup(self.be.stop)
+        self.p = self.proxy(h.make_config({"legacy": [self.be.port]}, admin=True,
+                                          limits={"max_request_body_bytes": self.LIMIT}))
+
+    def access_lines(self, n):
+        def access(px):
+            return [e for e in px.events if "request_id" in e and "event" not in e]
+        self.p.wait_for(lambda px: len(access(px)) >= n, 5)
+        return access(self.p)
+
+    def local_replies(self, reason):
+        return h.metric(h.admin(self.p, "GET", "/metrics").body.decode(),
+                        "cutover_local_replies_total", reason=reason)
+
+    def test_content_length_over_the_limit_is_413_the_backend_gets_no_byte_and_the_body_is_not_parsed(self):
+        self.start()
+        # The body is a whole request: were it parsed after the 413, the backend would get it.
+        smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        body = smuggled + b"p" * (self.LIMIT + 1 - len(smuggled))
+        with h.Client(self.p.port, timeout=5) as c:
+            c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
+            # Answered from the head alone, before any body byte is sent.
+            r = c.read_response()
+            self.assertLocalReply(r, 413, "payload_too_large")
+            self.assertIn("close", r.tokens("connection"))
+            try:
+                c.send(body + smuggled)  # keep-alive client: the body, then a next request
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            self.assertTrue(c.closed_by_peer(3), "connection left open after the 413")
+        time.sleep(0.2)  # a forwarded byte would have arrived by now
+        self.assertEqual(self.be.received(), [], "the backend was contacted")
+        # Exactly at the limit is forwarded.
+        with h.Client(self.p.port, timeout=5) as c:
+            c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
+                   % (self.LIMIT, b"q" * self.LIMIT))
+            self.assertTrue(self.be.wait(lambda conns: len(conns) == 1 and
+                                         conns[0][0].endswith(b"q" * self.LIMIT)))
+        lines = self.access_lines(1)
+        self.assertEqual([(e["status"], e["reason"], e.get("detail")) for e in lines[:1]],
+                         [(413, "payload_too_large", "payload_too_large")])
+        self.assertEqual(self.local_replies("payload_too_large"), 1)
+
+    def test_chunked_body_growing_past_the_limit_is_413_and_the_backend_sees_the_request_cut(self):
+        self.start()
+        head = b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        first = b"a" * 600
+        with h.Client(self.p.port, timeout=5) as c:
+            c.send(head + b"258\r\n" + first + b"\r\n")
+            # The head and the first chunk reach the backend (within the limit: streamed).
+            self.assertTrue(self.be.wait(lambda conns: len(conns) == 1 and
+                                         conns[0][0].endswith(first + b"\r\n")),
+                            self.be.received())
+            c.send(b"258\r\n" + b"b" * 600 + b"\r\n0\r\n\r\n")  # 1200 bytes: over
+            r = c.read_response()
+            self.assertLocalReply(r, 413, "payload_too_large")
+            self.assertIn("close", r.tokens("connection"))
+            self.assertTrue(c.closed_by_peer(3), "connection left open after the 413")
+        # The upstream attempt was cut: the backend's connection closed with the body unfinished.
+        self.assertTrue(self.be.wait(lambda conns: conns[0][1]), "backend connection still open")
+        (received, closed), = self.be.received()
+        self.assertTrue(closed)
+        self.assertIn(b"\r\ntransfer-encoding: chunked\r\n", received.lower())
+        # After the head: the first 600 bytes in whole chunks (re-framed by the proxy), not one
+        # byte of the second chunk, and no last-chunk.
+        self.assertEqual(dechunk_unfinished(received[received.index(b"\r\n\r\n") + 4:]), first)
+        lines = self.access_lines(1)
+        self.assertEqual([(e["status"], e["reason"]) for e in lines], [(413, "payload_too_large")])
+        self.assertEqual(self.local_replies("payload_too_large"), 1)
+
+    def test_chunked_body_past_the_limit_after_the_response_started_cuts_the_connection(self):
+        # The backend starts a chunked response as soon as it has the head, and never ends it.
+        self.start(answer_on_head=b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  b"5\r\nearly\r\n")
+        with h.Client(self.p.port, timeout=5) as c:
+            c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"10\r\n" + b"a" * 16 + b"\r\n")
+            r = c.read_head()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(c.read_line(), b"5\r\n")
+            c.send(b"800\r\n" + b"b" * 2048 + b"\r\n")
+            # No 413 can follow a 200 on the wire: the response is cut, the connection closed.
+            deadline = time.monotonic() + 3
+            rest = b""
+            while time.monotonic() < deadline and not c.eof:
+                c.closed_by_peer(0.5)
+                rest += bytes(c.buf)
+                del c.buf[:]
+            self.assertTrue(c.eof, "connection left open")
+            self.assertNotIn(b"0\r\n\r\n", rest, "the cut response was completed")
+        self.assertTrue(self.be.wait(lambda conns: conns and conns[0][1]),
+                        "backend connection still open")
+        lines = self.access_lines(1)
+        self.assertEqual([(e["status"], e["reason"]) for e in lines], [(200, "payload_too_large")])
+        self.assertEqual(self.local_replies("payload_too_large"), 1)
 
 
 if __name__ == "__main__":

@@ -242,6 +242,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(config->limits.max_response_header_bytes == 65536);
   CHECK(config->limits.high_watermark == 1048576);
   CHECK(config->limits.max_connections_per_worker == 1024);
+  CHECK(config->limits.max_request_body_bytes == 0);  // unlimited
   CHECK(config->override_header.empty());
   CHECK(config->filters == std::vector<std::string>{"request_id", "rate_limit", "router"});
   CHECK_FALSE(config->rate_limit.has_value());
@@ -294,6 +295,7 @@ limits:
   max_response_header_bytes: 1MiB
   high_watermark: 2MiB
   max_connections_per_worker: 5000
+  max_request_body_bytes: 10GiB
 override_header: X-Cutover-Backend
 filters: [rate_limit, request_id, router]
 rate_limit:
@@ -383,6 +385,7 @@ void checkFull(const Config& config) {
   CHECK(config.limits.max_response_header_bytes == 1024 * 1024);
   CHECK(config.limits.high_watermark == 2 * 1024 * 1024);
   CHECK(config.limits.max_connections_per_worker == 5000);
+  CHECK(config.limits.max_request_body_bytes == 10ull * 1024 * 1024 * 1024);  // past 32 bits
   CHECK(config.override_header == "x-cutover-backend");
   CHECK(config.filters == std::vector<std::string>{"rate_limit", "request_id", "router"});
 
@@ -541,6 +544,32 @@ TEST_CASE("dumpYaml writes every default and loads back to the same config") {
   CHECK(minimal_dump.find("enabled: false") != std::string::npos);
   CHECK(minimal_dump.find("address: 127.0.0.1:9901") != std::string::npos);
   CHECK(dumpYaml(*loadOk(minimal_dump)) == minimal_dump);
+}
+
+TEST_CASE("limits.max_request_body_bytes: a size, 0 = unlimited, errors name the key") {
+  const auto body = [](const std::string& value) {
+    return kListeners + "limits: { max_request_body_bytes: " + value + " }\n" + kBackends + kRoutes;
+  };
+  CHECK(loadOk(body("0"))->limits.max_request_body_bytes == 0);
+  CHECK(loadOk(body("65536"))->limits.max_request_body_bytes == 65536);
+  CHECK(loadOk(body("1MiB"))->limits.max_request_body_bytes == 1024 * 1024);
+  CHECK(loadOk(body("1024GiB"))->limits.max_request_body_bytes == 1ull << 40);
+  CHECK(dumpYaml(*loadOk(body("1MiB"))).find("max_request_body_bytes: 1048576") !=
+        std::string::npos);
+  CHECK(errorsOf(body("lots")) ==
+        std::vector<std::string>{
+            "cutover.yaml:4:35: limits.max_request_body_bytes: expected a size in bytes like "
+            "65536, 64KiB or 1MiB, got 'lots'"});
+  CHECK(errorsOf(body("-1")) ==
+        std::vector<std::string>{
+            "cutover.yaml:4:35: limits.max_request_body_bytes: expected a size in bytes like "
+            "65536, 64KiB or 1MiB, got '-1'"});
+  CHECK(errorsOf(body("1025GiB")) ==
+        std::vector<std::string>{
+            "cutover.yaml:4:35: limits.max_request_body_bytes: must be 0..1024GiB, got 1025GiB"});
+  // Another proxy's spelling is an unknown key here, not silently ignored.
+  CHECK(errorsOf(kListeners + "limits: { max_body_bytes: 1MiB }\n" + kBackends + kRoutes) ==
+        std::vector<std::string>{"cutover.yaml:4:11: limits: unknown key 'max_body_bytes'"});
 }
 
 TEST_CASE("split: new owns the low buckets and thresholds are cumulative weight x 100") {

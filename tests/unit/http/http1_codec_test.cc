@@ -154,6 +154,43 @@ TEST_CASE("a header block over the limit gets 431 and a long URI gets 414") {
   for (const Outcome& o : allWays(uri, limits)) CHECK(o.status == 414);
 }
 
+TEST_CASE("a body over max_body_bytes gets 413: a Content-Length before the head is delivered") {
+  RequestDecoder::Limits limits;
+  limits.max_body_bytes = 10;
+  const std::string cl = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ";
+  for (const Outcome& o : allWays(cl + "11\r\n\r\nhello world", limits)) {
+    CHECK(o.status == 413);
+    CHECK(o.heads.empty());  // nothing to forward, no 100 Continue to send
+    CHECK(o.body.empty());
+  }
+  for (const Outcome& o : allWays(cl + "10\r\n\r\nhelloworld", limits)) {
+    REQUIRE_FALSE(o.error);
+    CHECK(o.body == "helloworld");
+  }
+  // 0 = unlimited.
+  for (const Outcome& o : allWays(cl + "11\r\n\r\nhello world")) CHECK_FALSE(o.error);
+}
+
+TEST_CASE("a chunked body growing past max_body_bytes gets 413 before the crossing bytes") {
+  RequestDecoder::Limits limits;
+  limits.max_body_bytes = 10;
+  const std::string head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (const Outcome& o : allWays(head + "6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n", limits)) {
+    CHECK(o.status == 413);
+    CHECK(o.heads.size() == 1);  // the head went on; the stream answers (or cuts) the exchange
+    CHECK(o.completes == 0);
+    CHECK(o.body.size() <= 10);
+    CHECK(std::string("hello world").compare(0, o.body.size(), o.body) == 0);
+  }
+  // Exactly at the limit is fine, and the count starts again with each pipelined request.
+  const std::string ten = head + "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+  for (const Outcome& o : allWays(ten + ten, limits)) {
+    REQUIRE_FALSE(o.error);
+    CHECK(o.completes == 2);
+    CHECK(o.body == "helloworldhelloworld");
+  }
+}
+
 TEST_CASE("valid requests parse the same however the bytes arrive") {
   std::string chunked =
       "POST /up?x=1 HTTP/1.1\r\nHost: example\r\nTransfer-Encoding: chunked\r\n\r\n"
