@@ -260,4 +260,50 @@ void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
   out.append(reasonPhrase(status)).append(" (").append(reason).append(")\n");
 }
 
+namespace {
+// RFC 9110 §5.6.2 tchar.
+bool isTokenChar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+}
+bool validName(std::string_view n) {
+  if (n.empty()) return false;
+  for (char c : n) {
+    if (!isTokenChar(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+// Visible bytes, spaces, tabs and obs-text; no CR, LF or other control byte.
+bool validValue(std::string_view v) {
+  for (char ch : v) {
+    const auto c = static_cast<unsigned char>(ch);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+}  // namespace
+
+void writeCompleteResponse(std::string& out, int status, const HeaderMap& headers,
+                           std::string_view body, bool close, bool head_only) {
+  out.append("HTTP/1.1 ");
+  appendUint(out, static_cast<uint64_t>(status));
+  out.push_back(' ');
+  out.append(reasonPhrase(status)).append("\r\n");
+  for (size_t i = 0; i < headers.size(); ++i) {
+    if (headers.removed(i)) continue;
+    std::string_view name = headers.name(i);
+    std::string_view value = headers.value(i);
+    if (!validName(name) || !validValue(value)) continue;
+    const Kind kind = headerKind(name);
+    if (kind == Kind::Drop || kind == Kind::Upgrade) continue;
+    out.append(name).append(": ").append(value).append("\r\n");
+  }
+  out.append("Content-Length: ");
+  appendUint(out, body.size());
+  out.append("\r\n");
+  if (close) out.append("Connection: close\r\n");
+  out.append("\r\n");
+  if (!head_only) out.append(body);
+}
+
 }  // namespace cutover

@@ -57,4 +57,16 @@ void writeLocalReplyStart(std::string& out, int status, std::string_view reason,
 void writeLocalReplyEnd(std::string& out, int status, std::string_view reason,
                         std::string_view body, bool close, bool head_only);
 
+// A complete response the proxy serves from a body it holds whole (the admin API): the status
+// line, `headers` in order, Content-Length of `body`, Connection: close when `close`, the blank
+// line, and the body unless `head_only` (a HEAD answer declares the length of the GET answer).
+// These headers come from code, not from the decoder, so the writer checks them itself: framing
+// and hop-by-hop headers are left out (the writer owns framing and connection management), and so
+// is any header whose name is not a token or whose value holds CR, LF or another control byte.
+void writeCompleteResponse(std::string& out, int status, const HeaderMap& headers,
+                           std::string_view body, bool close, bool head_only);
+
+// The interim answer to "Expect: 100-continue".
+inline constexpr std::string_view k100Continue = "HTTP/1.1 100 Continue\r\n\r\n";
+
 }  // namespace cutover

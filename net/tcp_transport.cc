@@ -246,6 +246,22 @@ void TcpTransport::onClose(uv_handle_t* h) {
   cb->onTransportClosed();  // the owner may free us here: touch nothing after
 }
 
+int TcpTransport::peerName(sockaddr_storage& out) const {
+  int len = sizeof(out);
+  return uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&out), &len);
+}
+
+void acceptAndClose(uv_loop_t* loop, uv_stream_t* server) {
+  auto* tcp = new uv_tcp_t;
+  if (uv_tcp_init(loop, tcp) != 0) {
+    delete tcp;
+    return;
+  }
+  uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp));  // on failure there is nothing to close
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+}
+
 std::string TcpTransport::peerAddress() const {
   sockaddr_storage ss{};
   int len = sizeof(ss);

@@ -38,6 +38,8 @@ class TcpTransport final : public Transport {
   void close() override;
   bool isClosing() const override { return closing_; }
   std::string peerAddress() const override;
+  // The peer's socket address (with its port). Returns a libuv error code.
+  int peerName(sockaddr_storage& out) const;
 
  private:
   struct WriteState;
@@ -62,5 +64,10 @@ class TcpTransport final : public Transport {
   bool closing_ = false;
   bool shutdown_wanted_ = false;
 };
+
+// Accepts one pending connection from `server` and closes it at once (a connection over a limit):
+// leaving it in the kernel's queue would only delay the refusal, and the listener would keep
+// reporting it. The handle is owned here and freed in its close callback.
+void acceptAndClose(uv_loop_t* loop, uv_stream_t* server);
 
 }  // namespace cutover

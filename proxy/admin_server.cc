@@ -7,6 +7,8 @@
 
 #include "config/loader.h"
 #include "http/http1_codec.h"
+#include "http/http1_writer.h"
+#include "net/tcp_transport.h"
 
 namespace cutover {
 
@@ -24,16 +26,29 @@ std::string formatAddress(const sockaddr_storage& ss) {
   return std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
 }
 
+// "Name: value\r\n" lines, the responder's preformatted form, into `out` (the writer checks them).
+void addHeaderLines(HeaderMap& out, std::string_view lines) {
+  while (!lines.empty()) {
+    const size_t eol = lines.find("\r\n");
+    std::string_view line = lines.substr(0, eol);
+    lines.remove_prefix(eol == std::string_view::npos ? lines.size() : eol + 2);
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    out.add(line.substr(0, colon), value);
+  }
+}
+
+constexpr size_t kReadBufferSize = 16 * 1024;
+// After the last response, how long a connection keeps reading (and discarding) the client's input
+// so that unread bytes do not turn our FIN into a reset that destroys the response (as the data
+// plane's lingering close).
+constexpr uint64_t kLingerMs = 2000;
+constexpr std::string_view kText = "text/plain; charset=utf-8";
+
 }  // namespace
-
-class AdminConnection;
-
-// One uv_write: owns its bytes until the write callback.
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-  AdminConnection* conn;
-};
 
 // Shared by every copy of one AdminResponder.
 struct AdminResponderState {
@@ -43,53 +58,68 @@ struct AdminResponderState {
   ~AdminResponderState();
 };
 
-// One accepted admin connection. Owned by AdminServer::connections_ (a shared_ptr, so responders
-// can hold weak references) and erased only in the last close callback of its two handles.
-class AdminConnection final : public RequestDecoderCallbacks,
+// One accepted admin connection: a TcpTransport, a RequestDecoder and one timer. Owned by
+// AdminServer::connections_ (a shared_ptr, so responders can hold weak references) and erased only
+// in the last close callback of its two handles (the transport's socket and the timer).
+//
+//   Reading ──request──▶ Handling ──respond()──▶ Writing ──written──▶ Reading (keep-alive)
+//      │ 400/408/413                      │ last answer (Connection: close)
+//      └──error reply─────────────────────┴──▶ Lingering ──EOF or deadline──▶ Closed
+//   Any state ──idle timeout, transport error, server close──▶ Closed ──both close cbs──▶ freed
+//
+// The timer means, by state: Reading, the idle timeout (or the head deadline while a head is
+// being read); Handling, nothing (the handler bounds its own time); Writing, "the response went
+// out" on the next loop turn when it was written at once, else the idle timeout for a client that
+// does not read; Lingering, the linger deadline.
+class AdminConnection final : public TransportCallbacks,
+                              public RequestDecoderCallbacks,
                               public std::enable_shared_from_this<AdminConnection> {
  public:
+  enum class State : uint8_t { Reading, Handling, Writing, Lingering, Closed };
+
   explicit AdminConnection(AdminServer& server)
       : server_(server),
         decoder_(*this, RequestDecoder::Limits{server.options_.max_header_bytes,
-                                               server.options_.max_uri_bytes}) {}
-
-  // Initialises both handles; returns a libuv error after which close() must still be called.
-  int init(uv_stream_t* listener) {
-    uv_tcp_init(server_.loop_, &tcp_);
-    tcp_.data = this;
-    uv_timer_init(server_.loop_, &idle_);
-    idle_.data = this;
-    handles_open_ = 2;
-    int r = uv_accept(listener, reinterpret_cast<uv_stream_t*>(&tcp_));
-    if (r < 0) return r;
-    sockaddr_storage ss{};
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
-      peer_ = formatAddress(ss);
-    }
-    armIdle();
-    return uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAlloc, onRead);
+                                               server.options_.max_uri_bytes}) {
+    transport_.setCallbacks(this);
   }
 
+  // Accepts from the listener and starts reading; returns a libuv error after which close() must
+  // still be called.
+  int start(uv_stream_t* listener) {
+    uv_timer_init(server_.loop_, &timer_);
+    timer_.data = this;
+    handles_open_ = 1;
+    const int rc =
+        transport_.accept(server_.loop_, listener, server_.read_buf_.get(), kReadBufferSize);
+    if (transport_.initialized()) ++handles_open_;
+    if (rc != 0) return rc;
+    sockaddr_storage ss{};
+    if (transport_.peerName(ss) == 0) peer_ = formatAddress(ss);
+    armReadTimer();
+    return transport_.readStart();
+  }
+
+  // Idempotent. The connection is freed once both handles' close callbacks ran.
   void close() {
-    if (closing_) return;
-    closing_ = true;
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&idle_), onClosed);
+    if (state_ == State::Closed) return;
+    state_ = State::Closed;
+    transport_.close();  // no callback if it was never initialised: not counted in handles_open_
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
   }
 
   // Writes the answer to the current request if `seq` names it and it is still awaited.
   bool respond(uint64_t seq, int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers) {
-    if (closing_ || !awaiting_response_ || seq != request_seq_) return false;
-    awaiting_response_ = false;
-    writing_response_ = true;
-    writeResponse(status, content_type, body, extra_headers, !keep_alive_);
+    if (state_ != State::Handling || seq != request_seq_) return false;
+    // A client that half-closed is answered what it asked; the last answer closes.
+    const bool last = !keep_alive_ || (peer_eof_ && input_.empty());
+    writeResponse(status, content_type, body, extra_headers, last);
     return true;
   }
 
-  // RequestDecoderCallbacks
+ private:
+  // ---- RequestDecoderCallbacks ----
   void onRequestHead(RequestHead& head) override {
     request_ = AdminRequest{};
     request_.method = head.method;
@@ -106,194 +136,240 @@ class AdminConnection final : public RequestDecoderCallbacks,
     // HTTP/1.0 keep-alive needs a Connection: keep-alive echo; admin clients do not need it.
     keep_alive_ = head.keep_alive && head.version_minor >= 1;
     if (head.has_content_length && head.content_length > server_.options_.max_body) {
-      reject_status_ = 413;
+      body_too_large_ = true;
       return;
     }
-    if (head.expect_continue) writeRaw("HTTP/1.1 100 Continue\r\n\r\n");
+    if (head.expect_continue) transport_.write(k100Continue);
   }
   void onRequestBody(const char* data, size_t len) override {
-    if (reject_status_ != 0) return;
+    if (body_too_large_) return;
     if (request_.body.size() + len > server_.options_.max_body) {
-      reject_status_ = 413;  // chunked body over the cap
+      body_too_large_ = true;  // chunked body over the cap
       return;
     }
     request_.body.append(data, len);
   }
   void onRequestComplete() override {}
 
- private:
-  static void onAlloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
-    auto* self = static_cast<AdminConnection*>(handle->data);
-    *buf = uv_buf_init(self->read_buf_, sizeof(self->read_buf_));
+  // ---- TransportCallbacks ----
+  void onTransportData(const char* data, size_t len) override {
+    if (state_ == State::Lingering || state_ == State::Closed) return;  // discarded
+    input_.append(data, len);
+    if (state_ == State::Reading) {
+      process();
+      return;
+    }
+    // Pipelined requests pile up only while one is answered; stop reading past a bound.
+    if (input_.size() > server_.options_.max_body) pauseReading();
   }
 
-  static void onRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
-    auto* self = static_cast<AdminConnection*>(stream->data);
-    if (nread == 0) return;
-    if (nread < 0) {
-      // A client that half-closes after sending (nc, some scripts) still gets the answer to a
-      // request already dispatched; otherwise, or on a real error, there is nothing left to do.
-      if (nread == UV_EOF && (self->awaiting_response_ || self->writing_response_)) {
-        uv_read_stop(stream);
-        self->reading_paused_ = true;
-        self->peer_done_ = true;
-        self->keep_alive_ = false;
-        if (self->writing_response_) self->close_after_write_ = true;
+  void onTransportEof() override {
+    peer_eof_ = true;
+    switch (state_) {
+      case State::Reading:
+        close();  // nothing asked, or a request cut short
         return;
+      case State::Handling:
+      case State::Writing:
+        return;  // answer what was asked, then close (see respond() and responseWritten())
+      case State::Lingering:
+        if (transport_.pendingBytes() == 0) close();
+        return;  // else onTransportDrained closes
+      case State::Closed:
+        return;
+    }
+  }
+
+  void onTransportError(int) override { close(); }
+
+  void onTransportDrained() override {
+    if (state_ == State::Writing) {
+      responseWritten();
+    } else if (state_ == State::Lingering) {
+      if (peer_eof_) {
+        close();
+      } else {
+        startTimer(kLingerMs);
       }
-      self->close();
-      return;
     }
-    self->armIdle();
-    self->input_.append(self->read_buf_, static_cast<size_t>(nread));
-    self->process();
   }
 
-  static void onIdle(uv_timer_t* timer) {
+  void onTransportClosed() override {
+    close();
+    if (--handles_open_ == 0) server_.onConnectionClosed(this);  // frees *this
+  }
+
+  // ---- timer ----
+  static void onTimer(uv_timer_t* timer) {
     auto* self = static_cast<AdminConnection*>(timer->data);
-    // A handler still working on an answer keeps the connection (it bounds its own time).
-    if (!self->awaiting_response_) self->close();
-  }
-
-  static void onWrite(uv_write_t* req, int status) {
-    std::unique_ptr<WriteReq> w(static_cast<WriteReq*>(req->data));
-    AdminConnection* self = w->conn;
-    --self->pending_writes_;
-    if (self->closing_) return;
-    if (status < 0 || (self->close_after_write_ && self->pending_writes_ == 0)) {
-      self->close();
-      return;
-    }
-    if (self->writing_response_ && self->pending_writes_ == 0) {
-      // The answer is out: ready for the next (possibly already buffered) request.
-      self->writing_response_ = false;
-      if (self->peer_done_) {
+    switch (self->state_) {
+      case State::Reading:
+        if (self->decoder_.inMessage() && !self->decoder_.headComplete()) {
+          self->fail(408, "header_timeout");
+        } else {
+          self->close();  // idle
+        }
+        return;
+      case State::Writing:
+        if (self->transport_.pendingBytes() == 0) {
+          self->responseWritten();
+        } else {
+          self->close();  // the client stopped reading
+        }
+        return;
+      case State::Lingering:
         self->close();
         return;
-      }
-      self->decoder_.reset();
-      self->reading_paused_ = false;
-      uv_read_start(reinterpret_cast<uv_stream_t*>(&self->tcp_), onAlloc, onRead);
-      self->process();
+      case State::Handling:
+      case State::Closed:
+        return;
     }
   }
 
-  static void onClosed(uv_handle_t* handle) {
+  static void onTimerClosed(uv_handle_t* handle) {
     auto* self = static_cast<AdminConnection*>(handle->data);
     if (--self->handles_open_ == 0) self->server_.onConnectionClosed(self);  // frees *self
   }
 
-  void armIdle() { uv_timer_start(&idle_, onIdle, server_.options_.idle_timeout_ms, 0); }
+  void startTimer(uint64_t ms) { uv_timer_start(&timer_, onTimer, ms, 0); }
 
-  // Feeds buffered input to the decoder while no request is being answered.
+  // While reading: the head deadline from a head's first byte, else the idle timeout from now.
+  void armReadTimer() {
+    if (decoder_.inMessage() && !decoder_.headComplete()) {
+      const uint64_t now = uv_now(server_.loop_);
+      if (head_deadline_ == 0) head_deadline_ = now + server_.options_.header_timeout_ms;
+      startTimer(head_deadline_ > now ? head_deadline_ - now : 0);
+      return;
+    }
+    head_deadline_ = 0;
+    startTimer(server_.options_.idle_timeout_ms);
+  }
+
+  void pauseReading() {
+    read_paused_ = true;
+    transport_.readStop();
+  }
+
+  // Feeds buffered input to the decoder until a request completes, fails or needs more bytes.
   void process() {
-    while (!closing_ && !awaiting_response_ && !writing_response_ && !input_.empty()) {
+    while (state_ == State::Reading && !input_.empty()) {
       size_t consumed = 0;
       const DecodeStatus status = decoder_.execute(input_.data(), input_.size(), consumed);
       input_.erase(0, consumed);
-      const bool stalled = status == DecodeStatus::Ok && consumed == 0;
       if (status == DecodeStatus::Error) {
         fail(decoder_.error().status, decoder_.error().reason);
         return;
       }
-      if (reject_status_ != 0) {
-        fail(reject_status_, "request body too large");
+      if (body_too_large_) {
+        fail(413, "request body too large");
         return;
       }
       if (status == DecodeStatus::Upgrade) {
         fail(400, "upgrade not supported");
         return;
       }
-      if (status == DecodeStatus::MessageComplete) dispatch();
-      if (stalled) break;
+      if (status == DecodeStatus::MessageComplete) {
+        dispatch();
+        return;
+      }
+      if (consumed == 0) break;
     }
-    // Pipelined requests pile up only while one is answered; stop reading past a bound.
-    if (!closing_ && !reading_paused_ && input_.size() > server_.options_.max_body) {
-      reading_paused_ = true;
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    if (state_ != State::Reading) return;
+    if (peer_eof_) {
+      close();  // what is left can never complete
+      return;
     }
+    armReadTimer();
   }
 
   void dispatch() {
-    awaiting_response_ = true;
+    state_ = State::Handling;
+    uv_timer_stop(&timer_);
+    head_deadline_ = 0;
     auto state = std::make_shared<AdminResponderState>();
     state->conn = weak_from_this();
     state->request_seq = ++request_seq_;
-    AdminResponder responder(std::move(state));
-    server_.handler_(request_, std::move(responder));
+    server_.handler_(request_, AdminResponder(std::move(state)));
   }
 
+  // The response is out of our hands (written, or the transport failed and is closing).
+  void responseWritten() {
+    if (transport_.isClosing()) {
+      close();
+      return;
+    }
+    state_ = State::Reading;
+    decoder_.reset();
+    body_too_large_ = false;
+    if (read_paused_ && !peer_eof_) {
+      read_paused_ = false;
+      transport_.readStart();
+    }
+    process();  // the next request may be buffered already
+  }
+
+  // Answers a request the decoder or a limit refused, then closes.
   void fail(int status, std::string_view why) {
     keep_alive_ = false;
-    awaiting_response_ = false;
-    reading_paused_ = true;
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    is_head_ = false;
     std::string body(why);
     body += '\n';
-    is_head_ = false;
-    writeResponse(status, "text/plain; charset=utf-8", body, {}, true);
+    writeResponse(status, kText, body, {}, true);
   }
 
   void writeResponse(int status, std::string_view content_type, std::string_view body,
-                     std::string_view extra_headers, bool close_after) {
+                     std::string_view extra_headers, bool last) {
+    HeaderMap headers;
+    if (!content_type.empty()) headers.add("Content-Type", content_type);
+    headers.add("Cache-Control", "no-store");
+    addHeaderLines(headers, extra_headers);
     std::string out;
-    out.reserve(128 + extra_headers.size() + (is_head_ ? 0 : body.size()));
-    out += "HTTP/1.1 ";
-    out += std::to_string(status);
-    out += ' ';
-    out += reasonPhrase(status);
-    out += "\r\n";
-    if (!content_type.empty()) {
-      out += "Content-Type: ";
-      out += content_type;
-      out += "\r\n";
+    writeCompleteResponse(out, status, headers, body, last, is_head_);
+    transport_.write(out);
+    if (last) {
+      linger();
+      return;
     }
-    out += "Content-Length: ";
-    out += std::to_string(body.size());
-    out += "\r\nCache-Control: no-store\r\n";
-    out += extra_headers;
-    if (close_after) out += "Connection: close\r\n";
-    out += "\r\n";
-    if (!is_head_) out += body;
-    close_after_write_ = close_after;
-    writeRaw(std::move(out));
+    state_ = State::Writing;
+    // Continue from the loop, never from inside respond(): at once when everything was written,
+    // else when the transport drains (or the idle timeout passes).
+    startTimer(transport_.pendingBytes() == 0 ? 0 : server_.options_.idle_timeout_ms);
   }
 
-  void writeRaw(std::string data) {
-    auto* w = new WriteReq;
-    w->data = std::move(data);
-    w->req.data = w;
-    w->conn = this;
-    uv_buf_t buf = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-    ++pending_writes_;
-    if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWrite) < 0) {
-      // Never called back: undo and give up on the connection.
-      --pending_writes_;
-      delete w;
+  // The last response is queued: FIN once it is written, then read and discard until the client
+  // closes or the linger deadline passes.
+  void linger() {
+    state_ = State::Lingering;
+    input_.clear();
+    const bool pending = transport_.pendingBytes() > 0;
+    if (peer_eof_ && !pending) {
       close();
+      return;
     }
+    transport_.shutdownWrite();
+    if (!peer_eof_) {
+      read_paused_ = false;
+      transport_.readStart();
+    }
+    startTimer(pending ? server_.options_.idle_timeout_ms : kLingerMs);
   }
 
   AdminServer& server_;
-  uv_tcp_t tcp_;
-  uv_timer_t idle_;
+  TcpTransport transport_;
+  uv_timer_t timer_;
   RequestDecoder decoder_;
   AdminRequest request_;
   std::string peer_;
-  std::string input_;
-  char read_buf_[16 * 1024];
+  std::string input_;  // bytes read but not yet parsed (pipelined requests wait here)
   uint64_t request_seq_ = 0;
+  uint64_t head_deadline_ = 0;  // loop time; 0 while no head is being read
   int handles_open_ = 0;
-  int pending_writes_ = 0;
-  int reject_status_ = 0;
-  bool closing_ = false;
-  bool awaiting_response_ = false;
-  bool writing_response_ = false;
-  bool close_after_write_ = false;
+  State state_ = State::Reading;
+  bool body_too_large_ = false;
   bool keep_alive_ = true;
   bool is_head_ = false;
-  bool reading_paused_ = false;
-  bool peer_done_ = false;  // the client half-closed: answer what was asked, then close
+  bool read_paused_ = false;
+  bool peer_eof_ = false;  // the client half-closed: answer what was asked, then close
 };
 
 AdminResponderState::~AdminResponderState() {
@@ -315,7 +391,11 @@ bool AdminResponder::responded() const { return state_ && state_->done; }
 
 AdminServer::AdminServer(uv_loop_t* loop, const config::SocketAddress& address, Handler handler,
                          Options options)
-    : loop_(loop), address_(address), handler_(std::move(handler)), options_(options) {
+    : loop_(loop),
+      address_(address),
+      handler_(std::move(handler)),
+      options_(options),
+      read_buf_(new char[kReadBufferSize]) {
   listener_.data = this;
 }
 
@@ -347,20 +427,13 @@ void AdminServer::onConnection(uv_stream_t* listener, int status) {
   auto* self = static_cast<AdminServer*>(listener->data);
   if (status < 0 || self->closing_) return;
   if (self->connections_.size() >= self->options_.max_connections) {
-    auto* tcp = new uv_tcp_t;
-    if (uv_tcp_init(self->loop_, tcp) != 0) {
-      delete tcp;
-      return;
-    }
-    uv_accept(listener, reinterpret_cast<uv_stream_t*>(tcp));
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    acceptAndClose(self->loop_, listener);
     return;
   }
   auto conn = std::make_shared<AdminConnection>(*self);
   AdminConnection* raw = conn.get();
   self->connections_.emplace(raw, std::move(conn));
-  if (raw->init(listener) < 0) raw->close();
+  if (raw->start(listener) != 0) raw->close();
 }
 
 void AdminServer::onConnectionClosed(AdminConnection* conn) {

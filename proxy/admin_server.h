@@ -1,14 +1,16 @@
 // A small HTTP/1.1 server for the admin API, on the main thread's loop.
 //
-// It parses requests with the proxy's own strict decoder (http/http1_codec.h), hands each complete
-// request to one Handler, and writes whatever the handler answers through an AdminResponder, now or
-// later (a /reload that waits for an asynchronous file read). Which URL does what is the caller's
-// business; this file only provides the transport and a few helpers (bearer token, 405).
+// Each connection is the data plane's pieces: a TcpTransport (net/), the strict RequestDecoder
+// (http/http1_codec.h) and the one writer (http/http1_writer.h). Each complete request goes to one
+// Handler, which answers through an AdminResponder, now or later (a /reload that waits for an
+// asynchronous file read). Which URL does what is the caller's business; this file only provides
+// the connections and a few helpers (bearer token, 405).
 //
 // Per connection: keep-alive and pipelining (one request at a time, in order: the next request is
 // parsed only after the previous response was written), bodies capped (413), malformed requests
-// answered with the decoder's status (400/414/431) and the connection closed, idle connections
-// closed after a timeout. HEAD gets the headers of the GET answer without a body.
+// answered with the decoder's status (400/414/431, 408 when a head takes too long) and the
+// connection closed after a lingering close, idle connections closed after a timeout. HEAD gets
+// the headers of the GET answer without a body.
 //
 // Lifecycle: start() binds and listens; close(done) closes the listener and every connection and
 // calls `done` from the loop once every handle's close callback has run. Keep the server alive
@@ -69,8 +71,12 @@ class AdminServer {
     uint32_t max_header_bytes = 16 * 1024;
     uint32_t max_uri_bytes = 8 * 1024;
     uint64_t idle_timeout_ms = 60'000;
+    // First byte of a request to the end of its head (the data plane's timeouts.header_read):
+    // past it the client gets 408 and the connection closes.
+    uint64_t header_timeout_ms = 10'000;
     // Open connections; one accepted beyond it is closed at once. Each holds at most one request
-    // (headers and max_body) and one response: reading pauses while a response is pending.
+    // (headers and max_body) and one response; while a request is answered, reading pauses once
+    // more than max_body pipelined bytes wait.
     size_t max_connections = 64;
   };
 
@@ -101,6 +107,8 @@ class AdminServer {
   Handler handler_;
   Options options_;
   uv_tcp_t listener_;
+  // Shared by every connection's transport: bytes are consumed or copied during the read callback.
+  std::unique_ptr<char[]> read_buf_;
   bool listener_open_ = false;
   bool closing_ = false;
   std::unordered_map<AdminConnection*, std::shared_ptr<AdminConnection>> connections_;

@@ -106,3 +106,41 @@ TEST_CASE("response head: framing from the parsed head, Connection-named headers
                      [](const void*, std::string_view n) { return iequals(n, "x-kept"); });
   CHECK(out == "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n");
 }
+
+TEST_CASE("complete response: exact bytes, Content-Length from the body, close on request") {
+  HeaderMap h;
+  h.add("Content-Type", "text/plain");
+  h.add("Allow", "POST");
+  std::string out;
+  writeCompleteResponse(out, 405, h, "no\n", false, false);
+  CHECK(out ==
+        "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain\r\nAllow: POST\r\n"
+        "Content-Length: 3\r\n\r\nno\n");
+  out.clear();
+  writeCompleteResponse(out, 200, {}, "", true, false);
+  CHECK(out == "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
+TEST_CASE("complete response to HEAD: the GET answer's Content-Length and no body") {
+  std::string out;
+  writeCompleteResponse(out, 200, {}, "healthy-body", false, true);
+  CHECK(out == "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
+}
+
+TEST_CASE("complete response: caller headers cannot set framing, connection management or split") {
+  HeaderMap h;
+  h.add("Content-Length", "999");
+  h.add("Transfer-Encoding", "chunked");
+  h.add("Connection", "keep-alive");
+  h.add("Keep-Alive", "timeout=5");
+  h.add("Upgrade", "h2c");
+  h.add("X-Split", "a\r\nContent-Length: 0");  // CR LF in a value
+  h.add("X-Nul", std::string_view("a\0b", 3));
+  h.add("Bad Name", "x");  // not a token
+  h.add("X-Ok", "fine\tvalue");
+  std::string out;
+  writeCompleteResponse(out, 200, h, "abc", true, false);
+  CHECK(out ==
+        "HTTP/1.1 200 OK\r\nX-Ok: fine\tvalue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+        "abc");
+}

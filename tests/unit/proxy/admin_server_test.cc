@@ -1,5 +1,6 @@
 // AdminServer on a real loop with a real TCP client: keep-alive and pipelining in order, answers
-// given later from a timer, 400/413/405, HEAD, a dropped responder, the bearer-token check, close.
+// given later from a timer, 400/408/413/405, HEAD, a dropped responder, the bearer-token check,
+// lingering close, close() with connections open.
 #include "proxy/admin_server.h"
 
 #include <arpa/inet.h>
@@ -8,6 +9,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -362,4 +365,207 @@ TEST_CASE("a client that half-closes after its request still gets a later answer
   CHECK(got.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
   CHECK(got.find("reloaded") != std::string::npos);
   CHECK(got.find("Connection: close\r\n") != std::string::npos);
+}
+
+namespace {
+
+// A connected socket to 127.0.0.1:port with a 5 s receive timeout.
+int connectTo(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  return fd;
+}
+
+void sendAll(int fd, const std::string& data) {
+  REQUIRE(::send(fd, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size()));
+}
+
+// Reads until `n` whole responses (each framed by Content-Length) arrived; stops early on EOF,
+// an error or the receive timeout. `eof` tells whether the server closed.
+std::string readResponses(int fd, size_t n, bool& eof) {
+  std::string out;
+  eof = false;
+  auto complete = [&] {
+    size_t pos = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const size_t end = out.find("\r\n\r\n", pos);
+      if (end == std::string::npos) return false;
+      const size_t cl = out.find("Content-Length: ", pos);
+      if (cl == std::string::npos || cl > end) return false;
+      pos = end + 4 + std::stoul(out.substr(cl + 16));
+      if (pos > out.size()) return false;
+    }
+    return true;
+  };
+  char buf[4096];
+  while (!complete()) {
+    ssize_t got = ::recv(fd, buf, sizeof(buf), 0);
+    if (got <= 0) {
+      eof = got == 0;
+      break;
+    }
+    out.append(buf, static_cast<size_t>(got));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a pipelined pair on one keep-alive connection is answered in order; it stays open") {
+  Harness h;
+  std::string pair, third;
+  bool eof_after_pair = true, eof_at_end = false;
+  int calls = 0;
+  h.run(
+      [&](const AdminRequest& req, AdminResponder res) {
+        ++calls;
+        echoHandler(req, std::move(res));
+      },
+      [&](int port) {
+        const int fd = connectTo(port);
+        sendAll(fd,
+                "GET /one HTTP/1.1\r\nHost: a\r\n\r\n"
+                "POST /two HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
+        pair = readResponses(fd, 2, eof_after_pair);
+        // The same connection serves a third request.
+        sendAll(fd, "GET /three HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        third = readResponses(fd, 2, eof_at_end);  // asks for more than comes: reads to EOF
+        ::close(fd);
+      });
+  CHECK(count(pair, "HTTP/1.1 200 OK\r\n") == 2);
+  const size_t one = pair.find("GET /one q= body=");
+  const size_t two = pair.find("POST /two q= body=hi");
+  REQUIRE(one != std::string::npos);
+  REQUIRE(two != std::string::npos);
+  CHECK(one < two);
+  CHECK(pair.find("Connection: close") == std::string::npos);
+  CHECK(!eof_after_pair);
+  CHECK(third.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(third.find("GET /three") != std::string::npos);
+  CHECK(third.find("Connection: close\r\n") != std::string::npos);
+  CHECK(eof_at_end);
+  CHECK(calls == 3);
+}
+
+TEST_CASE("a malformed request after a good one: 200, then 400 and the connection closes") {
+  Harness h;
+  std::string got;
+  int calls = 0;
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        ++calls;
+        res.respond(200, "text/plain", "fine");
+      },
+      [&](int port) {
+        got = exchange(port,
+                       "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n"
+                       "GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n"
+                       "\r\nab"
+                       "GET /never HTTP/1.1\r\nHost: a\r\n\r\n");  // exchange() reads to EOF
+      });
+  CHECK(got.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  const size_t bad = got.find("HTTP/1.1 400 Bad Request\r\n");
+  REQUIRE(bad != std::string::npos);
+  CHECK(got.find("Connection: close\r\n", bad) != std::string::npos);
+  CHECK(count(got, "HTTP/1.1 ") == 2);
+  CHECK(calls == 1);
+}
+
+TEST_CASE("a head not finished within header_timeout_ms gets 408 and the connection closes") {
+  Harness h;
+  AdminServer::Options options;
+  options.header_timeout_ms = 50;
+  std::string got;
+  int calls = 0;
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        ++calls;
+        res.respond(200, "text/plain", "no");
+      },
+      [&](int port) { got = exchange(port, "GET /slow HTTP/1.1\r\nHost: a\r\n"); }, options);
+  CHECK(got.rfind("HTTP/1.1 408 Request Timeout\r\n", 0) == 0);
+  CHECK(got.find("Connection: close\r\n") != std::string::npos);
+  CHECK(calls == 0);
+}
+
+TEST_CASE("a large body over the cap gets 413, then a FIN, not a reset: lingering close") {
+  Harness h;
+  AdminServer::Options options;
+  options.max_body = 10;
+  std::string got;
+  size_t sent = 0;
+  ssize_t last_recv = 1;
+  int calls = 0;
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        ++calls;
+        res.respond(200, "text/plain", "no");
+      },
+      [&](int port) {
+        const std::string body(16 * 1024 * 1024, 'x');
+        const std::string request =
+            "POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body;
+        const int fd = connectTo(port);
+        while (sent < request.size()) {
+          ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+          if (n <= 0) break;
+          sent += static_cast<size_t>(n);
+        }
+        char buf[4096];
+        while ((last_recv = ::recv(fd, buf, sizeof(buf), 0)) > 0) {
+          got.append(buf, static_cast<size_t>(last_recv));
+        }
+        ::close(fd);
+      },
+      options);
+  CHECK(got.rfind("HTTP/1.1 413 Content Too Large\r\n", 0) == 0);
+  CHECK(got.find("request body too large\n") != std::string::npos);
+  CHECK(sent > 16 * 1024 * 1024);  // the server kept reading: the whole body went out
+  CHECK(last_recv == 0);           // ended by the server's FIN, not a connection reset
+  CHECK(calls == 0);
+}
+
+TEST_CASE("two pipelined requests, then a half-close: both are answered in order, then close") {
+  Harness h;
+  std::string got;
+  h.run(echoHandler, [&](int port) {
+    got = exchange(port,
+                   "GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+                   "GET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+                   true);
+  });
+  const size_t a = got.find("GET /a q=");
+  const size_t b = got.find("GET /b q=");
+  REQUIRE(a != std::string::npos);
+  REQUIRE(b != std::string::npos);
+  CHECK(a < b);
+}
+
+TEST_CASE("close() with a request awaiting its answer completes; the late answer is refused") {
+  Harness h;
+  AdminResponder held;
+  std::atomic<bool> handled{false};
+  int fd = -1;
+  h.run(
+      [&](const AdminRequest&, AdminResponder res) {
+        held = std::move(res);
+        handled = true;
+      },
+      [&](int port) {
+        fd = connectTo(port);
+        sendAll(fd, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+        for (int i = 0; i < 500 && !handled; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+      });
+  CHECK(handled);
+  CHECK(!held.respond(200, "text/plain", "late"));
+  if (fd >= 0) ::close(fd);
 }
