@@ -155,6 +155,9 @@ void UpstreamConnection::decodeResponse(const char* data, size_t len) {
 }
 
 void UpstreamConnection::onResponseHead(ResponseHead& head) {
+  // The backend said it closes after this response (Connection: close, or HTTP/1.0 without
+  // keep-alive): never pooled, or the next request would find it dead.
+  if (!head.keep_alive) unusable_ = true;
   if (owner_ != nullptr) owner_->onUpstreamHead(head);
 }
 
