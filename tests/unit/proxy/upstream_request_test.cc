@@ -368,7 +368,7 @@ TEST_CASE("a connection is not pooled when the worker drains or the backend says
   CHECK(f.connectionSlots() == 0);
 }
 
-TEST_CASE("a response that comes before the whole request went out leaves its connection unpooled") {
+TEST_CASE("an answer that comes before the whole request went out leaves its connection unpooled") {
   Fixture f;
   f.req.method = "POST";
   f.req.has_content_length = true;
@@ -448,8 +448,7 @@ TEST_CASE("a dead pooled connection is replaced once within the attempt, and the
   f.request_complete = true;
   t1.connected();
   CHECK(f.pendingSlots() == 0);
-  CHECK(f.events ==
-        Events{"sending", "resume body", "reconnecting", "sending", "resume body"});
+  CHECK(f.events == Events{"sending", "resume body", "reconnecting", "sending", "resume body"});
   CHECK(t1.written == f.expectedHead() + "5\r\nhello\r\n0\r\n\r\n");
 
   SUBCASE("the fresh connection answers") {
@@ -527,8 +526,8 @@ TEST_CASE("per-attempt timeouts: connect, then the backend's silence after the r
     t.connected();
     t.receive("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
     f.runUntil(6);
-    CHECK(f.events ==
-          Events{"sending", "resume body", "head 200", "body hello", "read done", "failed timeout"});
+    CHECK(f.events == Events{"sending", "resume body", "head 200", "body hello", "read done",
+                             "failed timeout"});
   }
   CHECK(t.closing);
   CHECK(f.pendingSlots() == 0);
@@ -542,9 +541,7 @@ TEST_CASE("abandon (client gone, deadline) closes the connection and reports not
   REQUIRE(f.start() == Reason::None);
   FakeTransport& t = f.transports[0];
   Events before;
-  SUBCASE("while connecting") {
-    CHECK(f.pendingSlots() == 1);
-  }
+  SUBCASE("while connecting") { CHECK(f.pendingSlots() == 1); }
   SUBCASE("mid-response") {
     t.connected();
     t.receive("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
