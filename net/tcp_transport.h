@@ -24,8 +24,8 @@ class TcpTransport final : public Transport {
   int accept(uv_loop_t* loop, uv_stream_t* server, char* read_buf, size_t read_buf_size);
   // Initialise and start connecting. On immediate failure returns the error and never calls back
   // (the handle still needs close()).
-  int connect(uv_loop_t* loop, const sockaddr* addr, char* read_buf, size_t read_buf_size);
-  bool initialized() const { return initialized_; }
+  int connect(uv_loop_t* loop, const sockaddr* addr, char* read_buf, size_t read_buf_size) override;
+  bool initialized() const override { return initialized_; }
 
   void setCallbacks(TransportCallbacks* cb) override { cb_ = cb; }
   int readStart() override;

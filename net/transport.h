@@ -7,6 +7,8 @@
 // onTransportClosed() follows on a later loop turn, and only then may the owner free the transport.
 #pragma once
 
+#include <uv.h>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -35,6 +37,14 @@ class Transport {
  public:
   virtual ~Transport() = default;
   virtual void setCallbacks(TransportCallbacks* cb) = 0;
+  // Client side: initialises and starts connecting to `addr`; reads land in `read_buf`. Either
+  // fails at once (never calling back; close() is still needed) or reports onTransportConnected or
+  // onTransportError later.
+  virtual int connect(uv_loop_t* loop, const sockaddr* addr, char* read_buf,
+                      size_t read_buf_size) = 0;
+  // Whether connect() (or accept) got as far as initialising the handle. If not, close() has
+  // nothing to close and no onTransportClosed() follows.
+  virtual bool initialized() const = 0;
   virtual int readStart() = 0;
   virtual void readStop() = 0;
   // Queues bytes; what cannot be written at once is copied and written in order. A failure is

@@ -5,7 +5,6 @@
 #include "proxy/metrics.h"
 #include "proxy/stats.h"
 #include "proxy/stream.h"
-#include "proxy/worker.h"
 
 namespace cutover {
 
@@ -41,16 +40,16 @@ constexpr size_t kMaxPending = 64 * 1024;
 constexpr int64_t kLingerMs = 2000;
 }  // namespace
 
-DownstreamConnection::DownstreamConnection(Worker& w) : worker_(w) {
+DownstreamConnection::DownstreamConnection(ConnectionContext& ctx) : ctx_(ctx) {
   transport_.setCallbacks(this);
 }
 
 DownstreamConnection::~DownstreamConnection() {
-  if (decoder_ != nullptr) worker_.releaseDecoder(decoder_);
+  if (decoder_ != nullptr) ctx_.releaseDecoder(decoder_);
 }
 
 void DownstreamConnection::start(uv_stream_t* server) {
-  int rc = transport_.accept(worker_.loop(), server, worker_.readBuffer(), Worker::kReadBufferSize);
+  int rc = transport_.accept(ctx_.loop(), server, ctx_.readBuffer(), ctx_.readBufferSize());
   if (rc != 0) {
     abort();
     return;
@@ -62,14 +61,14 @@ void DownstreamConnection::start(uv_stream_t* server) {
 void DownstreamConnection::becomeIdle() {
   state_ = State::Idle;
   if (decoder_ != nullptr && !decoder_->inMessage()) {
-    worker_.releaseDecoder(decoder_);
+    ctx_.releaseDecoder(decoder_);
     decoder_ = nullptr;
   }
-  const config::Config& cfg = *worker_.snapshot()->config;
-  deadline_ms = worker_.nowMs() + cfg.timeouts.downstream_idle.count();
-  worker_.moveConnection(this, Worker::ConnList::Idle);
+  const config::Config& cfg = *ctx_.snapshot()->config;
+  deadline_ms = ctx_.nowMs() + cfg.timeouts.downstream_idle.count();
+  ctx_.moveConnection(this, ConnectionContext::List::Idle);
   if (!read_paused_) transport_.readStart();
-  if (worker_.draining()) closeConnection();
+  if (ctx_.draining()) closeConnection();
 }
 
 // ---- input ----------------------------------------------------------------------------------
@@ -105,12 +104,12 @@ void DownstreamConnection::process(const char* data, size_t len) {
       break;
     }
     if (decoder_ == nullptr) {
-      decoder_ = worker_.acquireDecoder(*this, worker_.snapshot()->config->limits);
+      decoder_ = ctx_.acquireDecoder(*this, ctx_.snapshot()->config->limits);
     }
     if (state_ == State::Idle) {
       state_ = State::ReadingHead;
-      deadline_ms = worker_.nowMs() + worker_.snapshot()->config->timeouts.header_read.count();
-      worker_.moveConnection(this, Worker::ConnList::Header);
+      deadline_ms = ctx_.nowMs() + ctx_.snapshot()->config->timeouts.header_read.count();
+      ctx_.moveConnection(this, ConnectionContext::List::Header);
     }
     size_t used = 0;
     DecodeStatus st = decoder_->execute(data, len, used);
@@ -153,8 +152,8 @@ void DownstreamConnection::process(const char* data, size_t len) {
 
 void DownstreamConnection::onRequestHead(RequestHead& head) {
   state_ = State::Active;
-  worker_.moveConnection(this, Worker::ConnList::Active);
-  stream_ = worker_.acquireStream();
+  ctx_.moveConnection(this, ConnectionContext::List::Active);
+  stream_ = ctx_.acquireStream();
   stream_->start(this, head);
 }
 
@@ -169,7 +168,7 @@ void DownstreamConnection::onRequestComplete() {
 void DownstreamConnection::onStreamDone(bool reusable) {
   Stream* s = stream_;
   stream_ = nullptr;
-  worker_.releaseStream(s);
+  ctx_.releaseStream(s);
   if (state_ == State::Closing) return;
   if (!reusable || peer_eof_) {
     closeConnection();
@@ -243,7 +242,7 @@ void DownstreamConnection::onTransportDrained() {
 void DownstreamConnection::onTransportClosed() {
   state_ = State::Closing;
   if (stream_ != nullptr) stream_->onDownstreamGone();
-  worker_.connectionClosed(this);  // frees us: nothing after this line
+  ctx_.connectionClosed(this);  // frees us: nothing after this line
 }
 
 // ---- tunnel ---------------------------------------------------------------------------------
@@ -261,7 +260,7 @@ void DownstreamConnection::startTunnel(UpstreamConnection* up) {
 // ---- closing --------------------------------------------------------------------------------
 
 void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string_view detail) {
-  std::string& out = worker_.scratch();
+  std::string& out = ctx_.scratch();
   out.clear();
   writeLocalReplyStart(out, status, reasonName(reason), {});
   writeLocalReplyEnd(out, status, reasonName(reason), {}, true, false);
@@ -271,10 +270,10 @@ void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string
   StreamInfo info;
   info.status = static_cast<uint16_t>(status);
   info.reason = reason;
-  const Snapshot& snap = *worker_.snapshot();
+  const Snapshot& snap = *ctx_.snapshot();
   if (snap.metrics) snap.metrics->recordRequest(info);
   if (snap.stats) snap.stats->record(info);
-  AccessLog* log = worker_.accessLog();
+  AccessLog* log = ctx_.accessLog();
   if (log != nullptr && log->wants(info.status, reason)) {
     AccessRecord rec;
     rec.client = peer_;
@@ -294,7 +293,7 @@ void DownstreamConnection::closeConnection() {
   if (transport_.isClosing()) return;
   state_ = State::Closing;
   if (!transport_.initialized()) {
-    worker_.connectionClosed(this);  // never opened: no close callback will come
+    ctx_.connectionClosed(this);  // never opened: no close callback will come
     return;
   }
   if (transport_.pendingBytes() > 0) {
@@ -309,8 +308,8 @@ void DownstreamConnection::closeConnection() {
   lingering_ = true;
   transport_.shutdownWrite();
   transport_.readStart();
-  deadline_ms = worker_.nowMs() + kLingerMs;
-  worker_.moveConnection(this, Worker::ConnList::Idle);
+  deadline_ms = ctx_.nowMs() + kLingerMs;
+  ctx_.moveConnection(this, ConnectionContext::List::Idle);
 }
 
 void DownstreamConnection::onDeadline() {
@@ -331,7 +330,7 @@ void DownstreamConnection::onDrainDeadline() {
 void DownstreamConnection::abort() {
   state_ = State::Closing;
   if (!transport_.initialized()) {
-    worker_.connectionClosed(this);  // never opened: no close callback will come
+    ctx_.connectionClosed(this);  // never opened: no close callback will come
     return;
   }
   transport_.close();

@@ -6,6 +6,8 @@
 //   Idle ──first byte──▶ ReadingHead ──head──▶ Active ──response done──▶ Idle (keep-alive)
 //                              │                  │ 101 ▶ Tunnel
 //                              └── error/timeout ─┴──────────────▶ Closing ──close cb──▶ freed
+//
+// A connection sees its worker only through a ConnectionContext (below).
 #pragma once
 
 #include <cstdint>
@@ -13,15 +15,52 @@
 #include <string>
 
 #include "common/intrusive_list.h"
+#include "config/config.h"
 #include "filters/filter.h"
 #include "http/http1_codec.h"
 #include "net/tcp_transport.h"
 
 namespace cutover {
 
-class Worker;
+class AccessLog;
 class Stream;
 class UpstreamConnection;
+class DownstreamConnection;
+struct Snapshot;
+
+// What a client connection needs from the worker that accepted it, and nothing more: the loop and
+// shared read buffer (its socket), the clock and the worker's timeout lists (deadlines are swept
+// by the worker), the running snapshot (limits and timeouts), whether the worker is draining,
+// pooled request decoders and streams, a scratch buffer (overwritten by the next user), the access
+// log for requests refused before they became a stream, and the end of the connection. Worker
+// implements it. Called per request or per event, never per byte.
+class ConnectionContext {
+ public:
+  // Timeout lists: a connection sits in exactly one (DownstreamConnection::list).
+  enum class List : uint8_t { None, Header, Idle, Active };
+
+  virtual uv_loop_t* loop() = 0;
+  virtual char* readBuffer() = 0;
+  virtual size_t readBufferSize() const = 0;
+  virtual int64_t nowMs() const = 0;
+  virtual const std::shared_ptr<const Snapshot>& snapshot() const = 0;
+  virtual bool draining() const = 0;
+  virtual std::string& scratch() = 0;
+  // Null when the worker's loop is not running.
+  virtual AccessLog* accessLog() = 0;
+  virtual RequestDecoder* acquireDecoder(RequestDecoderCallbacks& cb,
+                                         const config::Limits& limits) = 0;
+  virtual void releaseDecoder(RequestDecoder* d) = 0;
+  virtual Stream* acquireStream() = 0;
+  virtual void releaseStream(Stream* s) = 0;
+  // Moves `c` to list `to` (after setting its deadline_ms).
+  virtual void moveConnection(DownstreamConnection* c, List to) = 0;
+  // `c` is closed (or never opened): the context frees it.
+  virtual void connectionClosed(DownstreamConnection* c) = 0;
+
+ protected:
+  ~ConnectionContext() = default;
+};
 
 class DownstreamConnection final : public ListHook,
                                    public TransportCallbacks,
@@ -29,16 +68,15 @@ class DownstreamConnection final : public ListHook,
  public:
   enum class State : uint8_t { Idle, ReadingHead, Active, Tunnel, Closing };
 
-  explicit DownstreamConnection(Worker& w);
+  explicit DownstreamConnection(ConnectionContext& ctx);
   ~DownstreamConnection() override;
   // Accepts from the listening socket and starts reading. On failure the connection closes.
   void start(uv_stream_t* server);
 
   Transport& transport() { return transport_; }
-  Worker& worker() { return worker_; }
   State state() const { return state_; }
   int64_t deadline_ms = 0;  // for the worker's sweep of its timeout lists
-  uint8_t list = 0;         // Worker::ConnList it is in
+  uint8_t list = 0;         // ConnectionContext::List it is in
 
   // ---- from the Stream ----
   // The exchange is over. `reusable` = the connection may carry another request.
@@ -81,7 +119,7 @@ class DownstreamConnection final : public ListHook,
   void becomeIdle();
   void closeConnection();
 
-  Worker& worker_;
+  ConnectionContext& ctx_;
   TcpTransport transport_;
   RequestDecoder* decoder_ = nullptr;
   Stream* stream_ = nullptr;

@@ -8,7 +8,6 @@
 #include "proxy/metrics.h"
 #include "proxy/router.h"
 #include "proxy/stats.h"
-#include "proxy/worker.h"
 
 namespace cutover {
 
@@ -20,9 +19,10 @@ bool statusHasNoBody(int status) {
 
 }  // namespace
 
-Stream::Stream(Worker& w) : worker_(w), router_(w.loop(), w.rng(), *this), upstream_(w, router_) {
+Stream::Stream(StreamContext& ctx)
+    : ctx_(ctx), router_(ctx.loop(), ctx.rng(), *this), upstream_(ctx.upstreamContext(), router_) {
   router_.setAttempt(upstream_);
-  uv_timer_init(w.loop(), &timer_);
+  uv_timer_init(ctx.loop(), &timer_);
   timer_.data = this;
 }
 
@@ -39,7 +39,7 @@ void Stream::onTimerClosed(uv_handle_t* h) {
   if (--self->handles_open_ == 0) delete self;
 }
 
-uv_loop_t* Stream::loop() { return worker_.loop(); }
+uv_loop_t* Stream::loop() { return ctx_.loop(); }
 
 const config::Route& Stream::route() const { return *route_; }
 
@@ -72,11 +72,11 @@ void Stream::reset() {
 void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   conn_ = conn;
   req_ = &head;
-  snap_ = worker_.snapshot();
+  snap_ = ctx_.snapshot();
   info_.start_ns = monotonicNs();
   head_only_ = head.method == "HEAD";
   upgrade_ = head.upgrade;
-  if (!head.keep_alive || worker_.draining()) response_close_ = true;
+  if (!head.keep_alive || ctx_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
   // Routes, filters and the backend all see the normalised path (common/path_normalize.h).
@@ -94,7 +94,7 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   config::Duration total = route_ != nullptr
                                ? route_->request_timeout.value_or(cfg.timeouts.request)
                                : cfg.timeouts.request;
-  deadline_ms_ = worker_.nowMs() + total.count();
+  deadline_ms_ = ctx_.nowMs() + total.count();
   armRequestTimer();
 
   router_.bind(*snap_);
@@ -125,7 +125,7 @@ void Stream::destroyFilters() {
 }
 
 void Stream::armRequestTimer() {
-  int64_t left = deadline_ms_ - worker_.nowMs();
+  int64_t left = deadline_ms_ - ctx_.nowMs();
   uv_timer_start(&timer_, onTimer, static_cast<uint64_t>(left > 0 ? left : 0), 0);
 }
 
@@ -216,7 +216,7 @@ void Stream::writeResponseHead(ResponseHead& head) {
       response_close_ = true;
     }
   }
-  if (worker_.draining()) response_close_ = true;
+  if (ctx_.draining()) response_close_ = true;
 
   BodyFraming framing;
   if (head.status < 200 || head.status == 204) {
@@ -276,7 +276,7 @@ void Stream::routerBody(const char* data, size_t len) {
   if (head_only_) return;
   Transport& t = conn_->transport();
   if (response_chunked_) {
-    std::string& out = worker_.scratch();
+    std::string& out = ctx_.scratch();
     out.clear();
     appendChunkHeader(out, len);
     out.append(data, len);
@@ -351,8 +351,8 @@ void Stream::localReply(int status, Reason reason, std::string_view extra, std::
 void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
                              std::string_view body) {
   info_.status = static_cast<uint16_t>(status);
-  if (worker_.draining()) response_close_ = true;
-  std::string& out = worker_.scratch();
+  if (ctx_.draining()) response_close_ = true;
+  std::string& out = ctx_.scratch();
   out.clear();
   writeLocalReplyStart(out, status, reasonName(reason), body);
   if (info_.backend >= 0 && snap_ != nullptr) {
@@ -395,7 +395,7 @@ void Stream::finish() {
 }
 
 void Stream::writeAccessLog() {
-  AccessLog* log = worker_.accessLog();
+  AccessLog* log = ctx_.accessLog();
   if (log == nullptr || req_ == nullptr || !log->wants(info_.status, info_.reason)) return;
   const config::Config& cfg = *snap_->config;
   AccessRecord rec;

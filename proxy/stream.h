@@ -12,7 +12,8 @@
 // with DownstreamConnection::onStreamDone(), which is always the last thing a stream does.
 //
 // Streams are pooled per worker; the deadline timer and the RetryState's backoff timer are
-// initialised once and closed only when the worker shuts down.
+// initialised once and closed only when the worker shuts down. A stream sees its worker only
+// through a StreamContext (below).
 #pragma once
 
 #include <uv.h>
@@ -28,12 +29,35 @@
 
 namespace cutover {
 
+class AccessLog;
 class DownstreamConnection;
-class Worker;
+class FastRng;
+
+// What a stream needs from the worker it runs on, and nothing more: the loop (its timers), the
+// clock, the running snapshot (taken when a request starts and held to its end), whether the
+// worker is draining (responses then say Connection: close), a scratch buffer for serialising
+// (overwritten by the next user), the worker's access log, the rng for unsticky split buckets, and
+// the context its upstream attempts run in. Worker implements it. Called per request or per
+// event, never per byte.
+class StreamContext {
+ public:
+  virtual uv_loop_t* loop() = 0;
+  virtual int64_t nowMs() const = 0;
+  virtual const std::shared_ptr<const Snapshot>& snapshot() const = 0;
+  virtual bool draining() const = 0;
+  virtual std::string& scratch() = 0;
+  // Null when the worker's loop is not running.
+  virtual AccessLog* accessLog() = 0;
+  virtual FastRng& rng() = 0;
+  virtual UpstreamRequestContext& upstreamContext() = 0;
+
+ protected:
+  ~StreamContext() = default;
+};
 
 class Stream final : public FilterCallbacks, public RouterCallbacks {
  public:
-  explicit Stream(Worker& w);
+  explicit Stream(StreamContext& ctx);
   ~Stream() override;
   // Worker shutdown: closes the timers; the stream is freed in the last close callback.
   void closeHandles();
@@ -100,7 +124,7 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   static void onTimerClosed(uv_handle_t* h);
   bool addedByFilter(std::string_view name) const;
 
-  Worker& worker_;
+  StreamContext& ctx_;
   uv_timer_t timer_{};
   DownstreamConnection* conn_ = nullptr;
   RequestHead* req_ = nullptr;

@@ -3,16 +3,19 @@
 #include <algorithm>
 
 #include "policy/circuit_breaker.h"
-#include "proxy/worker.h"
 
 namespace cutover {
 
-UpstreamConnection::UpstreamConnection(Worker& w, UpstreamPool& pool)
-    : worker_(w), pool_(pool), decoder_(*this) {
-  uv_timer_init(w.loop(), &timer_);
+UpstreamConnection::UpstreamConnection(UpstreamContext& ctx, UpstreamPool& pool,
+                                       Transport* transport)
+    : ctx_(ctx),
+      pool_(pool),
+      transport_(transport != nullptr ? transport : &tcp_),
+      decoder_(*this) {
+  uv_timer_init(ctx.loop(), &timer_);
   timer_.data = this;
-  transport_.setCallbacks(this);
-  w.upstreamCreated();
+  transport_->setCallbacks(this);
+  ctx.upstreamCreated();
 }
 
 UpstreamConnection::~UpstreamConnection() = default;
@@ -20,8 +23,7 @@ UpstreamConnection::~UpstreamConnection() = default;
 int UpstreamConnection::connect(UpstreamCallbacks* owner, uint32_t connect_timeout_ms) {
   owner_ = owner;
   state_ = State::Connecting;
-  int rc = transport_.connect(worker_.loop(), pool_.addr(), worker_.readBuffer(),
-                              Worker::kReadBufferSize);
+  int rc = transport_->connect(ctx_.loop(), pool_.addr(), ctx_.readBuffer(), ctx_.readBufferSize());
   if (rc != 0) return rc;
   armTimer(connect_timeout_ms);
   return 0;
@@ -42,11 +44,11 @@ void UpstreamConnection::beginExchange(std::string_view method, uint32_t idle_ti
   complete_ = false;
   unusable_ = false;
   idle_timeout_ms_ = idle_timeout_ms;
-  exchange_start_ms_ = uv_now(worker_.loop());
+  exchange_start_ms_ = uv_now(ctx_.loop());
   last_read_ms_ = 0;
   read_paused_ = false;
   armTimer(idle_timeout_ms);
-  transport_.readStart();
+  transport_->readStart();
 }
 
 void UpstreamConnection::armTimer(uint64_t ms) {
@@ -58,9 +60,9 @@ void UpstreamConnection::armTimer(uint64_t ms) {
 void UpstreamConnection::resumeReading() {
   if (state_ == State::Closing) return;
   read_paused_ = false;
-  transport_.readStart();
+  transport_->readStart();
   // Paused reading is our doing, not the backend's silence: restart the idle clock.
-  if (state_ == State::Active) last_read_ms_ = uv_now(worker_.loop());
+  if (state_ == State::Active) last_read_ms_ = uv_now(ctx_.loop());
 }
 
 void UpstreamConnection::onTimer(uv_timer_t* t) {
@@ -76,7 +78,7 @@ void UpstreamConnection::onTimer(uv_timer_t* t) {
         self->armTimer(self->idle_timeout_ms_);
         break;
       }
-      uint64_t now = uv_now(self->worker_.loop());
+      uint64_t now = uv_now(self->ctx_.loop());
       uint64_t quiet = now - std::max(self->last_read_ms_, self->exchange_start_ms_);
       if (quiet < self->idle_timeout_ms_) {
         self->armTimer(self->idle_timeout_ms_ - quiet);  // bytes came meanwhile
@@ -115,7 +117,7 @@ void UpstreamConnection::onTransportData(const char* data, size_t len) {
   if (state_ != State::Active) return;
   received_bytes_ = true;
   // The idle timer is not re-armed per read: it checks this when it fires.
-  last_read_ms_ = uv_now(worker_.loop());
+  last_read_ms_ = uv_now(ctx_.loop());
   UpstreamCallbacks* owner = owner_;
   decodeResponse(data, len);
   // Still ours and still exchanging: let the owner flush what it held back during this read.
@@ -153,6 +155,9 @@ void UpstreamConnection::decodeResponse(const char* data, size_t len) {
 }
 
 void UpstreamConnection::onResponseHead(ResponseHead& head) {
+  // The backend said it closes after this response (Connection: close, or HTTP/1.0 without
+  // keep-alive): never pooled, or the next request would find it dead.
+  if (!head.keep_alive) unusable_ = true;
   if (owner_ != nullptr) owner_->onUpstreamHead(head);
 }
 
@@ -223,7 +228,7 @@ void UpstreamConnection::onTransportDrained() {
 void UpstreamConnection::release(bool reusable) {
   owner_ = nullptr;
   if (state_ == State::Closing) return;
-  if (!reusable || !complete_ || unusable_ || transport_.pendingBytes() > 0 || worker_.draining()) {
+  if (!reusable || !complete_ || unusable_ || transport_->pendingBytes() > 0 || ctx_.draining()) {
     close();
     return;
   }
@@ -233,7 +238,7 @@ void UpstreamConnection::release(bool reusable) {
 
 void UpstreamConnection::beginIdle(uint64_t idle_timeout_ms) {
   armTimer(idle_timeout_ms);
-  transport_.readStart();
+  transport_->readStart();
 }
 
 void UpstreamConnection::startTunnel() {
@@ -250,27 +255,27 @@ void UpstreamConnection::close() {
     conn_limits_->releaseConnection();
     conn_limits_.reset();
   }
-  transport_.close();
+  transport_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onTimerClosed);
-  if (!transport_.initialized()) transport_closed_ = true;
+  if (!transport_->initialized()) transport_closed_ = true;
 }
 
 void UpstreamConnection::onTimerClosed(uv_handle_t* h) {
   auto* self = static_cast<UpstreamConnection*>(h->data);
   self->timer_closed_ = true;
-  if (self->transport_closed_) self->worker_.upstreamClosed(self);
+  if (self->transport_closed_) self->ctx_.upstreamClosed(self);
 }
 
 void UpstreamConnection::onTransportClosed() {
   transport_closed_ = true;
-  if (timer_closed_) worker_.upstreamClosed(this);
+  if (timer_closed_) ctx_.upstreamClosed(this);
 }
 
 // ---------------------------------------------------------------------------------------------
 
-UpstreamPool::UpstreamPool(Worker& w, std::string backend, std::string address,
+UpstreamPool::UpstreamPool(UpstreamContext& ctx, std::string backend, std::string address,
                            const sockaddr_storage& addr)
-    : worker_(w), backend_(std::move(backend)), address_(std::move(address)), addr_(addr) {}
+    : ctx_(ctx), backend_(std::move(backend)), address_(std::move(address)), addr_(addr) {}
 
 UpstreamPool::~UpstreamPool() = default;
 
@@ -281,7 +286,7 @@ UpstreamConnection* UpstreamPool::takeIdle() {
 
 UpstreamConnection* UpstreamPool::create() {
   ++opened_;
-  return new UpstreamConnection(worker_, *this);
+  return new UpstreamConnection(ctx_, *this, ctx_.upstreamTransport(*this));
 }
 
 void UpstreamPool::putIdle(UpstreamConnection* c) {

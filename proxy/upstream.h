@@ -5,6 +5,8 @@
 //        │                      ▲                                                      │
 //        └─fail/timeout─▶ Closing ◀──error / not reusable / idle timeout / peer close ──┘
 // An idle pooled connection keeps reading so a backend's close is noticed before reuse.
+//
+// Connections and pools see their worker only through an UpstreamContext (below).
 #pragma once
 
 #include <uv.h>
@@ -19,9 +21,33 @@
 
 namespace cutover {
 
-class Worker;
+class UpstreamConnection;
 class UpstreamPool;
 class ConcurrencyLimits;
+
+// What upstream connections and their pools need from the worker that owns them, and nothing
+// more: the loop (their timers and sockets), the worker's shared read buffer, whether it is
+// draining (then no connection goes back to a pool), the transport a new connection uses, and the
+// count of connections opened and closed (the context frees a closed one). Worker implements it;
+// unit tests give a fake with fake transports. Called per connection or per event, never per byte.
+class UpstreamContext {
+ public:
+  virtual uv_loop_t* loop() = 0;
+  // Reads land here and are consumed before the read callback returns.
+  virtual char* readBuffer() = 0;
+  virtual size_t readBufferSize() const = 0;
+  virtual bool draining() const = 0;
+  // The transport a new connection to `pool` uses, or nullptr for a TCP socket embedded in the
+  // connection. A given transport belongs to the context and outlives the connection (it is not
+  // reused before upstreamClosed() for that connection).
+  virtual Transport* upstreamTransport(UpstreamPool& pool) = 0;
+  virtual void upstreamCreated() = 0;
+  // `c` is closed (its timer and transport close callbacks ran): the context frees it.
+  virtual void upstreamClosed(UpstreamConnection* c) = 0;
+
+ protected:
+  ~UpstreamContext() = default;
+};
 
 // What a Stream hears from its upstream connection.
 class UpstreamCallbacks {
@@ -48,7 +74,8 @@ class UpstreamConnection final : public ListHook,
  public:
   enum class State : uint8_t { Connecting, Active, Idle, Tunnel, Closing };
 
-  UpstreamConnection(Worker& w, UpstreamPool& pool);
+  // On `transport` when given (see UpstreamContext::upstreamTransport), else on its own TCP socket.
+  UpstreamConnection(UpstreamContext& ctx, UpstreamPool& pool, Transport* transport = nullptr);
   ~UpstreamConnection() override;
   // Starts connecting; returns a libuv error (and never calls back) on immediate failure.
   int connect(UpstreamCallbacks* owner, uint32_t connect_timeout_ms);
@@ -56,12 +83,12 @@ class UpstreamConnection final : public ListHook,
   void attach(UpstreamCallbacks* owner);
   // Expect a response to `method`; arms the idle timer for the wait.
   void beginExchange(std::string_view method, uint32_t idle_timeout_ms);
-  void write(const char* data, size_t len) { transport_.write(data, len); }
-  void write(std::string_view s) { transport_.write(s); }
-  size_t pendingBytes() const { return transport_.pendingBytes(); }
+  void write(const char* data, size_t len) { transport_->write(data, len); }
+  void write(std::string_view s) { transport_->write(s); }
+  size_t pendingBytes() const { return transport_->pendingBytes(); }
   void pauseReading() {
     read_paused_ = true;
-    transport_.readStop();
+    transport_->readStop();
   }
   void resumeReading();
   // Exchange finished: back to the pool if `reusable`, else close.
@@ -70,7 +97,7 @@ class UpstreamConnection final : public ListHook,
   void startTunnel();
   // Parked in the pool: keep reading to notice a close, and close after `idle_timeout_ms`.
   void beginIdle(uint64_t idle_timeout_ms);
-  void shutdownWrite() { transport_.shutdownWrite(); }
+  void shutdownWrite() { transport_->shutdownWrite(); }
   void close();
   // This connection counts against a backend's max_connections until it closes.
   void holdConnectionSlot(std::shared_ptr<ConcurrencyLimits> limits) {
@@ -98,9 +125,10 @@ class UpstreamConnection final : public ListHook,
   void decodeResponse(const char* data, size_t len);
   void armTimer(uint64_t ms);
 
-  Worker& worker_;
+  UpstreamContext& ctx_;
   UpstreamPool& pool_;
-  TcpTransport transport_;
+  TcpTransport tcp_;      // unused when a transport was given
+  Transport* transport_;  // &tcp_ or the given one
   ResponseDecoder decoder_;
   uv_timer_t timer_{};
   UpstreamCallbacks* owner_ = nullptr;
@@ -122,7 +150,8 @@ class UpstreamConnection final : public ListHook,
 // Keep-alive connections to one endpoint, owned by one worker.
 class UpstreamPool {
  public:
-  UpstreamPool(Worker& w, std::string backend, std::string address, const sockaddr_storage& addr);
+  UpstreamPool(UpstreamContext& ctx, std::string backend, std::string address,
+               const sockaddr_storage& addr);
   ~UpstreamPool();
   // An idle connection, or nullptr.
   UpstreamConnection* takeIdle();
@@ -142,7 +171,7 @@ class UpstreamPool {
   uint64_t connectionsOpened() const { return opened_; }
 
  private:
-  Worker& worker_;
+  UpstreamContext& ctx_;
   std::string backend_;
   std::string address_;
   sockaddr_storage addr_;

@@ -2,7 +2,6 @@
 
 #include "policy/circuit_breaker.h"
 #include "policy/health_state.h"
-#include "proxy/worker.h"
 
 namespace cutover {
 
@@ -23,7 +22,7 @@ Reason UpstreamRequest::start(const Snapshot& snap, uint32_t b, const RequestHea
   const BackendRuntime& rt = snap.backends[b];
   uint32_t n = static_cast<uint32_t>(be.endpoints.size());
   if (n == 0) return Reason::NoEndpoint;
-  uint32_t e = worker_.nextEndpoint(b, n);
+  uint32_t e = ctx_.nextEndpoint(b, n);
   if (rt.health) {
     // Round-robin over the endpoints health checks consider up.
     uint32_t k = 0;
@@ -41,7 +40,7 @@ Reason UpstreamRequest::start(const Snapshot& snap, uint32_t b, const RequestHea
   backend_ = b;
   endpoint_ = e;
   upgrade_ = req.upgrade;
-  if (UpstreamConnection* idle = worker_.pool(snap, b, e).takeIdle()) {
+  if (UpstreamConnection* idle = ctx_.pool(snap, b, e).takeIdle()) {
     up_ = idle;
     up_->attach(this);
     sendHead();
@@ -60,7 +59,7 @@ Reason UpstreamRequest::connectFresh(const BackendRuntime& rt) {
       return r;
     }
   }
-  up_ = worker_.pool(*snap_, backend_, endpoint_).create();
+  up_ = ctx_.pool(*snap_, backend_, endpoint_).create();
   up_->holdConnectionSlot(rt.limits);
   int rc = up_->connect(this, static_cast<uint32_t>(snap_->config->timeouts.connect.count()));
   if (rc != 0) {
@@ -78,7 +77,7 @@ void UpstreamRequest::onUpstreamConnected() {
 void UpstreamRequest::sendHead() {
   const config::Config& cfg = *snap_->config;
   up_->beginExchange(req_->method, static_cast<uint32_t>(cfg.timeouts.upstream_idle.count()));
-  std::string& out = worker_.scratch();
+  std::string& out = ctx_.scratch();
   out.clear();
   writeRequestHead(out, *req_, fwd_);
   up_->write(out);
@@ -97,7 +96,7 @@ void UpstreamRequest::sendBody(const char* data, size_t len) {
   if (len == 0 || up_ == nullptr || !head_sent_) return;
   body_started_ = true;
   if (req_->chunked) {
-    std::string& out = worker_.scratch();
+    std::string& out = ctx_.scratch();
     out.clear();
     appendChunkHeader(out, len);
     out.append(data, len);

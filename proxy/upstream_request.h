@@ -12,6 +12,9 @@
 //
 // A pooled connection that turns out dead (reset before any byte came back, nothing of the body
 // sent) is replaced once by a fresh connection inside the same attempt.
+//
+// It sees its worker only through an UpstreamRequestContext (below), so unit tests run it on a
+// fake context whose pool hands out connections over fake transports.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +29,21 @@
 
 namespace cutover {
 
-class Worker;
+// What an attempt needs from the worker it runs on, and nothing more: the worker's pools and
+// round-robin cursors (both per worker) and its scratch buffer for serialising a head or a chunk
+// frame (overwritten by the next user; never held across a call). Worker implements it; unit
+// tests give a fake. Called a few times per attempt and once per chunked body piece.
+class UpstreamRequestContext {
+ public:
+  // The pool of endpoint `e` of backend `b` of `snap` (pools outlive snapshots).
+  virtual UpstreamPool& pool(const Snapshot& snap, uint32_t b, uint32_t e) = 0;
+  // The next endpoint of backend `b` in round-robin order, in 0..endpoint_count-1.
+  virtual uint32_t nextEndpoint(uint32_t b, uint32_t endpoint_count) = 0;
+  virtual std::string& scratch() = 0;
+
+ protected:
+  ~UpstreamRequestContext() = default;
+};
 
 class UpstreamRequestCallbacks {
  public:
@@ -86,7 +103,7 @@ class UpstreamAttempt {
 
 class UpstreamRequest final : public UpstreamAttempt, public UpstreamCallbacks {
  public:
-  UpstreamRequest(Worker& w, UpstreamRequestCallbacks& cb) : worker_(w), cb_(cb) {}
+  UpstreamRequest(UpstreamRequestContext& ctx, UpstreamRequestCallbacks& cb) : ctx_(ctx), cb_(cb) {}
   UpstreamRequest(const UpstreamRequest&) = delete;
   UpstreamRequest& operator=(const UpstreamRequest&) = delete;
 
@@ -120,7 +137,7 @@ class UpstreamRequest final : public UpstreamAttempt, public UpstreamCallbacks {
   void onUpstreamTunnelData(const char* data, size_t len) override;
   void onUpstreamTunnelClosed() override;
 
-  Worker& worker_;
+  UpstreamRequestContext& ctx_;
   UpstreamRequestCallbacks& cb_;
   UpstreamConnection* up_ = nullptr;
   // The attempt's inputs, valid until it ends (the owner keeps them alive).

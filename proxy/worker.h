@@ -2,6 +2,10 @@
 // the same ports), its client connections, its upstream pools and a shared read buffer; it shares
 // nothing with other workers on the hot path. The main thread talks to it only through
 // post() (a uv_async wake-up): new snapshots, new/removed listeners, drain, stop.
+//
+// The objects it runs see it only through narrow contexts it implements, each defined beside its
+// user: ConnectionContext (client connections), StreamContext (streams), UpstreamRequestContext
+// (attempts: pools and endpoint cursors) and UpstreamContext (backend connections and pools).
 #pragma once
 
 #include <uv.h>
@@ -16,21 +20,21 @@
 #include <vector>
 
 #include "common/intrusive_list.h"
+#include "proxy/downstream_connection.h"
 #include "proxy/router.h"
 #include "proxy/snapshot.h"
+#include "proxy/stream.h"
+#include "proxy/upstream.h"
+#include "proxy/upstream_request.h"
 
 namespace cutover {
 
-class DownstreamConnection;
-class UpstreamConnection;
-class UpstreamPool;
-class Stream;
-class RequestDecoder;
-class RequestDecoderCallbacks;
-class AccessLog;
 class AccessLogSink;
 
-class Worker {
+class Worker final : public ConnectionContext,
+                     public StreamContext,
+                     public UpstreamRequestContext,
+                     public UpstreamContext {
  public:
   Worker(uint32_t id, std::shared_ptr<const Snapshot> snapshot,
          std::shared_ptr<AccessLogSink> access_sink);
@@ -55,36 +59,43 @@ class Worker {
   bool finished() const { return finished_.load(); }
 
   // ---- loop thread only ----
-  uv_loop_t* loop() { return &loop_; }
+  uv_loop_t* loop() override { return &loop_; }
   uint32_t id() const { return id_; }
-  const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
-  bool draining() const { return draining_; }
-  char* readBuffer() { return read_buf_.get(); }
+  const std::shared_ptr<const Snapshot>& snapshot() const override { return snapshot_; }
+  bool draining() const override { return draining_; }
+  char* readBuffer() override { return read_buf_.get(); }
   static constexpr size_t kReadBufferSize = 64 * 1024;
-  FastRng& rng() { return rng_; }
-  std::string& scratch() { return scratch_; }
+  size_t readBufferSize() const override { return kReadBufferSize; }
+  FastRng& rng() override { return rng_; }
+  std::string& scratch() override { return scratch_; }
   // This worker's access log (null when the loop is not running).
-  AccessLog* accessLog() { return access_log_.get(); }
-  int64_t nowMs() const { return static_cast<int64_t>(uv_now(const_cast<uv_loop_t*>(&loop_))); }
+  AccessLog* accessLog() override { return access_log_.get(); }
+  int64_t nowMs() const override {
+    return static_cast<int64_t>(uv_now(const_cast<uv_loop_t*>(&loop_)));
+  }
+  UpstreamRequestContext& upstreamContext() override { return *this; }
 
   // Pool for endpoint `e` of backend `b` of `snap` (pools outlive snapshots: keyed by address).
-  UpstreamPool& pool(const Snapshot& snap, uint32_t b, uint32_t e);
+  UpstreamPool& pool(const Snapshot& snap, uint32_t b, uint32_t e) override;
   // Round-robin cursor for backend `b` of the current pool table.
-  uint32_t nextEndpoint(uint32_t backend_index, uint32_t endpoint_count);
+  uint32_t nextEndpoint(uint32_t backend_index, uint32_t endpoint_count) override;
 
   // Request decoders are pooled so keep-alive requests reuse parser buffers while idle
   // connections hold none.
-  RequestDecoder* acquireDecoder(RequestDecoderCallbacks& cb, const config::Limits& limits);
-  void releaseDecoder(RequestDecoder* d);
-  Stream* acquireStream();
-  void releaseStream(Stream* s);
+  RequestDecoder* acquireDecoder(RequestDecoderCallbacks& cb,
+                                 const config::Limits& limits) override;
+  void releaseDecoder(RequestDecoder* d) override;
+  Stream* acquireStream() override;
+  void releaseStream(Stream* s) override;
 
   // Timeout lists: a connection sits in exactly one. Deadlines are checked by a sweep timer.
-  enum class ConnList { None, Header, Idle, Active };
-  void moveConnection(DownstreamConnection* c, ConnList to);
-  void connectionClosed(DownstreamConnection* c);  // frees it
-  void upstreamClosed(UpstreamConnection* u);      // frees it
-  void upstreamCreated();
+  using ConnList = ConnectionContext::List;
+  void moveConnection(DownstreamConnection* c, ConnList to) override;
+  void connectionClosed(DownstreamConnection* c) override;  // frees it
+  // Backend connections use their own TCP socket.
+  Transport* upstreamTransport(UpstreamPool&) override { return nullptr; }
+  void upstreamClosed(UpstreamConnection* u) override;  // frees it
+  void upstreamCreated() override;
   void connectionOpened();
   size_t connectionCount() const { return connections_; }
 

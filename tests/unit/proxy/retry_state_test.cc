@@ -8,9 +8,9 @@
 #include <memory>
 #include <string>
 
-#include "config/loader.h"
 #include "policy/circuit_breaker.h"
 #include "policy/retry_budget.h"
+#include "tests/unit/proxy/test_snapshot.h"
 
 using namespace cutover;
 
@@ -35,12 +35,7 @@ struct Fixture {
         "    split: {new: 50, legacy: 50}\n"
         "    retry: " +
         retry_yaml + "\n";
-    config::LoadResult r = config::loadString(yaml, "test.yaml");
-    for (const auto& e : r.errors) MESSAGE(e.str());
-    REQUIRE(r.ok());
-    snap.config = r.config;
-    snap.backends.resize(r.config->backends.size());
-    for (auto& rt : snap.backends) rt.budget = std::make_shared<RetryBudget>();
+    testing::loadSnapshot(snap, yaml);
     retry = std::make_unique<RetryState>(
         &loop, [](void* self) { ++static_cast<Fixture*>(self)->fired; }, this);
   }
@@ -49,13 +44,7 @@ struct Fixture {
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
-  uint32_t backend(const std::string& name) const {
-    for (size_t i = 0; i < snap.config->backends.size(); ++i) {
-      if (snap.config->backends[i].name == name) return static_cast<uint32_t>(i);
-    }
-    FAIL("no backend " << name);
-    return 0;
-  }
+  uint32_t backend(const std::string& name) const { return testing::backendIndex(snap, name); }
   const config::Route& route() const { return snap.config->routes[0]; }
 };
 

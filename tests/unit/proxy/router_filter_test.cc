@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "common/clock.h"
-#include "config/loader.h"
 #include "policy/circuit_breaker.h"
 #include "policy/retry_budget.h"
 #include "proxy/router.h"
+#include "tests/unit/proxy/test_snapshot.h"
 
 using namespace cutover;
 
@@ -101,19 +101,7 @@ struct Fixture {
         "    match: {prefix: /}\n"
         "    split: {new: 100, legacy: 0}\n" +
         route_extra;
-    config::LoadResult r = config::loadString(yaml, "test.yaml");
-    for (const auto& e : r.errors) MESSAGE(e.str());
-    REQUIRE(r.ok());
-    snap.config = r.config;
-    snap.backends.resize(r.config->backends.size());
-    for (size_t i = 0; i < snap.backends.size(); ++i) {
-      BackendRuntime& rt = snap.backends[i];
-      rt.budget = std::make_shared<RetryBudget>();
-      rt.limits = std::make_shared<ConcurrencyLimits>(r.config->backends[i].circuit_breaker);
-      if (r.config->backends[i].circuit_breaker.enabled) {
-        rt.breaker = std::make_shared<CircuitBreaker>(r.config->backends[i].circuit_breaker, 1);
-      }
-    }
+    testing::loadSnapshot(snap, yaml);
     router = std::make_unique<Router>(&loop, rng, stream);
     router->setAttempt(attempt);
     router->bind(snap);
@@ -127,13 +115,7 @@ struct Fixture {
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
   }
-  uint32_t backend(const std::string& name) const {
-    for (size_t i = 0; i < snap.config->backends.size(); ++i) {
-      if (snap.config->backends[i].name == name) return static_cast<uint32_t>(i);
-    }
-    FAIL("no backend " << name);
-    return 0;
-  }
+  uint32_t backend(const std::string& name) const { return testing::backendIndex(snap, name); }
   void start() {
     router->start(&snap.config->routes[0], req, info, "10.0.0.1", uv_now(&loop) + 5000);
   }
