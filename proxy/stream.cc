@@ -202,7 +202,6 @@ void Stream::routerHead(ResponseHead& head) {
 }
 
 void Stream::writeResponseHead(ResponseHead& head) {
-  const config::Config& cfg = *snap_->config;
   info_.status = head.status;
   bool client11 = req_->version_minor >= 1;
   bool no_body = head_only_ || statusHasNoBody(head.status);
@@ -242,12 +241,7 @@ void Stream::writeResponseHead(ResponseHead& head) {
            (!st->added_names_.empty() && st->addedByFilter(name));
   };
   writeResponseStart(out, head, framing, skip, this);
-  out.append("x-cutover-backend: ").append(cfg.backends[router_.backend()].name).append("\r\n");
-  if (info_.attempts > 1) {
-    out.append("x-cutover-attempts: ");
-    appendUint(out, info_.attempts);
-    out.append("\r\n");
-  }
+  appendProxyHeaders(out);
   out.append(response_headers_);
   if (head.status == 101) {
     out.append("Connection: upgrade\r\n");
@@ -348,13 +342,9 @@ void Stream::localReply(int status, Reason reason, std::string_view extra, std::
   if (!in_filter_) maybeFinish();
 }
 
-void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
-                             std::string_view body) {
-  info_.status = static_cast<uint16_t>(status);
-  if (ctx_.draining()) response_close_ = true;
-  std::string& out = ctx_.scratch();
-  out.clear();
-  writeLocalReplyStart(out, status, reasonName(reason), body);
+void Stream::appendProxyHeaders(std::string& out) const {
+  // Which backend served (or was last tried), as the router recorded it in StreamInfo, and how
+  // many attempts it took when more than one: on backend responses and local replies alike.
   if (info_.backend >= 0 && snap_ != nullptr) {
     out.append("x-cutover-backend: ")
         .append(snap_->config->backends[static_cast<size_t>(info_.backend)].name)
@@ -365,6 +355,16 @@ void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
     appendUint(out, info_.attempts);
     out.append("\r\n");
   }
+}
+
+void Stream::writeLocalReply(int status, Reason reason, std::string_view extra,
+                             std::string_view body) {
+  info_.status = static_cast<uint16_t>(status);
+  if (ctx_.draining()) response_close_ = true;
+  std::string& out = ctx_.scratch();
+  out.clear();
+  writeLocalReplyStart(out, status, reasonName(reason), body);
+  appendProxyHeaders(out);
   out.append(extra);
   out.append(response_headers_);
   writeLocalReplyEnd(out, status, reasonName(reason), body, response_close_, head_only_);

@@ -1,13 +1,16 @@
-// One request/response exchange on a client connection: runs the filter chain, routes (backend
-// choice, admission, failover), and sends the response back. Each attempt on a backend is an
-// UpstreamRequest (connect or pooled connection, request out, response relayed back through
-// UpstreamRequestCallbacks); retries are decided and timed by a RetryState; the slots the request
-// holds on backends live in a BackendLease.
+// One request/response exchange on a client connection. The stream runs the filter chain, makes
+// local replies (every one with a Reason), writes the response toward the client with its flow
+// control, and completes the exchange (filters' onComplete, metrics, /stats, access log). Which
+// backend takes the request, admission, failover, attempts and retries are the Router's (the
+// terminal step of the chain, proxy/router_filter.h), which hands the response that stands back
+// through RouterCallbacks; the stream reads what happened upstream from StreamInfo only. The
+// Router and the UpstreamRequest it drives are members, built once per pooled stream, so a request
+// costs no allocation for them.
 //
 // Phases:
-//   Filters ──Continue…──▶ Routing ──▶ Connecting ──▶ Sending ──head──▶ Responding ──▶ Done
-//      │ Responded / local reply                 │ failure (retry?) ──backoff──▶ Routing
-//      └──────────────────────────────▶ LocalReply ─────────────────────────────▶ Done
+//   Filters ──Continue…──▶ Routing (the router's) ──head──▶ Responding ──▶ Done
+//      │ Responded / local reply          │ local reply (refused, failed attempts)
+//      └──────────────────────────────────┴──▶ LocalReply ──────────────────▶ Done
 // Done runs every created filter's onComplete exactly once, logs, then hands the connection back
 // with DownstreamConnection::onStreamDone(), which is always the last thing a stream does.
 //
@@ -114,6 +117,7 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   void flushHead(std::string_view first_body);
   void writeResponseHead(ResponseHead& head);
   void writeLocalReply(int status, Reason reason, std::string_view extra, std::string_view body);
+  void appendProxyHeaders(std::string& out) const;  // x-cutover-backend, x-cutover-attempts
   void maybeFinish();
   void writeAccessLog();
   void endTunnel();
