@@ -71,7 +71,13 @@ class HopByHop {
  private:
   bool named(std::string_view name) const;
   static constexpr size_t kInline = 8;
-  std::string_view inline_[kInline];
+  // Plain pointer + length, left uninitialised: only [0, n_) is ever read, so a head without
+  // Connection tokens (the common case) costs no stores here.
+  struct Token {
+    const char* data;
+    size_t size;
+  };
+  Token inline_[kInline];
   size_t n_ = 0;
   std::vector<std::string> overflow_;  // past kInline tokens: lower-cased and sorted (rare)
 };
@@ -85,7 +91,7 @@ HopByHop::HopByHop(const HeaderMap& h) {
       std::string_view t = trim(v.substr(0, comma));
       if (!t.empty()) {
         if (n_ < kInline) {
-          inline_[n_++] = t;
+          inline_[n_++] = Token{t.data(), t.size()};
         } else {
           overflow_.push_back(lowered(t));
         }
@@ -99,7 +105,7 @@ HopByHop::HopByHop(const HeaderMap& h) {
 
 bool HopByHop::named(std::string_view name) const {
   for (size_t i = 0; i < n_; ++i) {
-    if (iequals(inline_[i], name)) return true;
+    if (iequals(std::string_view(inline_[i].data, inline_[i].size), name)) return true;
   }
   return !overflow_.empty() &&
          std::binary_search(overflow_.begin(), overflow_.end(), lowered(name));
@@ -112,13 +118,13 @@ bool HopByHop::drops(std::string_view name) const {
 }  // namespace
 
 void appendUint(std::string& out, uint64_t v) {
-  char buf[24];
-  int i = 0;
+  char buf[20];  // UINT64_MAX has 20 digits; written from the end, appended once
+  char* p = buf + sizeof buf;
   do {
-    buf[i++] = static_cast<char>('0' + v % 10);
+    *--p = static_cast<char>('0' + v % 10);
     v /= 10;
   } while (v != 0);
-  while (i > 0) out.push_back(buf[--i]);
+  out.append(p, static_cast<size_t>(buf + sizeof buf - p));
 }
 
 void writeRequestHead(std::string& out, const RequestHead& head, const ForwardInfo& fwd) {
