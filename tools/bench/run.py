@@ -215,7 +215,8 @@ def mode_compare(ws, args, cpus, backend_port, results):
         port = bl.free_port()
         try:
             proc, _ = bl.start_cutover(ws, binary, "cutover", bl.cutover_yaml(
-                port, backend_port, backend_port), port)
+                port, backend_port, backend_port,
+                max_connections=max(1024, args.idle_connections + 100)), port)
             t = Target("cutover", port, proc)
             err = verify(t)
             if err:
@@ -232,8 +233,14 @@ def mode_compare(ws, args, cpus, backend_port, results):
         # A second cutover build (e.g. the commit before a change) in the same rounds, so a change
         # is judged by two ratios taken side by side rather than by runs minutes apart.
         port = bl.free_port()
-        proc, _ = bl.start_cutover(ws, args.baseline, "cutover-baseline", bl.cutover_yaml(
-            port, backend_port, backend_port), port)
+        try:
+            proc, _ = bl.start_cutover(ws, args.baseline, "cutover-baseline", bl.cutover_yaml(
+                port, backend_port, backend_port,
+                max_connections=max(1024, args.idle_connections + 100)), port)
+        except RuntimeError:
+            # A build from before limits.max_connections_per_worker existed has no such limit.
+            proc, _ = bl.start_cutover(ws, args.baseline, "cutover-baseline", bl.cutover_yaml(
+                port, backend_port, backend_port), port)
         t = Target("cutover-baseline", port, proc)
         err = verify(t)
         if err:
