@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common/clock.h"
+#include "http/http1_writer.h"
 #include "policy/circuit_breaker.h"
 #include "policy/token_bucket.h"
 #include "proxy/metrics.h"
@@ -104,7 +105,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   }
   backend_ = b;
   if (req.expect_continue && !cb_.requestComplete()) {
-    cb_.writeToClient("HTTP/1.1 100 Continue\r\n\r\n");
+    cb_.writeToClient(k100Continue);
   }
   startAttempt();
 }

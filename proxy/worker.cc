@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "http/http1_codec.h"
+#include "net/tcp_transport.h"
 #include "proxy/downstream_connection.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -146,14 +147,7 @@ void Worker::onAccept(uv_stream_t* server, int status) {
 // Accepts and closes at once: leaving the connection in the kernel's queue would only delay the
 // refusal, and the listener would keep reporting it.
 void Worker::rejectConnection(uv_stream_t* server) {
-  auto* tcp = new uv_tcp_t;
-  if (uv_tcp_init(&loop_, tcp) != 0) {
-    delete tcp;
-    return;
-  }
-  uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp));  // on failure there is nothing to close
-  uv_close(reinterpret_cast<uv_handle_t*>(tcp),
-           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  acceptAndClose(&loop_, server);
   if (snapshot_->metrics) snapshot_->metrics->downstream_rejected->Increment();
   if (!at_connection_limit_) {
     at_connection_limit_ = true;  // logged once per episode, not once per connection
