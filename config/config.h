@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/client_address.h"
 #include "common/path_normalize.h"
 
 namespace cutover::config {
@@ -178,8 +179,11 @@ struct Route {
 
 // Request paths are normalised before routing, and the normalised target is what the backend gets,
 // so a route's limits apply to every spelling the backend would serve as the same path.
-// The `http:` section: how request paths are normalised before routing (common/path_normalize.h).
-struct Http : PathOptions {};
+// The `http:` section: how request paths are normalised before routing (common/path_normalize.h),
+// and which proxies in front of cutover are trusted to name the client (common/client_address.h).
+struct Http : PathOptions {
+  TrustedProxies trusted;  // xff_num_trusted_hops or trusted_proxies (at most one of them)
+};
 
 class RouteTable;  // config/route_table.h
 

@@ -248,6 +248,10 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "merge_slashes" << YAML::Value << config.http.merge_slashes;
   out << YAML::Key << "escaped_slashes" << YAML::Value
       << escapedSlashes(config.http.escaped_slashes);
+  out << YAML::Key << "xff_num_trusted_hops" << YAML::Value << config.http.trusted.hops;
+  out << YAML::Key << "trusted_proxies" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const Cidr& c : config.http.trusted.cidrs) out << formatCidr(c);
+  out << YAML::EndSeq;
   out << YAML::EndMap;
 
   out << YAML::Key << "filters" << YAML::Value << YAML::Flow << YAML::BeginSeq;

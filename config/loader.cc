@@ -182,7 +182,9 @@ void Loader::loadOverrideHeader(const MapReader& top) {
 void Loader::loadHttp(const MapReader& top) {
   if (!top.has("http")) return;
   MapReader map(errors_, top.value("http"), "http",
-                {"normalize_path", "merge_slashes", "escaped_slashes"}, true);
+                {"normalize_path", "merge_slashes", "escaped_slashes", "xff_num_trusted_hops",
+                 "trusted_proxies"},
+                true);
   Http& http = config_.http;
   map.getBool("normalize_path", http.normalize_path);
   map.getBool("merge_slashes", http.merge_slashes);
@@ -197,6 +199,32 @@ void Loader::loadHttp(const MapReader& top) {
     } else {
       errors_.add(map.value("escaped_slashes"), map.path("escaped_slashes"),
                   "expected reject, keep or decode, got " + quoted(action));
+    }
+  }
+  map.getUint32("xff_num_trusted_hops", 0, 16, http.trusted.hops);
+  if (map.has("trusted_proxies")) {
+    const YAML::Node& list = map.value("trusted_proxies");
+    std::string path = map.path("trusted_proxies");
+    if (!list.IsSequence()) {
+      errors_.add(list, path, "expected a sequence of addresses or CIDRs, got " + describe(list));
+    } else {
+      for (size_t i = 0; i < list.size(); ++i) {
+        Cidr c;
+        std::string item = path + "[" + std::to_string(i) + "]";
+        if (!list[i].IsScalar() || !parseCidr(list[i].Scalar(), c)) {
+          errors_.add(list[i], item,
+                      "expected an IP address or CIDR with no host bits set (10.0.0.0/8, "
+                      "fd00::/8, 192.0.2.7), got " +
+                          describe(list[i]));
+          continue;
+        }
+        http.trusted.cidrs.push_back(c);
+      }
+    }
+    if (http.trusted.hops > 0 && list.IsSequence() && list.size() > 0) {
+      errors_.add(list, path,
+                  "set either xff_num_trusted_hops or trusted_proxies, not both (a trusted "
+                  "peer's X-Forwarded-For is read one way)");
     }
   }
 }

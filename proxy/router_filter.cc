@@ -24,6 +24,7 @@ void Router::reset() {
   req_ = nullptr;
   info_ = nullptr;
   client_address_ = {};
+  fwd_ = {};
   if (body_buf_.capacity() > 64 * 1024) {
     std::string().swap(body_buf_);
   } else {
@@ -45,12 +46,13 @@ void Router::localReply(int status, Reason reason, std::string_view extra) {
 }
 
 void Router::start(const config::Route* route, RequestHead& req, StreamInfo& info,
-                   std::string_view client_address, int64_t deadline_ms) {
+                   std::string_view client_address, const ForwardInfo& fwd, int64_t deadline_ms) {
   const Snapshot& snap = *snap_;
   route_ = route;
   req_ = &req;
   info_ = &info;
   client_address_ = client_address;
+  fwd_ = fwd;
   deadline_ms_ = deadline_ms;
   state_ = State::Connecting;
   if (route_ == nullptr) {
@@ -113,9 +115,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
 void Router::startAttempt() {
   state_ = State::Connecting;
   info_->backend = static_cast<int>(backend_);
-  ForwardInfo fwd;
-  fwd.client_address = client_address_;
-  Reason r = upstream_->start(*snap_, backend_, *req_, fwd, lease_);
+  Reason r = upstream_->start(*snap_, backend_, *req_, fwd_, lease_);
   if (r == Reason::NoEndpoint) {
     localReply(503, r);
     return;

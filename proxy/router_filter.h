@@ -65,9 +65,10 @@ class Router final : public UpstreamRequestCallbacks {
   void bind(const Snapshot& snap) { snap_ = &snap; }
 
   // Routes `req` on `route` (nullptr: no route, 404) under the bound snapshot. `info` is the
-  // stream's, filled as it goes.
+  // stream's, filled as it goes. `client_address` is the real client (sticky client_ip); `fwd`
+  // what every attempt adds to the forwarded head (the TCP peer for X-Forwarded-For, the proto).
   void start(const config::Route* route, RequestHead& req, StreamInfo& info,
-             std::string_view client_address, int64_t deadline_ms);
+             std::string_view client_address, const ForwardInfo& fwd, int64_t deadline_ms);
   void onRequestBody(const char* data, size_t len);
   void onRequestComplete();
   // The client caught up with the response (resume reading the backend) / fell behind.
@@ -121,6 +122,7 @@ class Router final : public UpstreamRequestCallbacks {
   RequestHead* req_ = nullptr;
   StreamInfo* info_ = nullptr;
   std::string_view client_address_;
+  ForwardInfo fwd_;
   int64_t deadline_ms_ = 0;
   std::string body_buf_;  // request body held until an attempt is sending
   uint32_t backend_ = 0;

@@ -1,5 +1,9 @@
 #include "proxy/stream.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "common/client_address.h"
 #include "common/clock.h"
 #include "common/path_normalize.h"
 #include "http/http1_writer.h"
@@ -43,13 +47,15 @@ uv_loop_t* Stream::loop() { return ctx_.loop(); }
 
 const config::Route& Stream::route() const { return *route_; }
 
-std::string_view Stream::clientAddress() const { return conn_->peer(); }
+std::string_view Stream::clientAddress() const { return client_address_; }
 
 void Stream::reset() {
   conn_ = nullptr;
   req_ = nullptr;
   snap_.reset();
   route_ = nullptr;
+  client_address_ = {};
+  forwarded_proto_ = "http";
   info_ = StreamInfo{};
   destroyFilters();
   next_filter_ = 0;
@@ -79,6 +85,22 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
   if (!head.keep_alive || ctx_.draining()) response_close_ = true;
 
   const config::Config& cfg = *snap_->config;
+  // The real client behind trusted proxies: rate-limit keys, sticky client_ip and the access log
+  // use it; X-Forwarded-For still gets the TCP peer appended, and a trusted peer's
+  // X-Forwarded-Proto (http or https) is kept.
+  ClientAddress client = resolveClientAddress(conn_->peer(), head.headers, cfg.http.trusted);
+  client_address_ = client.address;
+  if (client.from_xff) {
+    // Copied: a view into the head's storage would dangle once a filter adds a header. An entry
+    // that parsed as an IP address fits (INET6_ADDRSTRLEN).
+    size_t n = std::min(client.address.size(), sizeof client_buf_);
+    std::memcpy(client_buf_, client.address.data(), n);
+    client_address_ = std::string_view(client_buf_, n);
+  }
+  forwarded_proto_ = "http";
+  if (client.peer_trusted && iequals(head.headers.get("x-forwarded-proto"), "https")) {
+    forwarded_proto_ = "https";
+  }
   // Routes, filters and the backend all see the normalised path (common/path_normalize.h).
   if (normalizePath(head.target, cfg.http) == PathStatus::Invalid) {
     localReply(400, Reason::InvalidPath);
@@ -144,7 +166,10 @@ void Stream::runFilters() {
     if (st == FilterStatus::Paused) return;  // the filter calls resume() or localReply() later
   }
   phase_ = Phase::Routing;
-  router_.start(route_, *req_, info_, conn_->peer(), deadline_ms_);
+  ForwardInfo fwd;
+  fwd.client_address = conn_->peer();
+  fwd.proto = forwarded_proto_;
+  router_.start(route_, *req_, info_, client_address_, fwd, deadline_ms_);
 }
 
 void Stream::resume() {
@@ -400,7 +425,7 @@ void Stream::writeAccessLog() {
   const config::Config& cfg = *snap_->config;
   AccessRecord rec;
   rec.request_id = req_->headers.get("x-request-id");
-  rec.client = conn_->peer();
+  rec.client = client_address_.empty() ? std::string_view(conn_->peer()) : client_address_;
   rec.method = req_->method;
   rec.path = req_->target;
   if (route_ != nullptr) rec.route = route_->name;

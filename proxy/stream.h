@@ -135,6 +135,9 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   std::shared_ptr<const Snapshot> snap_;
   const config::Route* route_ = nullptr;
   StreamInfo info_;
+  std::string_view client_address_;  // real client (common/client_address.h): peer or client_buf_
+  char client_buf_[64];              // an address taken from X-Forwarded-For
+  std::string_view forwarded_proto_ = "http";
   std::vector<Filter*> filters_;  // built in filter_mem_; destroyed by destroyFilters()
   std::unique_ptr<std::max_align_t[]> filter_mem_;  // reused across requests, grown when needed
   size_t filter_mem_slots_ = 0;

@@ -1113,3 +1113,37 @@ TEST_CASE("a route path that no normalised request can have is an error") {
                            "http: { normalize_path: false, merge_slashes: false }\n"))
             .empty());
 }
+
+TEST_CASE("trusted proxies: hops or CIDRs, dumped and reloaded; errors name file, line and key") {
+  const std::string routes =
+      "routes:\n"
+      "  - name: default\n"
+      "    match: { prefix: / }\n"
+      "    split: { new: 10, legacy: 90 }\n";
+  auto config = loadOk(kListeners + kBackends +
+                       "http: { trusted_proxies: [10.0.0.0/8, 'fd00::/8', 192.0.2.7] }\n" + routes);
+  REQUIRE(config->http.trusted.cidrs.size() == 3);
+  CHECK(config->http.trusted.hops == 0);
+  std::string dump = dumpYaml(*config);
+  INFO(dump);
+  CHECK(dump.find("trusted_proxies: [10.0.0.0/8, fd00::/8, 192.0.2.7/32]") != std::string::npos);
+  auto reloaded = loadOk(dump);
+  CHECK(dumpYaml(*reloaded) == dump);
+
+  auto hops = loadOk(kListeners + kBackends + "http: { xff_num_trusted_hops: 2 }\n" + routes);
+  CHECK(hops->http.trusted.hops == 2);
+  CHECK(dumpYaml(*loadOk(dumpYaml(*hops))) == dumpYaml(*hops));
+
+  CHECK(errorsOf(kListeners + kBackends +
+                 "http: { trusted_proxies: [10.1.0.0/8, lb.internal], xff_num_trusted_hops: 1 }\n" +
+                 routes) ==
+        std::vector<std::string>{
+            "cutover.yaml:7:26: http.trusted_proxies: set either xff_num_trusted_hops or "
+            "trusted_proxies, not both (a trusted peer's X-Forwarded-For is read one way)",
+            "cutover.yaml:7:27: http.trusted_proxies[0]: expected an IP address or CIDR with no "
+            "host bits set (10.0.0.0/8, fd00::/8, 192.0.2.7), got '10.1.0.0/8'",
+            "cutover.yaml:7:39: http.trusted_proxies[1]: expected an IP address or CIDR with no "
+            "host bits set (10.0.0.0/8, fd00::/8, 192.0.2.7), got 'lb.internal'"});
+  CHECK(errorsOf(kListeners + kBackends + "http: { xff_num_trusted_hops: 17 }\n" + routes).size() ==
+        1);
+}

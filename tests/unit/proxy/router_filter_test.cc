@@ -117,7 +117,9 @@ struct Fixture {
   }
   uint32_t backend(const std::string& name) const { return testing::backendIndex(snap, name); }
   void start() {
-    router->start(&snap.config->routes[0], req, info, "10.0.0.1", uv_now(&loop) + 5000);
+    ForwardInfo fwd;
+    fwd.client_address = "10.0.0.1";
+    router->start(&snap.config->routes[0], req, info, "10.0.0.1", fwd, uv_now(&loop) + 5000);
   }
   void answer(uint16_t status) {
     ResponseHead h;

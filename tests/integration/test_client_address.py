@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""The real client behind trusted proxies, against the real binary: http.xff_num_trusted_hops and
+http.trusted_proxies decide the address that rate-limit keys, sticky client_ip and the access log
+use; X-Forwarded-For gets the TCP peer appended either way; a trusted peer's X-Forwarded-Proto is
+kept, an untrusted one's replaced. Clients here connect from 127.0.0.1, the "load balancer"."""
+
+import json
+import os
+import sys
+
+sys.dont_write_bytecode = True  # keep the source tree clean
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+
+def is_access(ev):
+    return "request_id" in ev and "event" not in ev
+
+
+class ClientAddressTest(h.ProxyTestCase):
+    def setUp(self):
+        self.legacy = self.backend("legacy")
+        self.new = self.backend("new")
+
+    def start(self, http=None, routes=None, rate_limit=None):
+        routes = routes or [{"name": "default", "match": {"prefix": "/"},
+                             "split": {"legacy": 100}}]
+        extra = {}
+        if http is not None:
+            extra["http"] = http
+        if rate_limit is not None:
+            extra["rate_limit"] = rate_limit
+        return self.proxy(h.make_config({"legacy": self.legacy, "new": self.new}, routes=routes,
+                                        extra=extra))
+
+    def echo(self, c, headers):
+        r = c.request("GET", "/echo", headers)
+        self.assertEqual(r.status, 200, r)
+        return r, {k.lower(): v for k, v in r.json()["headers"]}
+
+    def statuses(self, c, xff, n):
+        out = []
+        for _ in range(n):
+            r = c.request("GET", "/", [("X-Forwarded-For", xff)] if xff else None)
+            out.append(r.status)
+        return out
+
+    def access_clients(self, p, n):
+        p.wait_for(lambda px: len([e for e in px.events if is_access(e)]) >= n, 3.0)
+        with p.cond:
+            return [e["client"] for e in p.events if is_access(e)]
+
+    def test_one_trusted_hop_keys_limits_and_logs_by_the_address_the_balancer_appended(self):
+        p = self.start(http={"xff_num_trusted_hops": 1},
+                       rate_limit={"rate": "2/min", "key": "client_ip"})
+        with h.Client(p.port) as c:
+            # Two users behind the same balancer: each has its own bucket of 2.
+            self.assertEqual(self.statuses(c, "198.51.100.7", 3), [200, 200, 429])
+            self.assertEqual(self.statuses(c, "203.0.113.9", 2), [200, 200])
+            # A forged entry left of the balancer's does not buy a new bucket.
+            self.assertEqual(self.statuses(c, "1.2.3.4, 198.51.100.7", 1), [429])
+        clients = self.access_clients(p, 6)
+        self.assertEqual(clients, ["198.51.100.7"] * 3 + ["203.0.113.9"] * 2 + ["198.51.100.7"],
+                         clients)
+
+    def test_untrusted_peer_forwarded_headers_change_nothing(self):
+        p = self.start(rate_limit={"rate": "2/min", "key": "client_ip"})
+        with h.Client(p.port) as c:
+            # Every spoofed address shares the peer's bucket.
+            self.assertEqual([self.statuses(c, "198.51.100.%d" % i, 1)[0] for i in range(3)],
+                             [200, 200, 429])
+        self.assertEqual(self.access_clients(p, 3), ["127.0.0.1"] * 3)
+
+    def test_xff_gets_the_peer_appended_and_proto_is_kept_only_from_a_trusted_peer(self):
+        trusted = self.start(http={"trusted_proxies": ["127.0.0.0/8"]})
+        with h.Client(trusted.port) as c:
+            _, hdrs = self.echo(c, [("X-Forwarded-For", "198.51.100.7"),
+                                    ("X-Forwarded-Proto", "https")])
+            self.assertEqual(hdrs["x-forwarded-for"], "198.51.100.7, 127.0.0.1")
+            self.assertEqual(hdrs["x-forwarded-proto"], "https")
+            # Anything but http or https from a trusted peer is not passed on.
+            _, hdrs = self.echo(c, [("X-Forwarded-Proto", "gopher")])
+            self.assertEqual(hdrs["x-forwarded-proto"], "http")
+        untrusted = self.start(http={"trusted_proxies": ["10.0.0.0/8"]})
+        with h.Client(untrusted.port) as c:
+            _, hdrs = self.echo(c, [("X-Forwarded-For", "198.51.100.7"),
+                                    ("X-Forwarded-Proto", "https")])
+            self.assertEqual(hdrs["x-forwarded-for"], "198.51.100.7, 127.0.0.1")
+            self.assertEqual(hdrs["x-forwarded-proto"], "http")
+        self.assertEqual(self.access_clients(untrusted, 1), ["127.0.0.1"])
+
+    def test_trusted_cidrs_walk_past_internal_proxies_to_the_first_untrusted_address(self):
+        p = self.start(http={"trusted_proxies": ["127.0.0.0/8", "10.0.0.0/8"]},
+                       rate_limit={"rate": "1/min", "key": "client_ip"})
+        with h.Client(p.port) as c:
+            self.assertEqual(self.statuses(c, "1.2.3.4, 198.51.100.7, 10.1.2.3", 2), [200, 429])
+            self.assertEqual(self.statuses(c, "198.51.100.8, 10.9.9.9", 1), [200])
+        self.assertEqual(self.access_clients(p, 3),
+                         ["198.51.100.7", "198.51.100.7", "198.51.100.8"])
+
+    def test_sticky_client_ip_follows_the_real_client(self):
+        routes = [{"name": "default", "match": {"prefix": "/"},
+                   "split": {"new": 50, "legacy": 50}, "sticky": {"client_ip": True}}]
+        p = self.start(http={"xff_num_trusted_hops": 1}, routes=routes)
+        seen = set()
+        with h.Client(p.port) as c:
+            for user in range(24):
+                xff = "198.51.100.%d" % (user + 1)
+                first = None
+                for _ in range(10):
+                    r = c.request("GET", "/", [("X-Forwarded-For", xff)])
+                    self.assertEqual(r.status, 200)
+                    first = first or h.served_by(r)
+                    self.assertEqual(h.served_by(r), first, "client %s moved backend" % xff)
+                seen.add(first)
+        # Keyed by the peer (127.0.0.1), every user would land on the same side.
+        self.assertEqual(seen, {"new", "legacy"}, "24 clients at 50/50 all on one side")
+
+
+if __name__ == "__main__":
+    h.main()
