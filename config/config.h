@@ -40,6 +40,10 @@ struct SocketAddress {
 struct Listener {
   std::string name;
   SocketAddress address;
+  // Every connection starts with a PROXY protocol header (v1 or v2, net/proxy_protocol.h) from an
+  // L4 load balancer; its source address becomes the connection's peer. A connection without a
+  // valid one is closed.
+  bool proxy_protocol = false;
 };
 
 struct Timeouts {

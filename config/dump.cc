@@ -211,7 +211,9 @@ std::string dumpYaml(const Config& config) {
   out << YAML::Key << "listeners" << YAML::Value << YAML::BeginSeq;
   for (const Listener& listener : config.listeners) {
     out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << listener.name << YAML::Key
-        << "address" << YAML::Value << listener.address.text << YAML::EndMap;
+        << "address" << YAML::Value << listener.address.text;
+    if (listener.proxy_protocol) out << YAML::Key << "proxy_protocol" << YAML::Value << true;
+    out << YAML::EndMap;
   }
   out << YAML::EndSeq;
   out << YAML::Key << "workers" << YAML::Value << config.workers;

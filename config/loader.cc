@@ -86,7 +86,7 @@ void Loader::loadListeners(const MapReader& top) {
   }
   for (size_t i = 0; i < list.size(); ++i) {
     std::string path = indexPath("listeners", i);
-    MapReader map(errors_, list[i], path, {"name", "address"});
+    MapReader map(errors_, list[i], path, {"name", "address", "proxy_protocol"});
     if (!map.ok()) continue;
     Listener listener;
     bool named = map.require("name") && map.getString("name", listener.name);
@@ -112,6 +112,7 @@ void Loader::loadListeners(const MapReader& top) {
         }
       }
     }
+    map.getBool("proxy_protocol", listener.proxy_protocol);
     config_.listeners.push_back(std::move(listener));
   }
 }

@@ -105,6 +105,12 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
     for (const auto& o : from.listeners)
       found = found || (o.name == l.name && o.address.text == l.address.text);
     if (!found) out.push_back("listener " + l.name + ": " + l.address.text + " added");
+    for (const auto& o : from.listeners) {
+      if (o.name == l.name && o.proxy_protocol != l.proxy_protocol) {
+        out.push_back("listener " + l.name + ": proxy_protocol " +
+                      (l.proxy_protocol ? "on" : "off") + " (new connections)");
+      }
+    }
   }
   for (const auto& o : from.listeners) {
     bool found = false;

@@ -1,6 +1,7 @@
 #include "proxy/downstream_connection.h"
 
 #include "http/http1_writer.h"
+#include "net/proxy_protocol.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/stats.h"
@@ -48,14 +49,49 @@ DownstreamConnection::~DownstreamConnection() {
   if (decoder_ != nullptr) ctx_.releaseDecoder(decoder_);
 }
 
-void DownstreamConnection::start(uv_stream_t* server) {
+void DownstreamConnection::start(uv_stream_t* server, bool proxy_protocol) {
   int rc = transport_.accept(ctx_.loop(), server, ctx_.readBuffer(), ctx_.readBufferSize());
   if (rc != 0) {
     abort();
     return;
   }
   peer_ = transport_.peerAddress();
+  if (!proxy_protocol) {
+    becomeIdle();
+    return;
+  }
+  // The balancer's header comes first, within the head timeout like a request head would.
+  state_ = State::ProxyHeader;
+  deadline_ms = ctx_.nowMs() + ctx_.snapshot()->config->timeouts.header_read.count();
+  ctx_.moveConnection(this, ConnectionContext::List::Header);
+  transport_.readStart();
+}
+
+void DownstreamConnection::onProxyHeaderData(const char* data, size_t len) {
+  // Usually the whole header arrives in the first read; only a split one is buffered.
+  std::unique_ptr<std::string> buf = std::move(pending_);
+  if (buf) {
+    buf->append(data, len);
+    data = buf->data();
+    len = buf->size();
+  }
+  ProxyHeader header;
+  size_t used = 0;
+  ProxyParse r = parseProxyHeader(data, len, header, used);
+  if (r == ProxyParse::NeedMore && len < kMaxProxyHeader) {
+    pending_ = buf ? std::move(buf) : std::make_unique<std::string>(data, len);
+    return;
+  }
+  if (r != ProxyParse::Done) {
+    // Not HTTP's to answer: the balancer (or whoever connected) did not speak PROXY protocol.
+    const Snapshot& snap = *ctx_.snapshot();
+    if (snap.metrics) snap.metrics->proxy_protocol_errors->Increment();
+    abort();
+    return;
+  }
+  if (!header.source.empty()) peer_ = std::move(header.source);
   becomeIdle();
+  if (used < len && state_ == State::Idle) process(data + used, len - used);
 }
 
 void DownstreamConnection::becomeIdle() {
@@ -75,6 +111,9 @@ void DownstreamConnection::becomeIdle() {
 
 void DownstreamConnection::onTransportData(const char* data, size_t len) {
   switch (state_) {
+    case State::ProxyHeader:
+      onProxyHeaderData(data, len);
+      return;
     case State::Closing:
       return;  // lingering: discard
     case State::Tunnel:

@@ -66,12 +66,14 @@ class DownstreamConnection final : public ListHook,
                                    public TransportCallbacks,
                                    public RequestDecoderCallbacks {
  public:
-  enum class State : uint8_t { Idle, ReadingHead, Active, Tunnel, Closing };
+  enum class State : uint8_t { ProxyHeader, Idle, ReadingHead, Active, Tunnel, Closing };
 
   explicit DownstreamConnection(ConnectionContext& ctx);
   ~DownstreamConnection() override;
   // Accepts from the listening socket and starts reading. On failure the connection closes.
-  void start(uv_stream_t* server);
+  // With `proxy_protocol`, the first bytes must be a PROXY protocol header (within
+  // timeouts.header_read); its source address becomes peer().
+  void start(uv_stream_t* server, bool proxy_protocol = false);
 
   Transport& transport() { return transport_; }
   State state() const { return state_; }
@@ -114,6 +116,7 @@ class DownstreamConnection final : public ListHook,
   void onRequestBody(const char* data, size_t len) override;
   void onRequestComplete() override;
 
+  void onProxyHeaderData(const char* data, size_t len);
   void process(const char* data, size_t len);
   void processPending();
   void becomeIdle();

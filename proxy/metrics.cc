@@ -124,6 +124,12 @@ Metrics::Metrics(std::string_view version, bool enabled)
                                .Help("Client connections closed at accept: the worker was at "
                                      "limits.max_connections_per_worker.")
                                .Register(*registry_)),
+      proxy_protocol_errors_(BuildCounter()
+                                 .Name("cutover_proxy_protocol_errors_total")
+                                 .Help("Client connections closed on a listener with "
+                                       "proxy_protocol: true because they did not start with a "
+                                       "valid PROXY protocol header.")
+                                 .Register(*registry_)),
       upstream_active_(BuildGauge()
                            .Name("cutover_upstream_connections_active")
                            .Help("Open backend connections (in use or idle in a pool).")
@@ -157,6 +163,7 @@ Metrics::Metrics(std::string_view version, bool enabled)
   generation_.Add({}).Set(0);
   downstream_active_.Add({});
   downstream_rejected_.Add({});
+  proxy_protocol_errors_.Add({});
   upstream_active_.Add({});
   reloads_.Add({{"result", "success"}});
   reloads_.Add({{"result", "rejected"}});
@@ -231,6 +238,7 @@ std::shared_ptr<const SnapshotMetrics> Metrics::forConfig(const config::Config& 
   }
   m->downstream_connections = &downstream_active_.Add({});
   m->downstream_rejected = &downstream_rejected_.Add({});
+  m->proxy_protocol_errors = &proxy_protocol_errors_.Add({});
   m->upstream_connections = &upstream_active_.Add({});
   return m;
 }

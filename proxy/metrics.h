@@ -129,6 +129,7 @@ struct SnapshotMetrics {
       local_replies{};  // [None]=null
   prometheus::Gauge* downstream_connections = nullptr;
   prometheus::Counter* downstream_rejected = nullptr;
+  prometheus::Counter* proxy_protocol_errors = nullptr;
   prometheus::Gauge* upstream_connections = nullptr;
 
   size_t backendSlot(int backend) const {
@@ -194,6 +195,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& breaker_transitions_;
   prometheus::Family<prometheus::Gauge>& downstream_active_;
   prometheus::Family<prometheus::Counter>& downstream_rejected_;
+  prometheus::Family<prometheus::Counter>& proxy_protocol_errors_;
   prometheus::Family<prometheus::Gauge>& upstream_active_;
   prometheus::Family<prometheus::Gauge>& weights_;
   prometheus::Family<prometheus::Counter>& reloads_;

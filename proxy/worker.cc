@@ -139,9 +139,14 @@ void Worker::onAccept(uv_stream_t* server, int status) {
     w->rejectConnection(server);
     return;
   }
+  // The listener's settings from the running config, by name (a reload may have changed them).
+  bool proxy_protocol = false;
+  for (const config::Listener& cl : w->snapshot_->config->listeners) {
+    if (cl.name == l->name) proxy_protocol = cl.proxy_protocol;
+  }
   auto* c = new DownstreamConnection(*w);
   w->connectionOpened();
-  c->start(server);
+  c->start(server, proxy_protocol);
 }
 
 // Accepts and closes at once: leaving the connection in the kernel's queue would only delay the

@@ -4,9 +4,9 @@ http.trusted_proxies decide the address that rate-limit keys, sticky client_ip a
 use; X-Forwarded-For gets the TCP peer appended either way; a trusted peer's X-Forwarded-Proto is
 kept, an untrusted one's replaced. Clients here connect from 127.0.0.1, the "load balancer"."""
 
-import json
 import os
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +115,69 @@ class ClientAddressTest(h.ProxyTestCase):
                 seen.add(first)
         # Keyed by the peer (127.0.0.1), every user would land on the same side.
         self.assertEqual(seen, {"new", "legacy"}, "24 clients at 50/50 all on one side")
+
+
+class ProxyProtocolTest(h.ProxyTestCase):
+    """listeners[].proxy_protocol: the balancer's PROXY header names the client."""
+
+    def setUp(self):
+        self.legacy = self.backend("legacy")
+
+    def start(self, proxy_protocol=True):
+        listeners = [{"name": "public", "address": "127.0.0.1:0",
+                      "proxy_protocol": proxy_protocol}]
+        return self.proxy(h.make_config({"legacy": self.legacy}, listeners=listeners, admin=True))
+
+    def access_clients(self, p, n):
+        p.wait_for(lambda px: len([e for e in px.events if is_access(e)]) >= n, 3.0)
+        with p.cond:
+            return [e["client"] for e in p.events if is_access(e)]
+
+    def echo_headers(self, c, headers=None):
+        r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        return {k.lower(): v for k, v in r.json()["headers"]}
+
+    def test_v1_header_names_the_client_for_every_request_on_the_connection(self):
+        p = self.start()
+        with h.Client(p.port) as c:
+            c.send(b"PROXY TCP4 198.51.100.7 127.0.0.1 51234 80\r\n" +
+                   h.build_request("GET", "/echo"))
+            self.assertEqual(self.echo_headers(c)["x-forwarded-for"], "198.51.100.7")
+            # Keep-alive: the header came once; the next request is plain HTTP.
+            c.send(h.build_request("GET", "/echo"))
+            self.assertEqual(self.echo_headers(c)["x-forwarded-for"], "198.51.100.7")
+        self.assertEqual(self.access_clients(p, 2), ["198.51.100.7"] * 2)
+
+    def test_v2_header_split_across_segments(self):
+        p = self.start()
+        src = bytes([0x20, 0x01, 0x0d, 0xb8] + [0] * 11 + [7])
+        body = src + bytes(16) + bytes([0xc8, 0x22, 0, 80])
+        header = (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x21, 0, len(body)]) + body)
+        wire = header + h.build_request("GET", "/echo")
+        with h.Client(p.port) as c:
+            for i in range(0, len(wire), 7):  # 7-byte segments, header and request split anywhere
+                c.send(wire[i:i + 7])
+                time.sleep(0.002)
+            self.assertEqual(self.echo_headers(c)["x-forwarded-for"], "2001:db8::7")
+        self.assertEqual(self.access_clients(p, 1), ["2001:db8::7"])
+
+    def test_connection_without_a_header_is_closed_unanswered_and_counted(self):
+        p = self.start()
+        self.legacy.reset_stats()
+        with h.Client(p.port) as c:
+            c.send(h.build_request("GET", "/echo"))
+            self.assertTrue(c.closed_by_peer(3), "connection left open")
+        self.assertEqual(self.legacy.stats()["requests"], 0)
+        text = h.admin(p, "GET", "/metrics").body.decode()
+        self.assertEqual(h.metric(text, "cutover_proxy_protocol_errors_total"), 1.0)
+
+    def test_listener_without_proxy_protocol_treats_a_header_as_a_bad_request(self):
+        p = self.start(proxy_protocol=False)
+        with h.Client(p.port) as c:
+            c.send(b"PROXY TCP4 198.51.100.7 127.0.0.1 51234 80\r\n" +
+                   h.build_request("GET", "/echo"))
+            self.assertLocalReply(c.read_response(), 400, "bad_request")
 
 
 if __name__ == "__main__":
