@@ -22,7 +22,8 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-all=(fuzz_request_decoder fuzz_response_decoder fuzz_request_roundtrip fuzz_config_loader)
+all=(fuzz_request_decoder fuzz_response_decoder fuzz_request_roundtrip fuzz_config_loader
+     fuzz_proxy_header)
 if [ ${#targets[@]} -eq 0 ]; then targets=("${all[@]}"); fi
 for t in "${targets[@]}"; do
   case " ${all[*]} " in *" $t "*) ;; *) echo "unknown target: $t (one of: ${all[*]})" >&2; exit 2 ;; esac
@@ -36,6 +37,7 @@ cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}"
 dict_for() {
   case "$1" in
     fuzz_config_loader) echo tests/fuzz/yaml.dict ;;
+    fuzz_proxy_header) echo tests/fuzz/proxy.dict ;;
     *) echo tests/fuzz/http.dict ;;
   esac
 }
