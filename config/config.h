@@ -165,6 +165,11 @@ struct Sticky {
   enum class Kind { None, Cookie, Header, ClientIp };
   Kind kind = Kind::None;
   std::string name;  // cookie name, or lower-case header name
+  // Cookie only: a request without the cookie gets a random key, and the response sets the
+  // cookie to it, so a visitor stays on one side from the first request.
+  bool insert = false;
+  Duration max_age{std::chrono::hours(24 * 30)};
+  bool secure = false;  // always add Secure (it is added anyway when the request came over https)
 };
 
 struct Route {

@@ -137,7 +137,13 @@ void emitRoute(YAML::Emitter& out, const Config& config, const Route& route) {
       break;
     case Sticky::Kind::Cookie:
       out << YAML::Key << "sticky" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
-          << "cookie" << YAML::Value << route.sticky.name << YAML::EndMap;
+          << "cookie" << YAML::Value << route.sticky.name;
+      if (route.sticky.insert) {
+        out << YAML::Key << "insert" << YAML::Value << true << YAML::Key << "max_age" << YAML::Value
+            << formatDuration(route.sticky.max_age) << YAML::Key << "secure" << YAML::Value
+            << route.sticky.secure;
+      }
+      out << YAML::EndMap;
       break;
     case Sticky::Kind::Header:
       out << YAML::Key << "sticky" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key

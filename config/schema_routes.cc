@@ -111,7 +111,8 @@ void Loader::loadSplit(const YAML::Node& node, const std::string& path, Route& r
 }
 
 void Loader::loadSticky(const YAML::Node& node, const std::string& path, Sticky& out) {
-  MapReader map(errors_, node, path, {"cookie", "header", "client_ip"});
+  MapReader map(errors_, node, path,
+                {"cookie", "header", "client_ip", "insert", "max_age", "secure"});
   if (!map.ok()) return;
   int kinds = map.has("cookie") + map.has("header") + map.has("client_ip");
   if (kinds != 1) {
@@ -128,7 +129,18 @@ void Loader::loadSticky(const YAML::Node& node, const std::string& path, Sticky&
     }
     out.kind = Sticky::Kind::Cookie;
     out.name = name;
-  } else if (map.has("header")) {
+    map.getBool("insert", out.insert);
+    map.getDuration("max_age", Duration(std::chrono::seconds(1)),
+                    Duration(std::chrono::hours(24 * 400)), out.max_age);
+    map.getBool("secure", out.secure);
+    return;
+  }
+  for (const char* key : {"insert", "max_age", "secure"}) {
+    if (map.has(key)) {
+      errors_.add(map.value(key), map.path(key), "applies to a sticky cookie only");
+    }
+  }
+  if (map.has("header")) {
     if (readHeaderName(map.value("header"), map.path("header"), out.name)) {
       out.kind = Sticky::Kind::Header;
     }

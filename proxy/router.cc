@@ -1,5 +1,7 @@
 #include "proxy/router.h"
 
+#include <chrono>
+
 #include "config/route_table.h"
 
 namespace cutover {
@@ -49,6 +51,18 @@ uint32_t stickyBucket(std::string_view key) {
   // Fold the high bits in: FNV's low bits alone are weak for short keys.
   h ^= h >> 32;
   return static_cast<uint32_t>(h % 10000);
+}
+
+std::string stickyCookie(const config::Sticky& sticky, std::string_view key,
+                         std::string_view proto) {
+  std::string out;
+  out.reserve(sticky.name.size() + key.size() + 64);
+  out.append(sticky.name).append("=").append(key).append("; Path=/; Max-Age=");
+  out.append(
+      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(sticky.max_age).count()));
+  out.append("; HttpOnly; SameSite=Lax");
+  if (sticky.secure || proto == "https") out.append("; Secure");
+  return out;
 }
 
 uint32_t pickSplit(const config::Route& route, uint32_t bucket) {

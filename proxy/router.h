@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "common/http_message.h"
@@ -31,6 +32,11 @@ uint32_t pickSplit(const config::Route& route, uint32_t bucket);
 // the cookie/header is absent). `client_ip` is used for Sticky::Kind::ClientIp.
 std::string_view stickyKey(const config::Route& route, const RequestHead& req,
                            std::string_view client_ip);
+
+// The Set-Cookie value that keeps `key` for an inserting sticky cookie: HttpOnly, SameSite=Lax,
+// Max-Age from the config, Secure when configured or when the request came over https.
+std::string stickyCookie(const config::Sticky& sticky, std::string_view key,
+                         std::string_view proto);
 
 // Value of cookie `name` in a Cookie header, or empty.
 std::string_view findCookie(std::string_view cookie_header, std::string_view name);

@@ -71,6 +71,19 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   }
   if (chosen < 0) {
     std::string_view key = stickyKey(*route_, req, client_address_);
+    char minted[16];
+    if (key.empty() && route_->sticky.insert) {
+      // A first visit: a random key decides the bucket, and the cookie keeps it for the next
+      // requests (the bucket is the key's hash, so the monotonic rule holds for these users too).
+      static constexpr char kHex[] = "0123456789abcdef";
+      uint64_t r = rng_.next();
+      for (char& c : minted) {
+        c = kHex[r & 0xf];
+        r >>= 4;
+      }
+      key = std::string_view(minted, sizeof minted);
+      cb_.appendResponseHeader("Set-Cookie", stickyCookie(route_->sticky, key, fwd_.proto));
+    }
     uint32_t bucket = key.empty() ? rng_.below(10000) : stickyBucket(key);
     chosen = static_cast<int>(route_->split[pickSplit(*route_, bucket)].backend);
   }

@@ -49,6 +49,9 @@ class RouterCallbacks {
   // Bytes straight to the client: "100 Continue", and tunnel data after a 101.
   virtual void writeToClient(std::string_view bytes) = 0;
   virtual void routerTunnelClosed() = 0;
+  // A header for the response the client gets, whichever it is, added beside the backend's (a
+  // backend header of the same name stays): the sticky cookie.
+  virtual void appendResponseHeader(std::string_view name, std::string_view value) = 0;
 };
 
 class Router final : public UpstreamRequestCallbacks {

@@ -340,6 +340,10 @@ void Stream::addResponseHeader(std::string_view name, std::string_view value) {
   response_headers_.append(name).append(": ").append(value).append("\r\n");
 }
 
+void Stream::appendResponseHeader(std::string_view name, std::string_view value) {
+  response_headers_.append(name).append(": ").append(value).append("\r\n");
+}
+
 bool Stream::addedByFilter(std::string_view name) const {
   for (const auto& [off, len] : added_names_) {
     if (iequals(std::string_view(response_headers_).substr(off, len), name)) return true;

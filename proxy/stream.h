@@ -91,6 +91,7 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   void localReply(int status, Reason reason, std::string_view extra_headers = {},
                   std::string_view body = {}) override;
   void addResponseHeader(std::string_view name, std::string_view value) override;
+  void appendResponseHeader(std::string_view name, std::string_view value) override;
   void resume() override;
 
  private:

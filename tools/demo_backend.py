@@ -27,6 +27,7 @@ Endpoints (any method unless noted; query `latency_ms=N` and `fail=1` work on ev
   /close                    closes the connection without answering
   /status?code=N            answers with that status
   /retry-after?code=503&s=1 that status with Retry-After: s
+  /cookie                   200 with Set-Cookie: app_session=<name>; Path=/
   /hop                      response carrying hop-by-hop headers (Connection-named, Keep-Alive, ...)
   /bad?kind=K               a malformed response, then close. K: status_line, nul_header,
                             space_before_colon, two_cl, cl_te, obs_fold, bare_lf, bare_cr,
@@ -523,6 +524,10 @@ class Connection:
                 ("Connection", "X-Resp-Hop"), ("X-Resp-Hop", "secret"),
                 ("Keep-Alive", "timeout=5"), ("Proxy-Connection", "keep-alive"),
                 ("X-Resp-Normal", "kept")])
+        elif p == "/cookie":
+            await body.drain()
+            await self.respond(req, 200, "cookie\n", headers=[
+                ("Set-Cookie", "app_session=%s; Path=/" % st.name)])
         elif p == "/bad":
             await body.drain()
             self.writer.write(bad_response(req.query.get("kind", "status_line")))

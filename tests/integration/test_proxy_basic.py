@@ -2,6 +2,7 @@
 """Routing, the weighted split, stickiness, the override header and header hygiene."""
 
 import os
+import re
 import sys
 
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -89,6 +90,48 @@ class ProxyBasicTest(h.ProxyTestCase):
                 self.assertEqual(len(got), 1, "user u%d served by %s" % (user, got))
                 seen |= got
         self.assertEqual(seen, {"new", "legacy"})
+
+    def test_inserted_sticky_cookie_keeps_a_new_visitor_on_one_side_from_the_first_request(self):
+        routes = [{"name": "default", "match": {"prefix": "/"},
+                   "split": {"new": 50, "legacy": 50},
+                   "sticky": {"cookie": "cutover_bucket", "insert": True, "max_age": "1h"}}]
+        p = self.proxy(h.make_config({"legacy": self.legacy, "new": self.new}, routes=routes))
+        seen = set()
+        with h.Client(p.port) as c:
+            for visitor in range(24):
+                first = c.request("GET", "/cookie")
+                self.assertEqual(first.status, 200)
+                cookies = first.header_all("set-cookie")
+                # The application's own cookie is kept beside cutover's.
+                self.assertIn("app_session=%s; Path=/" % served_by(first), cookies)
+                ours = [v for v in cookies if v.startswith("cutover_bucket=")]
+                self.assertEqual(len(ours), 1, cookies)
+                m = re.fullmatch(r"cutover_bucket=([0-9a-f]{16}); Path=/; Max-Age=3600; "
+                                 r"HttpOnly; SameSite=Lax", ours[0])
+                self.assertIsNotNone(m, ours[0])
+                cookie = "theme=dark; cutover_bucket=%s" % m.group(1)
+                for _ in range(10):
+                    r = c.request("GET", "/cookie", [("Cookie", cookie)])
+                    self.assertEqual(served_by(r), served_by(first),
+                                     "visitor %d moved after its first request" % visitor)
+                    self.assertFalse([v for v in r.header_all("set-cookie")
+                                      if v.startswith("cutover_bucket=")],
+                                     "cookie issued again to a visitor who has it")
+                seen.add(served_by(first))
+        self.assertEqual(seen, {"new", "legacy"}, "24 new visitors at 50/50 all on one side")
+
+    def test_inserted_sticky_cookie_is_secure_when_the_request_came_over_https(self):
+        routes = [{"name": "default", "match": {"prefix": "/"}, "split": {"legacy": 100},
+                   "sticky": {"cookie": "cb", "insert": True}}]
+        p = self.proxy(h.make_config({"legacy": self.legacy}, routes=routes,
+                                     extra={"http": {"xff_num_trusted_hops": 1}}))
+        with h.Client(p.port) as c:
+            r = c.request("GET", "/", [("X-Forwarded-Proto", "https")])
+            self.assertRegex(r.header("set-cookie"),
+                             r"^cb=[0-9a-f]{16}; Path=/; Max-Age=2592000; HttpOnly; "
+                             r"SameSite=Lax; Secure$")
+            r = c.request("GET", "/")
+            self.assertNotIn("Secure", r.header("set-cookie"))
 
     def test_raising_new_weight_only_moves_sticky_users_from_legacy_to_new(self):
         def placement(weight_new):

@@ -1147,3 +1147,30 @@ TEST_CASE("trusted proxies: hops or CIDRs, dumped and reloaded; errors name file
   CHECK(errorsOf(kListeners + kBackends + "http: { xff_num_trusted_hops: 17 }\n" + routes).size() ==
         1);
 }
+
+TEST_CASE("sticky insert: cookie only, dumped and reloaded") {
+  auto route = [](const std::string& sticky) {
+    return kListeners + kBackends +
+           "routes:\n"
+           "  - name: default\n"
+           "    match: { prefix: / }\n"
+           "    split: { new: 10, legacy: 90 }\n"
+           "    sticky: " +
+           sticky + "\n";
+  };
+  auto config = loadOk(route("{ cookie: cb, insert: true, max_age: 24h, secure: true }"));
+  const Sticky& s = config->routes[0].sticky;
+  CHECK(s.insert);
+  CHECK(s.secure);
+  CHECK(s.max_age == std::chrono::hours(24));
+  std::string dump = dumpYaml(*config);
+  INFO(dump);
+  CHECK(dump.find("sticky: {cookie: cb, insert: true, max_age: 24h, secure: true}") !=
+        std::string::npos);
+  CHECK(dumpYaml(*loadOk(dump)) == dump);
+  CHECK(loadOk(route("{ cookie: cb }"))->routes[0].sticky.max_age == std::chrono::hours(720));
+  CHECK(errorsOf(route("{ header: x-user, insert: true }")) ==
+        std::vector<std::string>{
+            "cutover.yaml:11:39: routes[0].sticky.insert: applies to a sticky cookie only"});
+  CHECK(errorsOf(route("{ cookie: cb, insert: true, max_age: 0s }")).size() == 1);
+}

@@ -74,6 +74,10 @@ struct FakeStream : RouterCallbacks {
   void resumeClient() override {}
   void writeToClient(std::string_view b) override { written.append(b); }
   void routerTunnelClosed() override {}
+  void appendResponseHeader(std::string_view n, std::string_view v) override {
+    appended.append(n).append(": ").append(v).append("\r\n");
+  }
+  std::string appended;
 };
 
 struct Fixture {
