@@ -37,6 +37,16 @@ struct SocketAddress {
   socklen_t len = 0;
 };
 
+// A backend endpoint written as a DNS name ("web.shop.svc.cluster.local:8080"). Never resolved at
+// load (that would block): the server resolves it on libuv's thread pool (proxy/dns_resolver.h)
+// and uses every address returned as an endpoint.
+struct DnsName {
+  std::string host;  // as written (RFC 1123 labels, optional trailing dot)
+  uint16_t port = 0;
+  std::string text;  // as written, "host:port"
+  bool operator==(const DnsName&) const = default;
+};
+
 struct Listener {
   std::string name;
   SocketAddress address;
@@ -124,7 +134,14 @@ struct Pool {
 
 struct Backend {
   std::string name;
+  // Numeric endpoints as written; on the data-plane config (proxy/dns_resolver.h
+  // withResolvedEndpoints) also the addresses resolved from `dns`, after them.
   std::vector<SocketAddress> endpoints;
+  std::vector<DnsName> dns;                        // endpoints given as DNS names
+  Duration dns_refresh{std::chrono::seconds(30)};  // re-resolution interval of `dns`
+  // Data-plane config only: per endpoint, the index in `dns` of the name it was resolved from, or
+  // -1 for one written as a number. Empty (as loaded): every endpoint was written as a number.
+  std::vector<int32_t> endpoint_dns;
   Pool pool;
   CircuitBreaker circuit_breaker;
   HealthCheck health_check;

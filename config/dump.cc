@@ -66,8 +66,14 @@ void emitConditions(YAML::Emitter& out, bool connect_error, bool timeout, bool r
 void emitBackend(YAML::Emitter& out, const Backend& backend) {
   out << YAML::Key << backend.name << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "endpoints" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (const SocketAddress& endpoint : backend.endpoints) out << endpoint.text;
+  // Names as written, never the addresses resolved from them (data-plane configs carry both).
+  for (size_t e = 0; e < backend.endpoints.size(); ++e) {
+    if (e < backend.endpoint_dns.size() && backend.endpoint_dns[e] >= 0) continue;
+    out << backend.endpoints[e].text;
+  }
+  for (const DnsName& name : backend.dns) out << name.text;
   out << YAML::EndSeq;
+  emitDuration(out, "dns_refresh", backend.dns_refresh);
 
   out << YAML::Key << "pool" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "max_idle_per_endpoint" << YAML::Value << backend.pool.max_idle_per_endpoint;

@@ -56,6 +56,9 @@ bool parseDuration(const std::string& text, Duration& out);  // "250ms", "15s", 
 bool parseRate(const std::string& text, uint32_t& count,
                Duration& per);  // "5/min", "10/s", "100/h"
 bool parseSocketAddress(const std::string& text, SocketAddress& out);
+// "host:port" with an RFC 1123 host name (labels of letters, digits and '-', optional trailing
+// dot, last label not all digits) and a port 1..65535. Syntax only: nothing is resolved.
+bool parseDnsName(const std::string& text, DnsName& out);
 // 127.0.0.0/8 or ::1.
 bool isLoopbackAddress(const SocketAddress& address);
 

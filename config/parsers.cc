@@ -149,6 +149,46 @@ bool parseSocketAddress(const std::string& text, SocketAddress& out) {
   return true;
 }
 
+bool parseDnsName(const std::string& text, DnsName& out) {
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string_view host = std::string_view(text).substr(0, colon);
+  std::string_view port_text = std::string_view(text).substr(colon + 1);
+  uint64_t port = 0;
+  if (port_text.size() > 5 || !parseDigits(port_text, 65535, port) || port == 0) return false;
+  // RFC 1123: dot-separated labels of 1..63 letters, digits and '-', not starting or ending with
+  // '-'; at most 253 characters without the optional trailing dot (a fully qualified name).
+  std::string_view name = host.back() == '.' ? host.substr(0, host.size() - 1) : host;
+  if (name.empty() || name.size() > 253) return false;
+  std::string_view last_label;
+  size_t start = 0;
+  while (start <= name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    std::string_view label = name.substr(start, dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') {
+      return false;
+    }
+    for (char c : label) {
+      bool ok =
+          (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+      if (!ok) return false;
+    }
+    last_label = label;
+    start = dot + 1;
+  }
+  // An all-digit last label is a mistyped IPv4 address ("10.0.0.300"), not a name.
+  bool digits = true;
+  for (char c : last_label) digits = digits && c >= '0' && c <= '9';
+  if (digits) return false;
+  DnsName result;
+  result.host = std::string(host);
+  result.port = static_cast<uint16_t>(port);
+  result.text = text;
+  out = std::move(result);
+  return true;
+}
+
 std::string Error::str() const {
   // Appended piece by piece: g++ 12 -O2 warns (-Wrestrict, a false positive) on "x" + string.
   std::string out = file;

@@ -185,8 +185,9 @@ void Loader::loadHealthCheck(const YAML::Node& node, const std::string& path, He
 }
 
 void Loader::loadBackend(const YAML::Node& node, const std::string& path, Backend& backend) {
-  MapReader map(errors_, node, path,
-                {"endpoints", "pool", "circuit_breaker", "health_check", "rate_limit"});
+  MapReader map(
+      errors_, node, path,
+      {"endpoints", "dns_refresh", "pool", "circuit_breaker", "health_check", "rate_limit"});
   if (!map.ok()) return;
   if (map.require("endpoints")) {
     const YAML::Node& list = map.value("endpoints");
@@ -195,20 +196,12 @@ void Loader::loadBackend(const YAML::Node& node, const std::string& path, Backen
                   "expected a sequence of at least one address, got " + describe(list));
     } else {
       for (size_t i = 0; i < list.size(); ++i) {
-        std::string item_path = indexPath(map.path("endpoints"), i);
-        SocketAddress address;
-        if (!readAddress(errors_, list[i], item_path, address)) continue;
-        bool duplicate =
-            std::any_of(backend.endpoints.begin(), backend.endpoints.end(),
-                        [&](const SocketAddress& other) { return other.text == address.text; });
-        if (duplicate) {
-          errors_.add(list[i], item_path, "duplicate endpoint " + address.text);
-          continue;
-        }
-        backend.endpoints.push_back(std::move(address));
+        loadEndpoint(list[i], indexPath(map.path("endpoints"), i), backend);
       }
     }
   }
+  // Minimum 1s: a lookup goes to the cluster DNS, and a tighter loop buys nothing.
+  map.getDuration("dns_refresh", std::chrono::seconds(1), kMaxDuration, backend.dns_refresh);
   if (map.has("pool")) {
     MapReader pool(errors_, map.value("pool"), map.path("pool"),
                    {"max_idle_per_endpoint", "idle_timeout"}, true);
@@ -226,6 +219,60 @@ void Loader::loadBackend(const YAML::Node& node, const std::string& path, Backen
     RateLimit limit;
     if (loadRateLimit(map.value("rate_limit"), map.path("rate_limit"), limit)) {
       backend.rate_limit = limit;
+    }
+  }
+}
+
+void Loader::loadEndpoint(const YAML::Node& node, const std::string& path, Backend& backend) {
+  if (!node.IsScalar()) {
+    SocketAddress ignored;
+    readAddress(errors_, node, path, ignored);  // reports the type
+    return;
+  }
+  const std::string& text = node.Scalar();
+  SocketAddress address;
+  DnsName name;
+  if (parseSocketAddress(text, address)) {
+    bool duplicate =
+        std::any_of(backend.endpoints.begin(), backend.endpoints.end(),
+                    [&](const SocketAddress& other) { return other.text == address.text; });
+    if (duplicate) {
+      errors_.add(node, path, "duplicate endpoint " + address.text);
+      return;
+    }
+    backend.endpoints.push_back(std::move(address));
+  } else if (parseDnsName(text, name)) {
+    // Host names are case-insensitive: "Web:80" and "web:80" are one name.
+    auto same = [&](const DnsName& other) {
+      return other.port == name.port && other.host.size() == name.host.size() &&
+             std::equal(other.host.begin(), other.host.end(), name.host.begin(),
+                        [](char a, char b) { return (a | 0x20) == (b | 0x20); });
+    };
+    if (std::any_of(backend.dns.begin(), backend.dns.end(), same)) {
+      errors_.add(node, path, "duplicate endpoint " + name.text);
+      return;
+    }
+    backend.dns.push_back(std::move(name));
+  } else if (text.find(':') == std::string::npos && parseDnsName(text + ":1", name)) {
+    errors_.add(
+        node, path,
+        "a DNS name needs its port, like " + quoted(text + ":8080") + ", got " + quoted(text));
+  } else {
+    size_t colon = text.rfind(':');
+    std::string port = colon == std::string::npos ? "" : text.substr(colon + 1);
+    bool digits =
+        !port.empty() && port.size() <= 10 &&
+        std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits && std::stoull(port) > 65535) {
+      errors_.add(node, path, "port must be 0..65535, got " + port);
+    } else if (digits && std::stoull(port) == 0 &&
+               parseDnsName(text.substr(0, colon) + ":1", name)) {
+      errors_.add(node, path, "a DNS name needs a port 1..65535, got 0");
+    } else {
+      errors_.add(node, path,
+                  "expected a numeric address like 127.0.0.1:8080 or [::1]:8080, or a DNS name "
+                  "with its port like web.shop.svc.cluster.local:8080, got " +
+                      quoted(text));
     }
   }
 }

@@ -95,6 +95,8 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
     std::string e1, e2;
     for (const auto& e : ob.endpoints) e1 += e.text + " ";
     for (const auto& e : b.endpoints) e2 += e.text + " ";
+    for (const auto& n : ob.dns) e1 += n.text + " ";
+    for (const auto& n : b.dns) e2 += n.text + " ";
     if (e1 != e2) out.push_back("backend " + b.name + ": endpoints " + trimmed(e2));
   }
   for (const auto& b : from.backends) {

@@ -1174,3 +1174,128 @@ TEST_CASE("sticky insert: cookie only, dumped and reloaded") {
             "cutover.yaml:11:39: routes[0].sticky.insert: applies to a sticky cookie only"});
   CHECK(errorsOf(route("{ cookie: cb, insert: true, max_age: 0s }")).size() == 1);
 }
+
+TEST_CASE("DNS names: RFC 1123 host and a port 1..65535, syntax only") {
+  const char* good[] = {"web:8080",
+                        "web.shop.svc.cluster.local:80",
+                        "web.shop.svc.cluster.local.:80",
+                        "Web-1.Example.COM:65535",
+                        "a:1",
+                        "0web.example:443",
+                        "svc.cutover.test:9000"};
+  for (const char* text : good) {
+    INFO(text);
+    DnsName out;
+    REQUIRE(parseDnsName(text, out));
+    CHECK(out.text == text);
+    CHECK(out.host == std::string(text).substr(0, std::string(text).rfind(':')));
+  }
+  DnsName port;
+  REQUIRE(parseDnsName("web.example:8443", port));
+  CHECK(port.port == 8443);
+  const std::string long_label(64, 'a');
+  const char* bad[] = {"",
+                       "web",
+                       "web:",
+                       ":80",
+                       "web:0",
+                       "web:65536",
+                       "web:http",
+                       "-web:80",
+                       "web-:80",
+                       "we_b:80",
+                       "web..example:80",
+                       ".web:80",
+                       "web.example..:80",
+                       "10.0.0.300:80",
+                       "web.123:80",
+                       "web :80",
+                       "[::1]:80"};
+  for (const char* text : bad) {
+    INFO(text);
+    DnsName out;
+    out.text = "untouched";
+    CHECK_FALSE(parseDnsName(text, out));
+    CHECK(out.text == "untouched");
+  }
+  DnsName out;
+  CHECK_FALSE(parseDnsName(long_label + ".example:80", out));
+  CHECK(parseDnsName(std::string(63, 'a') + ".example:80", out));
+  std::string too_long;
+  for (int i = 0; i < 64; ++i) too_long += "abc.";
+  CHECK_FALSE(parseDnsName(too_long + "x:80", out));
+}
+
+TEST_CASE("backend endpoints may be DNS names, kept apart from numeric ones and never resolved") {
+  auto config = loadOk(kListeners +
+                       "backends:\n"
+                       "  legacy: { endpoints: [\"127.0.0.1:9001\"] }\n"
+                       "  new:\n"
+                       "    endpoints: [\"127.0.0.1:9002\", \"web.shop.svc.cluster.local:8080\", "
+                       "\"nonexistent.invalid:80\"]\n"
+                       "    dns_refresh: 5s\n" +
+                       kRoutes);
+  const Backend& fresh = config->backends[static_cast<size_t>(config->backendIndex("new"))];
+  REQUIRE(fresh.endpoints.size() == 1);
+  CHECK(fresh.endpoints[0].text == "127.0.0.1:9002");
+  REQUIRE(fresh.dns.size() == 2);
+  CHECK(fresh.dns[0].host == "web.shop.svc.cluster.local");
+  CHECK(fresh.dns[0].port == 8080);
+  CHECK(fresh.dns[1].text == "nonexistent.invalid:80");  // loading does not resolve
+  CHECK(fresh.dns_refresh == seconds(5));
+  CHECK(fresh.endpoint_dns.empty());
+  const Backend& legacy = config->backends[static_cast<size_t>(config->backendIndex("legacy"))];
+  CHECK(legacy.dns.empty());
+  CHECK(legacy.dns_refresh == seconds(30));
+
+  // A backend may have only names.
+  auto only = loadOk(kListeners +
+                     "backends:\n"
+                     "  legacy: { endpoints: [\"legacy.shop:9001\"] }\n"
+                     "  new: { endpoints: [\"127.0.0.1:9002\"] }\n" +
+                     kRoutes);
+  CHECK(only->backends[0].endpoints.empty());
+  CHECK(only->backends[0].dns.size() == 1);
+
+  // The dump prints names as written, after the numeric endpoints, and loads back to itself.
+  std::string dump = dumpYaml(*config);
+  INFO(dump);
+  CHECK(dump.find("endpoints: [127.0.0.1:9002, web.shop.svc.cluster.local:8080, "
+                  "nonexistent.invalid:80]") != std::string::npos);
+  CHECK(dump.find("dns_refresh: 5s") != std::string::npos);
+  CHECK(dump.find("dns_refresh: 30s") != std::string::npos);
+  CHECK(dumpYaml(*loadOk(dump)) == dump);
+}
+
+TEST_CASE("DNS endpoint errors name file, line and key") {
+  auto backends = [](const std::string& endpoints, const std::string& extra = "") {
+    return kListeners + "backends:\n  legacy: { endpoints: [\"127.0.0.1:9001\"] }\n" +
+           "  new: { endpoints: " + endpoints + extra + " }\n" + kRoutes;
+  };
+  CHECK(errorsOf(backends("[\"web.example\"]")) ==
+        std::vector<std::string>{"cutover.yaml:6:22: backends.new.endpoints[0]: a DNS name needs "
+                                 "its port, like 'web.example:8080', got 'web.example'"});
+  CHECK(
+      errorsOf(backends("[\"web.example:0\"]")) ==
+      std::vector<std::string>{
+          "cutover.yaml:6:22: backends.new.endpoints[0]: a DNS name needs a port 1..65535, got 0"});
+  CHECK(errorsOf(backends("[\"web.example:70000\"]")) ==
+        std::vector<std::string>{
+            "cutover.yaml:6:22: backends.new.endpoints[0]: port must be 0..65535, got 70000"});
+  CHECK(errorsOf(backends("[\"we_b:80\"]")) ==
+        std::vector<std::string>{
+            "cutover.yaml:6:22: backends.new.endpoints[0]: expected a numeric address like "
+            "127.0.0.1:8080 or [::1]:8080, or a DNS name with its port like "
+            "web.shop.svc.cluster.local:8080, got 'we_b:80'"});
+  CHECK(errorsOf(backends("[\"web.example:80\", \"WEB.example:80\"]")) ==
+        std::vector<std::string>{
+            "cutover.yaml:6:40: backends.new.endpoints[1]: duplicate endpoint WEB.example:80"});
+  CHECK(errorsOf(backends("[\"web.example:80\"]", ", dns_refresh: 500ms")) ==
+        std::vector<std::string>{
+            "cutover.yaml:6:54: backends.new.dns_refresh: must be 1s..24h, got 500ms"});
+  CHECK(errorsOf(backends("[\"web.example:80\"]", ", dns_refrsh: 5s")).size() == 1);
+  // Listeners and the admin address still need numbers: they are bound before anything resolves.
+  CHECK(errorsOf("listeners:\n  - name: public\n    address: db.internal:8080\n" + kBackends +
+                 kRoutes)
+            .size() == 1);
+}
