@@ -7,6 +7,7 @@
 #include "http/http1_writer.h"
 #include "policy/circuit_breaker.h"
 #include "policy/token_bucket.h"
+#include "proxy/dns_resolver.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
 
@@ -273,6 +274,10 @@ void Router::failUpstream(Failure f) {
               : f == Failure::Timeout ? Outcome::Timeout
                                       : Outcome::Reset;
   recordOutcome(o, 0);
+  if (f == Failure::Connect && snap_->dns_nudge) {
+    // An address resolved from a DNS name that refuses connects may be gone: look it up early.
+    snap_->dns_nudge->connectFailed(*snap_->config, backend_, upstream_->endpoint());
+  }
   if (snap_->metrics) {
     const BackendMetrics& bm = snap_->metrics->backends[backend_];
     if (f == Failure::Connect) {

@@ -21,6 +21,7 @@
 #include "proxy/admin_server.h"
 #include "proxy/config_diff.h"
 #include "proxy/config_watcher.h"
+#include "proxy/dns_resolver.h"
 #include "proxy/health_checker.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -67,6 +68,7 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
   snap->rollback = rollback_;
   snap->metrics = metrics_->forConfig(*snap->config);
   snap->stats = stats_->forConfig(*snap->config);
+  if (dns_) snap->dns_nudge = dns_->nudge();
   for (const std::string& name : snap->config->filters) {
     if (name == "router") continue;
     auto f = makeFilterFactory(name, *snap->config, *state_, SteadyClock::instance());
@@ -205,7 +207,10 @@ int Server::run() {
   metrics_ = std::make_unique<Metrics>(CUTOVER_VERSION, cfg.metrics_enabled);
   stats_ = std::make_unique<Stats>();
   state_ = std::make_unique<StateStore>();
-  snapshot_ = buildSnapshot(file_config_);
+  // Lookups start now, on the thread pool; their answers arrive once the loop runs.
+  dns_ = std::make_unique<DnsResolver>(&loop_, metrics_->registry(), [this] { onDnsChange(); });
+  dns_->track(*file_config_);
+  snapshot_ = buildSnapshot(withResolvedEndpoints(file_config_, dns_->resolved()));
   loaded_at_ms_ = wallClockMs();
   metrics_->setConfigInfo(cfg, snapshot_->generation);
   metrics_->setWeights(cfg, false);
@@ -435,7 +440,9 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* tri
 void Server::swapIn(std::shared_ptr<const config::Config> file_cfg) {
   std::shared_ptr<const config::Config> old_file = file_config_;
   file_config_ = std::move(file_cfg);
-  auto snap = buildSnapshot(effective(file_config_));
+  if (dns_) dns_->track(*file_config_);  // names added or removed; unchanged ones keep their sets
+  auto snap = buildSnapshot(
+      effective(dns_ ? withResolvedEndpoints(file_config_, dns_->resolved()) : file_config_));
   const config::Config& cfg = *snap->config;
 
   // Listeners: start the added ones before the swap, stop the removed ones after.
@@ -521,7 +528,16 @@ std::string Server::configYaml() const {
   return out;
 }
 
-std::string Server::statsJson() const { return stats_->json(*snapshot_, monotonicNs()); }
+std::string Server::statsJson() const {
+  std::string out = stats_->json(*snapshot_, monotonicNs());
+  if (dns_ && !out.empty() && out.back() == '}') {
+    out.pop_back();
+    out += ",\"dns\":";
+    dns_->appendJson(out);
+    out += "}";
+  }
+  return out;
+}
 
 void Server::resetStats() { stats_->reset(); }
 
@@ -581,6 +597,15 @@ void Server::closeMainHandles() {
   }
   if (admin_) admin_->close([] {});
   if (watcher_) watcher_->close([] {});
+  if (dns_) dns_->close();
+}
+
+bool Server::ready() const { return ready_ && !draining_ && (!dns_ || dns_->settled()); }
+
+void Server::onDnsChange() {
+  if (draining_ || !file_config_) return;
+  swapIn(file_config_);
+  log::info("dns_snapshot", {{"generation", snapshot_->generation}});
 }
 
 void Server::onDrainDeadline(uv_timer_t* t) {

@@ -35,6 +35,7 @@ class ConfigWatcher;
 class AccessLogSink;
 struct AdminRequest;
 class AdminResponder;
+class DnsResolver;
 
 class Server {
  public:
@@ -59,7 +60,8 @@ class Server {
   bool rollback(const char* trigger);
   bool clearRollback(const char* trigger);
   void startDrain(const char* why);
-  bool ready() const { return ready_ && !draining_; }
+  // Started, not draining, and every backend DNS name has had its first answer.
+  bool ready() const;
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   std::string configYaml() const;
   std::string statsJson() const;
@@ -93,6 +95,8 @@ class Server {
   static void onCheck(uv_timer_t* t);
   static void onDrainDeadline(uv_timer_t* t);
   void closeMainHandles();
+  // A DNS name's address set changed: the current file config again, with the new addresses.
+  void onDnsChange();
 
   std::string config_path_;
   uv_loop_t loop_{};
@@ -104,6 +108,7 @@ class Server {
   std::unique_ptr<Stats> stats_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<ConfigWatcher> watcher_;
+  std::unique_ptr<DnsResolver> dns_;  // backend endpoints given as DNS names
   std::shared_ptr<AccessLogSink> access_sink_;
   std::shared_ptr<const config::Config> file_config_;  // as the file says
   std::shared_ptr<const Snapshot> snapshot_;

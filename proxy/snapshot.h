@@ -20,6 +20,7 @@ class ConcurrencyLimits;
 class RetryBudget;
 class HealthState;
 class TokenBucket;
+class DnsNudge;
 struct SnapshotMetrics;
 struct SnapshotStats;
 }  // namespace cutover
@@ -45,6 +46,8 @@ struct Snapshot {
   std::vector<BackendRuntime> backends;            // parallel to config->backends
   std::shared_ptr<const SnapshotMetrics> metrics;  // null = metrics off
   std::shared_ptr<const SnapshotStats> stats;
+  // Wakes the DNS resolver when a connect to an address resolved from a name fails (thread-safe).
+  std::shared_ptr<DnsNudge> dns_nudge;
 };
 
 }  // namespace cutover
