@@ -125,7 +125,8 @@ DnsResolver::DnsResolver(uv_loop_t* loop, prometheus::Registry& registry,
                         .Name("cutover_dns_last_success_timestamp_seconds")
                         .Help("Unix time of the last successful lookup of a backend endpoint name.")
                         .Register(registry)) {
-  uv_async_init(loop_, &async_, [](uv_async_t* a) { static_cast<DnsResolver*>(a->data)->onNudge(); });
+  uv_async_init(loop_, &async_,
+                [](uv_async_t* a) { static_cast<DnsResolver*>(a->data)->onNudge(); });
   async_.data = this;
   nudge_->async_ = &async_;
 }
@@ -274,8 +275,8 @@ void DnsResolver::onAnswer(Entry& entry, int status, const addrinfo* res) {
                                           {"error", entry.last_error},
                                           {"keeping", joinTexts(entry.addresses)}});
     }
-    entry.retry_ms = entry.retry_ms == 0 ? kFirstRetryMs
-                                         : std::min(entry.retry_ms * 2, entry.refresh_ms);
+    entry.retry_ms =
+        entry.retry_ms == 0 ? kFirstRetryMs : std::min(entry.retry_ms * 2, entry.refresh_ms);
     schedule(entry, std::min(entry.retry_ms, entry.refresh_ms));
     return;
   }
@@ -344,7 +345,7 @@ void DnsResolver::onNudge() {
 
 void DnsResolver::remove(Entry* entry) {
   if (entry->lookup != nullptr) {
-    entry->lookup->entry = nullptr;  // its callback frees it
+    entry->lookup->entry = nullptr;                               // its callback frees it
     uv_cancel(reinterpret_cast<uv_req_t*>(&entry->lookup->req));  // when it has not started yet
     entry->lookup = nullptr;
   }

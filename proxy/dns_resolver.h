@@ -57,8 +57,8 @@ class DnsNudge {
  private:
   friend class DnsResolver;
   std::mutex mutex_;
-  uv_async_t* async_ = nullptr;        // the resolver's; null once it closed
-  std::vector<std::string> pending_;   // names to look up early (distinct)
+  uv_async_t* async_ = nullptr;       // the resolver's; null once it closed
+  std::vector<std::string> pending_;  // names to look up early (distinct)
 };
 
 class DnsResolver {
