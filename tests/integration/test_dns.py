@@ -170,6 +170,10 @@ class DnsTest(h.ProxyTestCase):
         self.assertEqual(d["addresses"], ["%s:%d" % (a, self.port) for a in ADDRESSES])
         self.assertEqual(d["backends"], ["app"])
         self.assertIsNone(d["last_error"])
+        # /config shows the name as written, not the addresses it resolved to.
+        config_text = h.admin(p, "GET", "/config").body.decode()
+        self.assertIn(self.name, config_text)
+        self.assertNotIn("127.0.0.3", config_text)
 
         # The name stops listing 127.0.0.4: within the refresh it gets no more traffic.
         write_in_place(self.hosts, hosts_text(ADDRESSES[:2]))
@@ -179,6 +183,8 @@ class DnsTest(h.ProxyTestCase):
                         % (self.port, self.port))
         took = time.monotonic() - t0
         self.assertLess(took, 3.0, "the change took %.1fs with dns_refresh 1s" % took)
+        sys.stderr.write("hosts file change to new set in use: %.0f ms (dns_refresh 1s)\n"
+                         % (took * 1000))
         self.assertEqual(set(self.served(p)), {"b2", "b3"})
         self.assertEqual(self.metric(p, "cutover_dns_endpoints", labels), 2)
 
