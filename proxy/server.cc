@@ -185,6 +185,7 @@ int Server::run() {
   }
   auto failEarly = [this] {
     watcher_->close([] {});
+    if (dns_) dns_->close();  // created once the config loaded
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     return 1;

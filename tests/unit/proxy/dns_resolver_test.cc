@@ -75,8 +75,8 @@ TEST_CASE("socketAddressFrom writes what parseSocketAddress writes") {
     INFO(text);
     config::SocketAddress parsed = numeric(text);
     config::SocketAddress made;
-    uint16_t port = static_cast<uint16_t>(std::stoi(std::string(text).substr(
-        std::string(text).rfind(':') + 1)));
+    uint16_t port = static_cast<uint16_t>(
+        std::stoi(std::string(text).substr(std::string(text).rfind(':') + 1)));
     REQUIRE(socketAddressFrom(reinterpret_cast<const sockaddr*>(&parsed.addr), port, made));
     CHECK(made.text == parsed.text);
     CHECK(made.len == parsed.len);
@@ -84,8 +84,8 @@ TEST_CASE("socketAddressFrom writes what parseSocketAddress writes") {
 }
 
 TEST_CASE("withResolvedEndpoints appends each name's set after the numeric endpoints, once") {
-  auto file = configWith({dnsName("a.example", 80), dnsName("b.example", 80),
-                          dnsName("pending.example", 80)});
+  auto file = configWith(
+      {dnsName("a.example", 80), dnsName("b.example", 80), dnsName("pending.example", 80)});
   file->backends[0].endpoints.push_back(numeric("10.0.0.1:80"));
   DnsResolver::Resolved resolved;
   resolved["a.example:80"] = {numeric("10.0.0.1:80"), numeric("10.0.0.2:80")};  // .1 is numeric
@@ -200,8 +200,7 @@ TEST_CASE("a connect error to a resolved address looks its name up again early")
   // From another thread, as a worker would; rate-limited to one early lookup per second.
   std::thread worker([&] { dns.nudge()->connectFailed(*data, 0, 0); });
   worker.join();
-  CHECK(l.runUntil(
-      [&] { return sample(registry, "cutover_dns_resolutions_total", labels) == 2; }));
+  CHECK(l.runUntil([&] { return sample(registry, "cutover_dns_resolutions_total", labels) == 2; }));
   dns.close();
   uv_run(&l.loop, UV_RUN_DEFAULT);
 }
