@@ -141,7 +141,7 @@ StateDir::StateDir(uv_loop_t* loop, std::string dir) : loop_(loop), dir_(std::mo
 StateDir::~StateDir() = default;
 
 bool StateDir::prepare(std::string& error) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(dir_.c_str(), &st) != 0) {
     if (errno != ENOENT || ::mkdir(dir_.c_str(), 0700) != 0) {
       error = errnoText("cannot use state_dir", dir_);
