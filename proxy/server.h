@@ -8,6 +8,13 @@
 //                      └▶ valid: build snapshot (state carried by name)
 //                           ─▶ start added listeners ─▶ swap into workers
 //                           ─▶ stop removed listeners ─▶ log the diff
+//
+// Rollback (POST /rollback) is server state, not file state: every snapshot is built from the
+// file's config and, while a rollback is active, rewritten so each route sends 100% to its stable
+// backend (withRollback). A reload therefore applies underneath and the rollback holds until
+// cleared. With a state dir (StateDir) the rollback and the last config text that loaded are
+// persisted; at start a persisted rollback is restored, and a file that does not load is replaced
+// by that last-known-good (logged as an error) instead of ending the process.
 #pragma once
 
 #include <uv.h>

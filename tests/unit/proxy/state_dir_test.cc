@@ -71,10 +71,10 @@ TEST_CASE("writes land atomically, in order, the newest queued contents win, cal
         calls.push_back(std::string(what) + (ok ? ":ok" : ":" + e));
       };
     };
-    sd.writeRollback({true, 10, "a", ""}, note("first"));      // in flight
-    sd.writeLastGood("listeners: []\n", note("good"));          // queued
-    sd.writeRollback({true, 20, "b", ""}, note("second"));     // queued
-    sd.writeRollback({false, 0, "", ""}, note("third"));       // replaces "second"'s contents
+    sd.writeRollback({true, 10, "a", ""}, note("first"));   // in flight
+    sd.writeLastGood("listeners: []\n", note("good"));      // queued
+    sd.writeRollback({true, 20, "b", ""}, note("second"));  // queued
+    sd.writeRollback({false, 0, "", ""}, note("third"));    // replaces "second"'s contents
     CHECK_FALSE(sd.idle());
     uv_run(&loop, UV_RUN_DEFAULT);
     CHECK(sd.idle());
