@@ -181,6 +181,10 @@ struct Route {
   std::vector<uint32_t> thresholds;
   Sticky sticky;
   std::optional<uint32_t> fallback;  // backend index used when the chosen one is open/unhealthy
+  // The rollback target (backend index): `stable:`, else `defaults.stable`, else the backend named
+  // "legacy" when there is one. A rollback sends 100% here. Always set on a route whose split names
+  // more than one backend (the loader refuses one without).
+  std::optional<uint32_t> stable;
   Retry retry;
   std::optional<RateLimit> rate_limit;
   std::optional<Duration> request_timeout;  // overrides Timeouts::request
@@ -235,6 +239,10 @@ struct Config {
   Admin admin;
   AccessLog access_log;
   bool metrics_enabled = true;  // `metrics: {enabled: false}` skips per-request metric work
+  std::optional<uint32_t> default_stable;  // `defaults.stable`: routes' rollback target
+  // `state_dir`: where the rollback state and the last config that loaded are persisted (empty =
+  // not persisted). Read at start only (the `--state-dir` flag wins over it).
+  std::string state_dir;
 
   // Index of the backend with this name, or -1.
   int backendIndex(const std::string& name) const;

@@ -27,20 +27,15 @@ std::string weightSignature(const config::Config& cfg) {
 
 std::shared_ptr<const config::Config> withRollback(const config::Config& cfg) {
   auto out = std::make_shared<config::Config>(cfg);
-  int legacy = cfg.backendIndex("legacy");
   for (config::Route& r : out->routes) {
-    int target = -1;
-    for (const auto& e : r.split) {
-      if (static_cast<int>(e.backend) == legacy) target = legacy;
-    }
-    if (target < 0 && r.fallback) target = static_cast<int>(*r.fallback);
-    if (target < 0) continue;  // nothing to roll back to on this route
+    if (!r.stable) continue;  // a single-backend route without a role: nothing to roll back to
+    const uint32_t target = *r.stable;
     bool present = false;
     for (auto& e : r.split) {
-      e.weight = static_cast<int>(e.backend) == target ? 100 : 0;
-      present = present || static_cast<int>(e.backend) == target;
+      e.weight = e.backend == target ? 100 : 0;
+      present = present || e.backend == target;
     }
-    if (!present) r.split.push_back({static_cast<uint32_t>(target), 100});
+    if (!present) r.split.push_back({target, 100});
     uint32_t sum = 0;
     r.thresholds.clear();
     for (const auto& e : r.split) {

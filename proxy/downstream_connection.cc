@@ -296,6 +296,10 @@ void DownstreamConnection::startTunnel(UpstreamConnection* up) {
   resumeReading();
 }
 
+bool DownstreamConnection::closeTunnelIfOffStable() {
+  return state_ == State::Tunnel && stream_ != nullptr && stream_->closeTunnelIfOffStable();
+}
+
 // ---- closing --------------------------------------------------------------------------------
 
 void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string_view detail) {

@@ -87,6 +87,8 @@ class DownstreamConnection final : public ListHook,
   void startTunnel(UpstreamConnection* up);
   void tunnelData(const char* data, size_t len);  // bytes from the backend side
   void tunnelClosed();                            // backend side ended
+  // Rollback: closes the tunnel (both sides, FIN) if it runs to a non-stable backend.
+  bool closeTunnelIfOffStable();
   void pauseReading();
   void resumeReading();
   // Answer a request the decoder rejected or that timed out, then close.

@@ -288,6 +288,7 @@ void formatAccessRecord(std::string& out, const AccessRecord& r) {
   flag(r.rate_limited_dry_run, "rate_limited_dry_run");
   flag(r.failover, "failover");
   flag(r.retry_refused, "retry_refused");
+  flag(r.override_refused, "override_refused");
   flag(r.client_aborted, "client_aborted");
   out += "]}\n";
 }

@@ -134,6 +134,7 @@ struct AccessRecord {
   bool rate_limited_dry_run = false;
   bool failover = false;
   bool retry_refused = false;
+  bool override_refused = false;
   bool client_aborted = false;
 };
 

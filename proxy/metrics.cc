@@ -156,10 +156,28 @@ Metrics::Metrics(std::string_view version, bool enabled)
                       .Register(*registry_)),
       rollback_active_(BuildGauge()
                            .Name("cutover_rollback_active")
-                           .Help("1 while an emergency rollback sends every route to legacy.")
-                           .Register(*registry_)) {
+                           .Help("1 while an emergency rollback sends every route to its "
+                                 "stable backend.")
+                           .Register(*registry_)),
+      rollback_since_(BuildGauge()
+                          .Name("cutover_rollback_since_seconds")
+                          .Help("Unix time the active rollback began (0 when none is active).")
+                          .Register(*registry_)),
+      last_load_success_(BuildGauge()
+                             .Name("cutover_config_last_load_success")
+                             .Help("1 when the config file last loaded, 0 when it failed (the "
+                                   "proxy keeps running on the previous or last-known-good).")
+                             .Register(*registry_)),
+      override_refused_(BuildCounter()
+                            .Name("cutover_override_refused_total")
+                            .Help("Requests whose override header named a backend a rollback "
+                                  "took out (ignored: served by the stable backend).")
+                            .Register(*registry_)) {
   build_info_.Add({{"version", str(version)}}).Set(1);
   rollback_active_.Add({}).Set(0);
+  rollback_since_.Add({}).Set(0);
+  last_load_success_.Add({}).Set(1);
+  override_refused_.Add({});
   generation_.Add({}).Set(0);
   downstream_active_.Add({});
   downstream_rejected_.Add({});
@@ -240,6 +258,7 @@ std::shared_ptr<const SnapshotMetrics> Metrics::forConfig(const config::Config& 
   m->downstream_rejected = &downstream_rejected_.Add({});
   m->proxy_protocol_errors = &proxy_protocol_errors_.Add({});
   m->upstream_connections = &upstream_active_.Add({});
+  m->override_refused = &override_refused_.Add({});
   return m;
 }
 
@@ -247,24 +266,10 @@ void Metrics::setWeights(const config::Config& config, bool rollback_active) {
   // These children are referenced by nobody else, so stale ones (renamed routes) can go.
   std::vector<prometheus::Gauge*> current;
   for (const config::Route& route : config.routes) {
-    std::vector<uint32_t> weights;
-    int new_pos = -1;
-    int legacy_pos = -1;
-    for (size_t i = 0; i < route.split.size(); ++i) {
-      weights.push_back(route.split[i].weight);
-      const std::string& name = config.backends[route.split[i].backend].name;
-      if (name == "new") new_pos = static_cast<int>(i);
-      if (name == "legacy") legacy_pos = static_cast<int>(i);
-    }
-    if (rollback_active && new_pos >= 0 && route.split.size() > 1) {
-      int target = legacy_pos >= 0 ? legacy_pos : (new_pos == 0 ? 1 : 0);
-      std::fill(weights.begin(), weights.end(), 0);
-      weights[target] = 100;
-    }
     for (size_t i = 0; i < route.split.size(); ++i) {
       prometheus::Gauge& g = weights_.Add(
           {{"route", route.name}, {"backend", config.backends[route.split[i].backend].name}});
-      g.Set(weights[i]);
+      g.Set(route.split[i].weight);
       current.push_back(&g);
     }
   }
@@ -274,6 +279,13 @@ void Metrics::setWeights(const config::Config& config, bool rollback_active) {
   weight_children_ = std::move(current);
   rollback_active_.Add({}).Set(rollback_active ? 1 : 0);
 }
+
+void Metrics::setRollback(bool active, int64_t since_s) {
+  rollback_active_.Add({}).Set(active ? 1 : 0);
+  rollback_since_.Add({}).Set(active ? static_cast<double>(since_s) : 0);
+}
+
+void Metrics::setLastLoadSuccess(bool ok) { last_load_success_.Add({}).Set(ok ? 1 : 0); }
 
 void Metrics::onReloadResult(bool success) {
   reloads_.Add({{"result", success ? "success" : "rejected"}}).Increment();

@@ -29,6 +29,9 @@
 //   cutover_config_info{hash}                               1 for the running config's hash
 //   cutover_build_info{version}                             1
 //   cutover_rollback_active                                 1 while POST /rollback is in force
+//   cutover_rollback_since_seconds                          unix time it began (0 when none)
+//   cutover_config_last_load_success                        0 when the file's last load failed
+//   cutover_override_refused_total                          override header ignored in a rollback
 //
 // Requests that never reached a route or a backend (no route matched, rejected before routing)
 // use the label value "(none)"; config names cannot contain parentheses, so it never collides.
@@ -131,6 +134,8 @@ struct SnapshotMetrics {
   prometheus::Counter* downstream_rejected = nullptr;
   prometheus::Counter* proxy_protocol_errors = nullptr;
   prometheus::Gauge* upstream_connections = nullptr;
+  // An override header naming a non-stable backend during a rollback (ignored).
+  prometheus::Counter* override_refused = nullptr;
 
   size_t backendSlot(int backend) const {
     return backend >= 0 && static_cast<size_t>(backend) < backends.size() ? backend
@@ -164,10 +169,14 @@ class Metrics {
   // once per snapshot. Returns null when metrics are disabled.
   std::shared_ptr<const SnapshotMetrics> forConfig(const config::Config& config);
 
-  // cutover_route_weight_percent for the running config. With rollback_active, a route that splits
-  // between "new" and others shows new 0 and 100 on "legacy" (or, without a backend of that name in
-  // the split, on its first non-new entry). Also sets cutover_rollback_active. Main thread.
+  // cutover_route_weight_percent for the running (effective) config: during a rollback, pass the
+  // config with the rollback applied. Also sets cutover_rollback_active. Main thread.
   void setWeights(const config::Config& config, bool rollback_active);
+  // cutover_rollback_active and cutover_rollback_since_seconds.
+  void setRollback(bool active, int64_t since_s);
+  // cutover_config_last_load_success: 0 after the file failed to load (at start, when running on
+  // the last-known-good, or a rejected reload), 1 after it loaded.
+  void setLastLoadSuccess(bool ok);
   // After a reload attempt: counts the result; on success also sets generation and config info.
   void onReloadResult(bool success);
   void setConfigInfo(const config::Config& config, uint64_t generation);
@@ -203,6 +212,9 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& config_info_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& rollback_active_;
+  prometheus::Family<prometheus::Gauge>& rollback_since_;
+  prometheus::Family<prometheus::Gauge>& last_load_success_;
+  prometheus::Family<prometheus::Counter>& override_refused_;
 
   // Duration series: created under the mutex (forConfig, main thread) and read by serialize()
   // (admin, main thread); observed lock-free by workers. A deque never moves its elements.

@@ -68,6 +68,14 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
         if (cfg.backends[e.backend].name == v) chosen = static_cast<int>(e.backend);
       }
     }
+    // A rollback took every backend but the stable one out: a tester's header cannot bring one
+    // back. Ignored (the split decides) and counted.
+    if (chosen >= 0 && snap.rollback && route_->stable &&
+        static_cast<uint32_t>(chosen) != *route_->stable) {
+      chosen = -1;
+      info.override_refused = true;
+      if (snap.metrics) snap.metrics->override_refused->Increment();
+    }
   }
   if (chosen < 0) {
     std::string_view key = stickyKey(*route_, req, client_address_);
@@ -90,7 +98,10 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   uint32_t b = static_cast<uint32_t>(chosen);
   int64_t now = monotonicNs();
   Reason why = admitBackend(snap, b, now);
-  if (why != Reason::None && route_->fallback && *route_->fallback != b) {
+  // During a rollback only the stable backend serves, so no failover away from it.
+  const bool may_fail_over = route_->fallback && !(snap.rollback && route_->stable &&
+                                                   *route_->fallback != *route_->stable);
+  if (why != Reason::None && may_fail_over && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
     if (admitBackend(snap, *route_->fallback, now) == Reason::None) {
       b = *route_->fallback;

@@ -134,6 +134,12 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
   out += ",\"generation\":" + std::to_string(snap.generation);
   out += ",\"rollback\":";
   out += snap.rollback ? "true" : "false";
+  out += ",\"rollback_since\":";
+  if (snap.rollback) {
+    appendJsonTimestamp(out, snap.rollback_since_ms);
+  } else {
+    out += "null";
+  }
   out += ",\"routes\":[";
   std::vector<StatsCell::Totals> per_backend(cfg.backends.size());
   for (size_t r = 0; r < cfg.routes.size(); ++r) {

@@ -453,6 +453,7 @@ void Stream::writeAccessLog() {
   rec.rate_limited_dry_run = info_.rate_limited_dry_run;
   rec.failover = info_.failover;
   rec.retry_refused = info_.retry_refused;
+  rec.override_refused = info_.override_refused;
   rec.client_aborted = info_.client_aborted;
   log->appendUnfiltered(rec);
 }
@@ -507,6 +508,15 @@ void Stream::routerResponseCut(Reason reason) {
 }
 
 void Stream::tunnelClientClosed() { endTunnel(); }
+
+bool Stream::closeTunnelIfOffStable() {
+  if (phase_ != Phase::Tunnel || route_ == nullptr || !route_->stable || info_.backend < 0 ||
+      static_cast<uint32_t>(info_.backend) == *route_->stable) {
+    return false;
+  }
+  endTunnel();
+  return true;
+}
 
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.

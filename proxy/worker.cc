@@ -199,6 +199,22 @@ void Worker::stopNow() {
   });
 }
 
+void Worker::closeTunnelsOffStable() {
+  post([](Worker& w) {
+    // Collected first: closing moves a connection between lists (it is freed only later, in its
+    // transport's close callback).
+    std::vector<DownstreamConnection*> tunnels;
+    for (auto* list : {&w.header_list_, &w.idle_list_, &w.active_list_}) {
+      for (DownstreamConnection* c = list->front(); c != nullptr; c = list->next(c)) {
+        if (c->state() == DownstreamConnection::State::Tunnel) tunnels.push_back(c);
+      }
+    }
+    size_t closed = 0;
+    for (DownstreamConnection* c : tunnels) closed += c->closeTunnelIfOffStable() ? 1 : 0;
+    log::info("tunnels_closed", {{"worker", w.id_}, {"count", closed}, {"why", "rollback"}});
+  });
+}
+
 void Worker::maybeFinish() {
   if (!draining_ || loop_closing_) return;
   if (!header_list_.empty() || !idle_list_.empty() || !active_list_.empty()) return;

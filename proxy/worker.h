@@ -56,6 +56,9 @@ class Worker final : public ConnectionContext,
   void drain();
   // Close everything now (drain deadline passed).
   void stopNow();
+  // Rollback: close every upgrade tunnel to a backend that is not its route's stable one; logs
+  // `tunnels_closed` with the count.
+  void closeTunnelsOffStable();
   bool finished() const { return finished_.load(); }
 
   // ---- loop thread only ----

@@ -356,7 +356,7 @@ def require_binary():
     return BINARY
 
 
-def start_proxy(config, workers=None, wait_admin=None, timeout=START_TIMEOUT):
+def start_proxy(config, workers=None, wait_admin=None, timeout=START_TIMEOUT, extra_args=()):
     """Writes `config` (a dict or YAML text) to a temp dir and starts `cutover --config FILE`.
 
     Waits until every listener of every worker logged "listening" (and the admin listener logged
@@ -378,8 +378,8 @@ def start_proxy(config, workers=None, wait_admin=None, timeout=START_TIMEOUT):
         n_listeners = 1
         workers = workers or 1
         wait_admin = bool(wait_admin)
-    proc = _spawn([binary, "--config", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                  stdin=subprocess.DEVNULL)
+    proc = _spawn([binary, "--config", path, *extra_args], stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     p = Proxy(proc, tmpdir, path)
     p.start_pumps()
 

@@ -1174,3 +1174,93 @@ TEST_CASE("sticky insert: cookie only, dumped and reloaded") {
             "cutover.yaml:11:39: routes[0].sticky.insert: applies to a sticky cookie only"});
   CHECK(errorsOf(route("{ cookie: cb, insert: true, max_age: 0s }")).size() == 1);
 }
+
+// ---- rollback roles ---------------------------------------------------------------------------
+
+namespace {
+const std::string kFastapiBackends =
+    "backends:\n"
+    "  fastapi-v1: { endpoints: [\"127.0.0.1:9001\"] }\n"
+    "  fastapi-v2: { endpoints: [\"127.0.0.1:9002\"] }\n";
+}  // namespace
+
+TEST_CASE("stable: a route's own, else defaults.stable, else the backend named legacy") {
+  auto own = loadOk(kListeners + kFastapiBackends +
+                    "routes:\n"
+                    "  - name: a\n"
+                    "    match: { prefix: / }\n"
+                    "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n"
+                    "    stable: fastapi-v1\n");
+  REQUIRE(own->routes[0].stable);
+  CHECK(own->backends[*own->routes[0].stable].name == "fastapi-v1");
+
+  auto defaulted = loadOk(kListeners + kFastapiBackends +
+                          "defaults: { stable: fastapi-v2 }\n"
+                          "routes:\n"
+                          "  - name: a\n"
+                          "    match: { prefix: /a }\n"
+                          "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n"
+                          "  - name: b\n"
+                          "    match: { prefix: / }\n"
+                          "    split: { fastapi-v1: 50, fastapi-v2: 50 }\n"
+                          "    stable: fastapi-v1\n");
+  CHECK(defaulted->backends[*defaulted->routes[0].stable].name == "fastapi-v2");
+  CHECK(defaulted->backends[*defaulted->routes[1].stable].name == "fastapi-v1");
+
+  auto legacy = loadOk(kListeners + kBackends + kRoutes);
+  REQUIRE(legacy->routes[0].stable);
+  CHECK(legacy->backends[*legacy->routes[0].stable].name == "legacy");
+
+  // One backend and no role anywhere: nothing to roll back, not an error.
+  auto single = loadOk(kListeners + kFastapiBackends +
+                       "routes:\n"
+                       "  - name: a\n"
+                       "    match: { prefix: / }\n"
+                       "    split: { fastapi-v2: 100 }\n");
+  CHECK_FALSE(single->routes[0].stable);
+}
+
+TEST_CASE("a route splitting over two backends without a rollback target is refused, with line") {
+  CHECK(errorsOf(kListeners + kFastapiBackends +
+                 "routes:\n"
+                 "  - name: a\n"
+                 "    match: { prefix: / }\n"
+                 "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n") ==
+        std::vector<std::string>{
+            "cutover.yaml:8:5: routes[0].stable: route splits over fastapi-v1, fastapi-v2 but has "
+            "no rollback target: set 'stable: <backend>' on the route or 'defaults: {stable: "
+            "<backend>}' (a backend named 'legacy' is the default)"});
+  CHECK(errorsOf(kListeners + kFastapiBackends +
+                 "routes:\n"
+                 "  - name: a\n"
+                 "    match: { prefix: / }\n"
+                 "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n"
+                 "    stable: fastapi-v3\n") ==
+        std::vector<std::string>{"cutover.yaml:11:13: routes[0].stable: unknown backend "
+                                 "'fastapi-v3' (backends: fastapi-v1, fastapi-v2)"});
+  CHECK(errorsOf(kListeners + kFastapiBackends + "defaults: { stabel: fastapi-v1 }\n" +
+                 "routes:\n"
+                 "  - name: a\n"
+                 "    match: { prefix: / }\n"
+                 "    split: { fastapi-v1: 100 }\n")
+            .front()
+            .starts_with("cutover.yaml:7:13: defaults: unknown key 'stabel' (did you mean"));
+}
+
+TEST_CASE("state_dir and stable roles survive the dump round trip") {
+  auto config = loadOk(kListeners + kFastapiBackends +
+                       "defaults: { stable: fastapi-v1 }\n"
+                       "state_dir: /var/lib/cutover\n"
+                       "routes:\n"
+                       "  - name: a\n"
+                       "    match: { prefix: / }\n"
+                       "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n");
+  CHECK(config->state_dir == "/var/lib/cutover");
+  std::string dumped = dumpYaml(*config);
+  CHECK(dumped.find("stable: fastapi-v1") != std::string::npos);
+  auto again = loadOk(dumped);
+  CHECK(dumpYaml(*again) == dumped);
+  CHECK(again->state_dir == "/var/lib/cutover");
+  CHECK(*again->default_stable == *config->default_stable);
+  CHECK(loadOk(kListeners + kBackends + kRoutes)->state_dir.empty());
+}

@@ -53,3 +53,30 @@ TEST_CASE("rollback sends every bucket of every route to legacy, and the signatu
   CHECK(weightSignature(*cfg) == weightSignature(*load(60)));
   CHECK(weightSignature(*cfg) != weightSignature(*load(70)));
 }
+
+TEST_CASE(
+    "rollback acts on roles: every bucket goes to the route's stable backend, whatever names") {
+  config::LoadResult res = config::loadString(
+      "listeners: [{name: p, address: 127.0.0.1:0}]\n"
+      "backends:\n"
+      "  fastapi-v1: {endpoints: [\"127.0.0.1:1\"]}\n"
+      "  fastapi-v2: {endpoints: [\"127.0.0.1:2\"]}\n"
+      "  canary: {endpoints: [\"127.0.0.1:3\"]}\n"
+      "defaults: {stable: fastapi-v1}\n"
+      "routes:\n"
+      "  - {name: a, match: {prefix: /a}, split: {fastapi-v2: 70, fastapi-v1: 30}}\n"
+      "  - {name: b, match: {prefix: /b}, split: {fastapi-v2: 50, canary: 50}}\n"
+      "  - {name: c, match: {prefix: /}, split: {fastapi-v2: 100}, stable: canary}\n",
+      "t.yaml");
+  REQUIRE(res.ok());
+  auto rolled = withRollback(*res.config);
+  const char* expected[] = {"fastapi-v1", "fastapi-v1", "canary"};
+  for (size_t i = 0; i < 3; ++i) {
+    const config::Route& r = rolled->routes[i];
+    CAPTURE(r.name);
+    for (uint32_t bucket : {0u, 1u, 4999u, 5000u, 6999u, 7000u, 9999u}) {
+      CHECK(rolled->backends[r.split[pickSplit(r, bucket)].backend].name == expected[i]);
+    }
+    CHECK(r.thresholds.back() == 10000);
+  }
+}

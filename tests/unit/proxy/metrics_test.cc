@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/loader.h"
+#include "proxy/config_diff.h"
 
 using namespace cutover;
 
@@ -84,6 +85,9 @@ TEST_CASE("every family is exported with its name, type and help") {
       {"cutover_config_info", "gauge"},
       {"cutover_build_info", "gauge"},
       {"cutover_rollback_active", "gauge"},
+      {"cutover_rollback_since_seconds", "gauge"},
+      {"cutover_config_last_load_success", "gauge"},
+      {"cutover_override_refused_total", "counter"},
   };
   for (const auto& [name, type] : families) {
     INFO(name);
@@ -209,7 +213,7 @@ TEST_CASE("label values come only from the config, and a reload keeps existing s
   CHECK(series == 3 * 3 * kCodeClassCount);
 }
 
-TEST_CASE("weights: configured split, rollback sends new's share to legacy, stale routes vanish") {
+TEST_CASE("weights: configured split, the effective split in a rollback, stale routes vanish") {
   Metrics metrics("test");
   auto cfg = load(kConfig);
   metrics.setWeights(*cfg, false);
@@ -219,7 +223,7 @@ TEST_CASE("weights: configured split, rollback sends new's share to legacy, stal
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="legacy",route="health"})m") == "100");
   CHECK(value(text, "cutover_rollback_active") == "0");
 
-  metrics.setWeights(*cfg, true);
+  metrics.setWeights(*withRollback(*cfg), true);
   text = metrics.serialize();
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="new",route="kibana"})m") == "0");
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="legacy",route="kibana"})m") == "100");

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "policy/circuit_breaker.h"
 #include "policy/retry_budget.h"
+#include "proxy/config_diff.h"
 #include "proxy/router.h"
 #include "tests/unit/proxy/test_snapshot.h"
 
@@ -305,4 +306,66 @@ TEST_CASE("body bytes arriving while a dead pooled connection is replaced are he
   CHECK(again == "hello");
   f.router->onRequestBody(" world", 6);
   CHECK(f.attempt.body_started);  // from now on straight to the attempt
+}
+
+namespace {
+// The snapshot a rollback builds: the effective config with every route on its stable backend.
+void rollBack(Fixture& f) {
+  f.snap.config = withRollback(*f.snap.config);
+  f.snap.rollback = true;
+}
+}  // namespace
+
+TEST_CASE("in a rollback the override header cannot pick a rolled-back backend: ignored, flagged") {
+  SUBCASE("names the rolled-back backend") {
+    Fixture f("");  // stable: legacy (the default)
+    rollBack(f);
+    f.req.headers.add("x-backend", "new");
+    f.start();
+    REQUIRE(f.attempt.started.size() == 1);
+    CHECK(f.attempt.started[0] == f.backend("legacy"));
+    CHECK(f.info.override_refused);
+  }
+  SUBCASE("names the stable backend") {
+    Fixture f("");
+    rollBack(f);
+    f.req.headers.add("x-backend", "legacy");
+    f.start();
+    REQUIRE(f.attempt.started.size() == 1);
+    CHECK(f.attempt.started[0] == f.backend("legacy"));
+    CHECK_FALSE(f.info.override_refused);
+  }
+}
+
+TEST_CASE("in a rollback an open stable backend does not fail over to a rolled-back fallback") {
+  const std::string breaker = ", circuit_breaker: {consecutive_failures: 1, failure_on: [5xx]}";
+  Fixture f("    stable: new\n    fallback: legacy\n", breaker);
+  rollBack(f);
+  f.snap.backends[f.backend("new")].breaker->onFailure(monotonicNs());
+  f.start();
+  CHECK(f.attempt.started.empty());
+  REQUIRE(f.stream.local_replies.size() == 1);
+  CHECK(f.stream.local_replies[0] == std::pair<int, Reason>{503, Reason::CircuitOpen});
+  CHECK_FALSE(f.info.failover);
+  f.router->reset();
+  f.checkReleased();
+}
+
+TEST_CASE("in a rollback a retry_on_other_backend retry stays on the stable backend") {
+  Fixture f(
+      "    stable: new\n"
+      "    retry: {attempts: 2, backoff_base: 5ms, backoff_max: 5ms, retry_on_other_backend: "
+      "true}\n");
+  rollBack(f);
+  f.start();
+  REQUIRE(f.attempt.started.size() == 1);
+  CHECK(f.attempt.started[0] == f.backend("new"));
+  f.answer(503);
+  uv_run(&f.loop, UV_RUN_DEFAULT);  // the backoff
+  REQUIRE(f.attempt.started.size() == 2);
+  CHECK(f.attempt.started[1] == f.backend("new"));
+  f.answer(200);
+  f.router->onAttemptComplete();
+  f.router->reset();
+  f.checkReleased();
 }
