@@ -151,7 +151,13 @@ Metrics::Metrics(std::string_view version, bool enabled)
       rollback_active_(BuildGauge()
                            .Name("cutover_rollback_active")
                            .Help("1 while an emergency rollback sends every route to legacy.")
-                           .Register(*registry_)) {
+                           .Register(*registry_)),
+      draining_(BuildGauge()
+                    .Name("cutover_draining")
+                    .Help("Drain phase: 0 running, 1 draining and still accepting connections, "
+                          "2 listeners closed, finishing in-flight requests.")
+                    .Register(*registry_)) {
+  draining_.Add({}).Set(0);
   build_info_.Add({{"version", str(version)}}).Set(1);
   rollback_active_.Add({}).Set(0);
   generation_.Add({}).Set(0);

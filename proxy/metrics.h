@@ -29,6 +29,8 @@
 //   cutover_config_info{hash}                               1 for the running config's hash
 //   cutover_build_info{version}                             1
 //   cutover_rollback_active                                 1 while POST /rollback is in force
+//   cutover_draining                                        drain phase: 0 no, 1 accepting, 2
+//   closed
 //
 // Requests that never reached a route or a backend (no route matched, rejected before routing)
 // use the label value "(none)"; config names cannot contain parentheses, so it never collides.
@@ -170,6 +172,9 @@ class Metrics {
   // After a reload attempt: counts the result; on success also sets generation and config info.
   void onReloadResult(bool success);
   void setConfigInfo(const config::Config& config, uint64_t generation);
+  // cutover_draining: 0 running, 1 draining and still accepting (timeouts.drain_delay), 2
+  // listeners closed, finishing in-flight work. Main thread.
+  void setDrainPhase(int phase) { draining_.Add({}).Set(phase); }
 
   // Prometheus text exposition format 0.0.4 of every family.
   std::string serialize() const;
@@ -201,6 +206,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& config_info_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& rollback_active_;
+  prometheus::Family<prometheus::Gauge>& draining_;
 
   // Duration series: created under the mutex (forConfig, main thread) and read by serialize()
   // (admin, main thread); observed lock-free by workers. A deque never moves its elements.

@@ -8,6 +8,14 @@
 //                      └▶ valid: build snapshot (state carried by name)
 //                           ─▶ start added listeners ─▶ swap into workers
 //                           ─▶ stop removed listeners ─▶ log the diff
+//
+// Drain (SIGTERM, SIGINT, POST /drain), two phases as Envoy's drain_listeners?graceful:
+//   running ─▶ 1 accepting (timeouts.drain_delay): /ready 503, every answer Connection: close,
+//   │          idle keep-alive connections closed between requests, new connections served
+//   │       ─▶ 2 listeners closed (up to timeouts.drain): in-flight requests finish; tunnels are
+//   │          closed (FIN both sides) once nothing else is in flight; exit 0 when empty
+//   │       ─▶ deadline: what is left is cut (reason draining), exit 0
+//   └─ a second SIGTERM/SIGINT while draining: everything is cut now, exit 0
 #pragma once
 
 #include <uv.h>
@@ -58,7 +66,8 @@ class Server {
   // Every route 100% legacy, in memory, at once. Returns false if already active.
   bool rollback(const char* trigger);
   bool clearRollback(const char* trigger);
-  void startDrain(const char* why);
+  // Starts the drain; `delay_ms` < 0 uses timeouts.drain_delay. A no-op when already draining.
+  void startDrain(const char* why, int64_t delay_ms = -1);
   bool ready() const { return ready_ && !draining_; }
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   std::string configYaml() const;
@@ -92,12 +101,18 @@ class Server {
   static void onSignal(uv_signal_t* s, int signum);
   static void onCheck(uv_timer_t* t);
   static void onDrainDeadline(uv_timer_t* t);
+  static void onDrainDelay(uv_timer_t* t);
+  // Drain phase 2: the listeners close and the drain deadline starts.
+  void stopAccepting();
+  // A second SIGTERM/SIGINT while draining: cut everything and exit.
+  void forceStop(const char* why);
+  size_t openConnections() const;
   void closeMainHandles();
 
   std::string config_path_;
   uv_loop_t loop_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
-  uv_timer_t check_{}, drain_deadline_{};
+  uv_timer_t check_{}, drain_deadline_{}, drain_delay_{};
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<HealthChecker> health_;
   std::unique_ptr<Metrics> metrics_;
@@ -119,6 +134,9 @@ class Server {
   bool load_in_flight_ = false;
   bool ready_ = false;
   bool draining_ = false;
+  int drain_phase_ = 0;  // 0 running, 1 accepting, 2 listeners closed (cutover_draining)
+  bool drain_forced_ = false;
+  uint64_t drain_started_ms_ = 0;
 };
 
 }  // namespace cutover

@@ -479,6 +479,12 @@ void Stream::routerResponseCut(Reason reason) {
 
 void Stream::tunnelClientClosed() { endTunnel(); }
 
+void Stream::closeTunnel(Reason why) {
+  if (phase_ != Phase::Tunnel) return;
+  info_.reason = why;
+  endTunnel();
+}
+
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.
   router_.abandon();

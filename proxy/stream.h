@@ -81,6 +81,8 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   // Tunnel: client bytes to the backend.
   void tunnelData(const char* data, size_t len);
   void tunnelClientClosed();
+  // The proxy ends the tunnel (drain): both sides are closed, the exchange is logged with `why`.
+  void closeTunnel(Reason why);
 
   // ---- FilterCallbacks ----
   RequestHead& request() override { return *req_; }

@@ -335,6 +335,14 @@ class Proxy:
 
     def stop(self):
         self.expect_exit = True
+        if self.proc.poll() is None and not self.find_events("drain_started"):
+            # A first SIGTERM starts a drain that keeps accepting for timeouts.drain_delay (5 s by
+            # default); a second one, once the first is seen, ends it at once.
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.wait_for(lambda px: px.find_events("drain_started"), 2.0)
+            except ProcessLookupError:
+                pass
         _kill(self.proc, grace=5.0)
         for t in self._threads:
             t.join(timeout=2)
