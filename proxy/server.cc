@@ -550,8 +550,15 @@ void Server::onSignal(uv_signal_t* s, int signum) {
     return;
   }
   const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
-  if (self->draining_) {
+  if (self->drain_signalled_) {
     self->forceStop(name);  // the operator asked twice: no more waiting
+    return;
+  }
+  // Only a second signal forces: Kubernetes' SIGTERM after a preStop `POST /drain` is the first
+  // signal, and the drain that call started goes on.
+  self->drain_signalled_ = true;
+  if (self->draining_) {
+    log::info("drain_signal", {{"why", name}, {"action", "drain already running"}});
     return;
   }
   self->startDrain(name);

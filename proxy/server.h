@@ -15,7 +15,8 @@
 //   │       ─▶ 2 listeners closed (up to timeouts.drain): in-flight requests finish; tunnels are
 //   │          closed (FIN both sides) once nothing else is in flight; exit 0 when empty
 //   │       ─▶ deadline: what is left is cut (reason draining), exit 0
-//   └─ a second SIGTERM/SIGINT while draining: everything is cut now, exit 0
+//   └─ a second SIGTERM/SIGINT: everything is cut now, exit 0 (after POST /drain, the first
+//      signal does not force: it is Kubernetes' SIGTERM following a preStop hook)
 #pragma once
 
 #include <uv.h>
@@ -136,6 +137,7 @@ class Server {
   bool draining_ = false;
   int drain_phase_ = 0;  // 0 running, 1 accepting, 2 listeners closed (cutover_draining)
   bool drain_forced_ = false;
+  bool drain_signalled_ = false;  // a SIGTERM/SIGINT arrived: the next one forces
   uint64_t drain_started_ms_ = 0;
 };
 

@@ -247,6 +247,24 @@ class DrainTest(h.ProxyTestCase):
         lines = wait_access(p, lambda e: e.get("path") == "/slow?ms=8000")
         self.assertEqual([e.get("reason") for e in lines], ["draining"])
 
+    def test_sigterm_after_post_drain_does_not_force_the_drain_goes_on(self):
+        # Kubernetes sends SIGTERM after a preStop hook that called POST /drain: that is the first
+        # signal, not a second one, so the in-flight request still finishes.
+        p = self.start(drain_delay="300ms", drain="5s")
+        slow = SlowRequest(p.port, "/slow?ms=1500")
+        slow.start()
+        self.assertGreaterEqual(self.legacy.wait_in_flight(1), 1, "slow request never arrived")
+        p.expect_exit = True
+        self.assertEqual(h.admin(p, "POST", "/drain").status, 202)
+        p.signal(signal.SIGTERM)
+        self.assertTrue(p.wait_for(lambda px: px.find_events("drain_signal"), 2), p.log_tail())
+        slow.join(timeout=10)
+        self.assertIsNone(slow.error, "in-flight request failed: %r" % slow.error)
+        self.assertEqual(slow.resp.status, 200)
+        self.assertEqual(p.wait_exit(timeout=5), 0, p.log_tail())
+        self.assertEqual(p.find_events("drain_forced"), [])
+        self.assertEqual([e["why"] for e in p.find_events("drain_started")], ["admin"])
+
     def test_post_drain_delay_parameter_overrides_the_delay_and_rejects_bad_values(self):
         p = self.start(drain_delay="10s", drain="5s")
         r = h.admin(p, "POST", "/drain?delay=soon")
