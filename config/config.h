@@ -54,6 +54,9 @@ struct Timeouts {
   Duration upstream_idle{
       std::chrono::seconds(60)};             // no bytes from backend while waiting/streaming
   Duration drain{std::chrono::seconds(20)};  // SIGTERM: finish in-flight work within this
+  // SIGTERM / POST /drain: keep accepting this long first (answers say Connection: close, /ready
+  // is 503) while load balancers stop routing here; then close the listeners. 0 = at once.
+  Duration drain_delay{std::chrono::seconds(5)};
 };
 
 struct Limits {

@@ -235,6 +235,7 @@ std::string dumpYaml(const Config& config) {
   emitDuration(out, "downstream_idle", t.downstream_idle);
   emitDuration(out, "upstream_idle", t.upstream_idle);
   emitDuration(out, "drain", t.drain);
+  emitDuration(out, "drain_delay", t.drain_delay);
   out << YAML::EndMap;
 
   const Limits& l = config.limits;

@@ -142,7 +142,8 @@ void Loader::loadWorkers(const MapReader& top) {
 void Loader::loadTimeouts(const MapReader& top) {
   if (!top.has("timeouts")) return;
   MapReader map(errors_, top.value("timeouts"), "timeouts",
-                {"connect", "header_read", "request", "downstream_idle", "upstream_idle", "drain"},
+                {"connect", "header_read", "request", "downstream_idle", "upstream_idle", "drain",
+                 "drain_delay"},
                 true);
   Timeouts& t = config_.timeouts;
   map.getDuration("connect", kMinDuration, kMaxDuration, t.connect);
@@ -151,6 +152,7 @@ void Loader::loadTimeouts(const MapReader& top) {
   map.getDuration("downstream_idle", kMinDuration, kMaxDuration, t.downstream_idle);
   map.getDuration("upstream_idle", kMinDuration, kMaxDuration, t.upstream_idle);
   map.getDuration("drain", Duration(0), std::chrono::hours(1), t.drain);
+  map.getDuration("drain_delay", Duration(0), std::chrono::minutes(10), t.drain_delay);
 }
 
 void Loader::loadLimits(const MapReader& top) {

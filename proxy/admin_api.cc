@@ -1,10 +1,12 @@
 // The admin API's routes (loopback by default; mutations are POST only and, when a token is
 // configured, need "Authorization: Bearer <token>"):
 //   GET  /metrics /healthz /ready /config /stats
-//   POST /stats/reset /reload /drain /rollback /rollback/clear (DELETE /rollback = clear)
-//   POST /rollback takes ?close_tunnels=1, ?actor=NAME and ?reason=TEXT.
+//   POST /stats/reset /reload /drain[?delay=5s] /rollback /rollback/clear (DELETE /rollback =
+//   clear) POST /rollback takes ?close_tunnels=1, ?actor=NAME and ?reason=TEXT.
+#include <chrono>
 #include <string>
 
+#include "config/loader.h"
 #include "proxy/admin_server.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
@@ -139,8 +141,25 @@ void Server::handleAdmin(const AdminRequest& req, AdminResponder res) {
       res.respond(r.ok ? 200 : 400, kJson, reloadJson(r, snapshot_->generation));
     });
   } else if (p == "/drain") {
-    res.respond(202, kJson, "{\"ok\":true,\"draining\":true}\n");
-    startDrain("admin");
+    // ?delay=DURATION overrides timeouts.drain_delay for this drain (e.g. delay=0s: stop
+    // accepting at once). Ignored, like the whole call, when a drain is already running.
+    int64_t delay_ms = -1;
+    if (!req.query.empty()) {
+      config::Duration d{};
+      if (req.query.rfind("delay=", 0) != 0 || !config::parseDuration(req.query.substr(6), d) ||
+          d > std::chrono::minutes(10)) {
+        res.respond(400, kJson,
+                    "{\"ok\":false,\"error\":\"the only parameter is delay=DURATION (0s..10m), "
+                    "e.g. delay=5s\"}\n");
+        return;
+      }
+      delay_ms = d.count();
+    }
+    const bool already = draining_;
+    res.respond(202, kJson,
+                std::string("{\"ok\":true,\"draining\":true,\"already\":") +
+                    (already ? "true" : "false") + "}\n");
+    startDrain("admin", delay_ms);
   } else if (p == "/rollback" && req.method == "POST") {
     if (draining_) {
       res.respond(503, kJson, "{\"ok\":false,\"error\":\"draining\"}\n");

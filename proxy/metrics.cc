@@ -172,7 +172,13 @@ Metrics::Metrics(std::string_view version, bool enabled)
                             .Name("cutover_override_refused_total")
                             .Help("Requests whose override header named a backend a rollback "
                                   "took out (ignored: served by the stable backend).")
-                            .Register(*registry_)) {
+                            .Register(*registry_)),
+      draining_(BuildGauge()
+                    .Name("cutover_draining")
+                    .Help("Drain phase: 0 running, 1 draining and still accepting connections, "
+                          "2 listeners closed, finishing in-flight requests.")
+                    .Register(*registry_)) {
+  draining_.Add({}).Set(0);
   build_info_.Add({{"version", str(version)}}).Set(1);
   rollback_active_.Add({}).Set(0);
   rollback_since_.Add({}).Set(0);

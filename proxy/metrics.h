@@ -32,6 +32,8 @@
 //   cutover_rollback_since_seconds                          unix time it began (0 when none)
 //   cutover_config_last_load_success                        0 when the file's last load failed
 //   cutover_override_refused_total                          override header ignored in a rollback
+//   cutover_draining                                        drain phase: 0 no, 1 accepting, 2
+//   closed
 //
 // Requests that never reached a route or a backend (no route matched, rejected before routing)
 // use the label value "(none)"; config names cannot contain parentheses, so it never collides.
@@ -180,6 +182,9 @@ class Metrics {
   // After a reload attempt: counts the result; on success also sets generation and config info.
   void onReloadResult(bool success);
   void setConfigInfo(const config::Config& config, uint64_t generation);
+  // cutover_draining: 0 running, 1 draining and still accepting (timeouts.drain_delay), 2
+  // listeners closed, finishing in-flight work. Main thread.
+  void setDrainPhase(int phase) { draining_.Add({}).Set(phase); }
 
   // Prometheus text exposition format 0.0.4 of every family.
   std::string serialize() const;
@@ -215,6 +220,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& rollback_since_;
   prometheus::Family<prometheus::Gauge>& last_load_success_;
   prometheus::Family<prometheus::Counter>& override_refused_;
+  prometheus::Family<prometheus::Gauge>& draining_;
 
   // Duration series: created under the mutex (forConfig, main thread) and read by serialize()
   // (admin, main thread); observed lock-free by workers. A deque never moves its elements.

@@ -236,7 +236,8 @@ int Server::run() {
   uv_signal_start(&sighup_, onSignal, SIGHUP);
   uv_timer_init(&loop_, &check_);
   uv_timer_init(&loop_, &drain_deadline_);
-  check_.data = drain_deadline_.data = this;
+  uv_timer_init(&loop_, &drain_delay_);
+  check_.data = drain_deadline_.data = drain_delay_.data = this;
 
   // Every socket is bound before any worker starts: a port in use ends the start cleanly, with
   // every handle closed through its close callback (the admin server included) before returning.
@@ -681,19 +682,82 @@ void Server::onSignal(uv_signal_t* s, int signum) {
     self->reload("SIGHUP", [](const ReloadResult&) {});
     return;
   }
-  self->startDrain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+  if (self->drain_signalled_) {
+    self->forceStop(name);  // the operator asked twice: no more waiting
+    return;
+  }
+  // Only a second signal forces: Kubernetes' SIGTERM after a preStop `POST /drain` is the first
+  // signal, and the drain that call started goes on.
+  self->drain_signalled_ = true;
+  if (self->draining_) {
+    log::info("drain_signal", {{"why", name}, {"action", "drain already running"}});
+    return;
+  }
+  self->startDrain(name);
 }
 
-void Server::startDrain(const char* why) {
+size_t Server::openConnections() const {
+  size_t n = 0;
+  for (const auto& w : workers_) n += w->openConnections();
+  return n;
+}
+
+void Server::startDrain(const char* why, int64_t delay_ms) {
   if (draining_) return;
-  draining_ = true;
+  draining_ = true;  // /ready answers 503 from now on
+  drain_phase_ = 1;
+  drain_started_ms_ = uv_now(&loop_);
   const config::Config& cfg = *snapshot_->config;
-  log::info("drain_started", {{"why", why}, {"timeout_ms", cfg.timeouts.drain.count()}});
-  for (auto& w : workers_) w->drain();
-  if (health_) health_->stop();
+  const uint64_t delay = delay_ms >= 0 ? static_cast<uint64_t>(delay_ms)
+                                       : static_cast<uint64_t>(cfg.timeouts.drain_delay.count());
+  metrics_->setDrainPhase(1);
+  log::info("drain_started", {{"why", why},
+                              {"phase", 1},
+                              {"delay_ms", delay},
+                              {"timeout_ms", cfg.timeouts.drain.count()},
+                              {"connections", openConnections()}});
   uv_timer_start(&check_, onCheck, 20, 20);
+  if (delay == 0) {
+    stopAccepting();
+    return;
+  }
+  // Load balancers still send new connections here until the endpoint removal reaches them: keep
+  // accepting and serving, one request per connection, so none is refused.
+  for (auto& w : workers_) w->drain();
+  uv_timer_start(&drain_delay_, onDrainDelay, delay, 0);
+}
+
+void Server::onDrainDelay(uv_timer_t* t) { static_cast<Server*>(t->data)->stopAccepting(); }
+
+void Server::stopAccepting() {
+  if (drain_phase_ >= 2) return;
+  drain_phase_ = 2;
+  const config::Config& cfg = *snapshot_->config;
+  metrics_->setDrainPhase(2);
+  log::info("drain_listeners_closed", {{"phase", 2},
+                                       {"after_ms", uv_now(&loop_) - drain_started_ms_},
+                                       {"timeout_ms", cfg.timeouts.drain.count()},
+                                       {"connections", openConnections()}});
+  for (auto& w : workers_) w->stopAccepting();
+  if (health_) health_->stop();
   uv_timer_start(&drain_deadline_, onDrainDeadline,
                  static_cast<uint64_t>(cfg.timeouts.drain.count()), 0);
+}
+
+void Server::forceStop(const char* why) {
+  if (drain_forced_) return;
+  drain_forced_ = true;
+  log::warn("drain_forced", {{"why", why},
+                             {"phase", drain_phase_},
+                             {"after_ms", uv_now(&loop_) - drain_started_ms_},
+                             {"connections", openConnections()}});
+  drain_phase_ = 2;
+  metrics_->setDrainPhase(2);
+  uv_timer_stop(&drain_delay_);
+  uv_timer_stop(&drain_deadline_);
+  if (health_) health_->stop();
+  for (auto& w : workers_) w->stopNow(true);
 }
 
 void Server::onCheck(uv_timer_t* t) {
@@ -701,15 +765,15 @@ void Server::onCheck(uv_timer_t* t) {
   for (auto& w : self->workers_) {
     if (!w->finished()) return;
   }
-  log::info("drained");
+  log::info("drained", {{"after_ms", uv_now(&self->loop_) - self->drain_started_ms_}});
   self->closeMainHandles();
 }
 
 void Server::closeMainHandles() {
   for (uv_handle_t* h :
        {reinterpret_cast<uv_handle_t*>(&check_), reinterpret_cast<uv_handle_t*>(&drain_deadline_),
-        reinterpret_cast<uv_handle_t*>(&sigterm_), reinterpret_cast<uv_handle_t*>(&sigint_),
-        reinterpret_cast<uv_handle_t*>(&sighup_)}) {
+        reinterpret_cast<uv_handle_t*>(&drain_delay_), reinterpret_cast<uv_handle_t*>(&sigterm_),
+        reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sighup_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   if (admin_) admin_->close([] {});
@@ -718,8 +782,8 @@ void Server::closeMainHandles() {
 
 void Server::onDrainDeadline(uv_timer_t* t) {
   auto* self = static_cast<Server*>(t->data);
-  log::warn("drain_timeout");
-  for (auto& w : self->workers_) w->stopNow();
+  log::warn("drain_timeout", {{"connections", self->openConnections()}});
+  for (auto& w : self->workers_) w->stopNow(false);
 }
 
 }  // namespace cutover

@@ -15,6 +15,14 @@
 // cleared. With a state dir (StateDir) the rollback and the last config text that loaded are
 // persisted; at start a persisted rollback is restored, and a file that does not load is replaced
 // by that last-known-good (logged as an error) instead of ending the process.
+// Drain (SIGTERM, SIGINT, POST /drain), two phases as Envoy's drain_listeners?graceful:
+//   running ─▶ 1 accepting (timeouts.drain_delay): /ready 503, every answer Connection: close,
+//   │          idle keep-alive connections closed between requests, new connections served
+//   │       ─▶ 2 listeners closed (up to timeouts.drain): in-flight requests finish; tunnels are
+//   │          closed (FIN both sides) once nothing else is in flight; exit 0 when empty
+//   │       ─▶ deadline: what is left is cut (reason draining), exit 0
+//   └─ a second SIGTERM/SIGINT: everything is cut now, exit 0 (after POST /drain, the first
+//      signal does not force: it is Kubernetes' SIGTERM following a preStop hook)
 #pragma once
 
 #include <uv.h>
@@ -79,7 +87,8 @@ class Server {
   // Closes every open upgrade tunnel whose backend is not its route's stable one (each worker,
   // soon; each logs what it closed).
   void closeTunnelsOffStable();
-  void startDrain(const char* why);
+  // Starts the drain; `delay_ms` < 0 uses timeouts.drain_delay. A no-op when already draining.
+  void startDrain(const char* why, int64_t delay_ms = -1);
   bool ready() const { return ready_ && !draining_; }
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   std::string configYaml() const;
@@ -120,12 +129,18 @@ class Server {
   static void onSignal(uv_signal_t* s, int signum);
   static void onCheck(uv_timer_t* t);
   static void onDrainDeadline(uv_timer_t* t);
+  static void onDrainDelay(uv_timer_t* t);
+  // Drain phase 2: the listeners close and the drain deadline starts.
+  void stopAccepting();
+  // A second SIGTERM/SIGINT while draining: cut everything and exit.
+  void forceStop(const char* why);
+  size_t openConnections() const;
   void closeMainHandles();
 
   std::string config_path_;
   uv_loop_t loop_{};
   uv_signal_t sigterm_{}, sigint_{}, sighup_{};
-  uv_timer_t check_{}, drain_deadline_{};
+  uv_timer_t check_{}, drain_deadline_{}, drain_delay_{};
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<HealthChecker> health_;
   std::unique_ptr<Metrics> metrics_;
@@ -151,6 +166,10 @@ class Server {
   bool load_in_flight_ = false;
   bool ready_ = false;
   bool draining_ = false;
+  int drain_phase_ = 0;  // 0 running, 1 accepting, 2 listeners closed (cutover_draining)
+  bool drain_forced_ = false;
+  bool drain_signalled_ = false;  // a SIGTERM/SIGINT arrived: the next one forces
+  uint64_t drain_started_ms_ = 0;
 };
 
 }  // namespace cutover

@@ -518,6 +518,12 @@ bool Stream::closeTunnelIfOffStable() {
   return true;
 }
 
+void Stream::closeTunnel(Reason why) {
+  if (phase_ != Phase::Tunnel) return;
+  info_.reason = why;
+  endTunnel();
+}
+
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.
   router_.abandon();

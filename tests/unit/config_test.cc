@@ -237,6 +237,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(config->timeouts.downstream_idle == seconds(60));
   CHECK(config->timeouts.upstream_idle == seconds(60));
   CHECK(config->timeouts.drain == seconds(20));
+  CHECK(config->timeouts.drain_delay == seconds(5));
   CHECK(config->limits.max_header_bytes == 65536);
   CHECK(config->limits.max_uri_bytes == 8192);
   CHECK(config->limits.max_response_header_bytes == 65536);
@@ -289,6 +290,7 @@ timeouts:
   downstream_idle: 1h
   upstream_idle: 45s
   drain: 0s
+  drain_delay: 0s
 limits:
   max_header_bytes: 32KiB
   max_uri_bytes: 4096
@@ -380,6 +382,7 @@ void checkFull(const Config& config) {
   CHECK(config.timeouts.downstream_idle == hours(1));
   CHECK(config.timeouts.upstream_idle == seconds(45));
   CHECK(config.timeouts.drain == milliseconds(0));
+  CHECK(config.timeouts.drain_delay == milliseconds(0));
   CHECK(config.limits.max_header_bytes == 32 * 1024);
   CHECK(config.limits.max_uri_bytes == 4096);
   CHECK(config.limits.max_response_header_bytes == 1024 * 1024);
@@ -539,6 +542,7 @@ TEST_CASE("dumpYaml writes every default and loads back to the same config") {
   INFO(minimal_dump);
   // Defaults are explicit, including sections that are off.
   CHECK(minimal_dump.find("drain: 20s") != std::string::npos);
+  CHECK(minimal_dump.find("drain_delay: 5s") != std::string::npos);
   CHECK(minimal_dump.find("high_watermark: 1048576") != std::string::npos);
   CHECK(minimal_dump.find("override_header: ~") != std::string::npos);
   CHECK(minimal_dump.find("enabled: false") != std::string::npos);
@@ -646,6 +650,12 @@ TEST_CASE("errors carry the exact file:line:col and key path") {
               "cutover.yaml:6:12: timeouts.request: expected a duration like 250ms, 15s, 1m or "
               "1h, got '1.5s'",
               "cutover.yaml:7:10: timeouts.drain: must be 0s..1h, got 2h"});
+    CHECK(errorsOf(kListeners + "timeouts:\n  drain_delay: 20m\n  drain_dealy: 1s\n" + kBackends +
+                   kRoutes) ==
+          std::vector<std::string>{
+              "cutover.yaml:5:16: timeouts.drain_delay: must be 0s..10m, got 20m",
+              "cutover.yaml:6:3: timeouts: unknown key 'drain_dealy' (did you mean "
+              "'drain_delay'?)"});
   }
   SUBCASE("an unknown backend in a split and as fallback") {
     CHECK(errorsOf(kListeners + kBackends +
