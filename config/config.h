@@ -49,6 +49,7 @@ struct Timeouts {
   Duration upstream_idle{
       std::chrono::seconds(60)};             // no bytes from backend while waiting/streaming
   Duration drain{std::chrono::seconds(20)};  // SIGTERM: finish in-flight work within this
+  bool operator==(const Timeouts&) const = default;
 };
 
 struct Limits {
@@ -62,6 +63,7 @@ struct Limits {
   // Open client connections per worker; a connection accepted beyond it is closed at once
   // (counted in cutover_downstream_connections_rejected_total).
   uint32_t max_connections_per_worker = 1024;
+  bool operator==(const Limits&) const = default;
 };
 
 // Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
@@ -139,6 +141,7 @@ struct Retry {
   bool retry_on_other_backend = false;
   double budget_ratio = 0.2;  // retries ≤ 20% of in-flight requests per backend
   uint32_t budget_min = 3;    // ... but always allow this many concurrent retries
+  bool operator==(const Retry&) const = default;
 };
 
 struct RouteMatch {
@@ -149,6 +152,7 @@ struct RouteMatch {
   std::string header_value;  // optional: exact value it must have (empty = any)
   // false: `path` is compared ASCII case-insensitively (the backend must treat case the same way)
   bool case_sensitive = true;
+  bool operator==(const RouteMatch&) const = default;
 };
 
 struct SplitEntry {
@@ -160,6 +164,7 @@ struct Sticky {
   enum class Kind { None, Cookie, Header, ClientIp };
   Kind kind = Kind::None;
   std::string name;  // cookie name, or lower-case header name
+  bool operator==(const Sticky&) const = default;
 };
 
 struct Route {

@@ -8,6 +8,7 @@
 #include "policy/token_bucket.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
+#include "proxy/stats.h"
 
 namespace cutover {
 
@@ -32,8 +33,19 @@ void Router::reset() {
   state_ = State::Idle;
 }
 
-void Router::abandon() {
+void Router::endAttempt(AttemptOutcome o) {
+  if (!attempt_open_) return;
+  attempt_open_ = false;
+  if (snap_ == nullptr || info_ == nullptr) return;
+  if (snap_->metrics) snap_->metrics->recordAttempt(info_->route, backend_, o);
+  if (snap_->stats && o != AttemptOutcome::Cancelled) {
+    snap_->stats->recordAttempt(info_->route, backend_, o < AttemptOutcome::Status5xx);
+  }
+}
+
+void Router::abandon(AttemptOutcome why) {
   retry_.cancel();
+  endAttempt(why);
   upstream_->abandon();
   if (state_ != State::Idle) state_ = State::Done;
 }
@@ -77,6 +89,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   if (why != Reason::None && route_->fallback && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
     if (admitBackend(snap, *route_->fallback, now) == Reason::None) {
+      if (snap.metrics) snap.metrics->recordFailover(info.route, b, *route_->fallback);
       b = *route_->fallback;
       info.failover = true;
       why = Reason::None;
@@ -119,6 +132,9 @@ void Router::startAttempt() {
     localReply(503, r);
     return;
   }
+  // Under way, or a connect that failed at once: an attempt. A limit refusal is not one.
+  attempt_open_ = r == Reason::None || r == Reason::UpstreamConnectFailure;
+  attempt_status_ = 0;
   ++info_->attempts;
   info_->endpoint = static_cast<int>(upstream_->endpoint());
   if (info_->upstream_start_ns == 0) info_->upstream_start_ns = monotonicNs();
@@ -175,6 +191,7 @@ void Router::recordOutcome(Outcome o, uint16_t status) {
 
 void Router::onAttemptHead(ResponseHead& head) {
   info_->upstream_headers_ns = monotonicNs();
+  attempt_status_ = head.status;
   recordOutcome(Outcome::Status, head.status);
   if (route_->retry.enabled) {
     std::optional<config::Duration> retry_after;
@@ -193,11 +210,14 @@ void Router::onAttemptHead(ResponseHead& head) {
     failUpstream(Failure::BadResponse);  // a tunnel nobody asked for
     return;
   }
+  // A tunnel ends when either side closes, which may be hours away: its attempt ends here.
+  if (head.status == 101) endAttempt(AttemptOutcome::Status1xx);
   state_ = State::Responding;
   cb_.routerHead(head);
 }
 
 void Router::onAttemptComplete() {
+  endAttempt(attemptOutcomeForStatus(attempt_status_));
   state_ = State::Done;
   cb_.routerComplete();
 }
@@ -230,6 +250,11 @@ bool Router::retryAfterFailure(Outcome o, uint16_t status,
     }
     return false;
   }
+  // The retried attempt ends here (a failure already ended it in failUpstream).
+  endAttempt(attemptOutcomeForStatus(attempt_status_));
+  if (snap_->metrics && retry_.target() != backend_) {
+    snap_->metrics->recordFailover(info_->route, backend_, retry_.target());
+  }
   backend_ = retry_.target();
   if (snap_->metrics) {
     snap_->metrics->route(info_->route)
@@ -253,6 +278,10 @@ void Router::onRetryFire(void* ctx) {
 }
 
 void Router::failUpstream(Failure f) {
+  endAttempt(f == Failure::Connect       ? AttemptOutcome::ConnectError
+             : f == Failure::Timeout     ? AttemptOutcome::Timeout
+             : f == Failure::BadResponse ? AttemptOutcome::BadResponse
+                                         : AttemptOutcome::Reset);
   upstream_->abandon();
   if (state_ == State::Done || state_ == State::Idle) return;
   Outcome o = f == Failure::Connect   ? Outcome::ConnectError

@@ -537,6 +537,15 @@ std::string Server::metricsText() const {
       g->Set(s == BreakerState::Open ? 2 : s == BreakerState::HalfOpen ? 1 : 0);
     }
   }
+  std::vector<std::vector<bool>> healthy(cfg.backends.size());
+  for (size_t b = 0; b < cfg.backends.size(); ++b) {
+    const auto& h = snapshot_->backends[b].health;
+    for (size_t e = 0; e < cfg.backends[b].endpoints.size(); ++e) {
+      healthy[b].push_back(!h || e >= h->size() || h->healthy(e));
+    }
+  }
+  metrics_->setEndpointHealth(cfg, healthy);
+  if (access_sink_) metrics_->setAccessLogDropped(access_sink_->dropped());
   return metrics_->serialize();
 }
 
