@@ -72,8 +72,10 @@ std::vector<prometheus::MetricFamily> collectProcessMetrics() {
       if (sp == nullptr) break;
       p = sp + 1;
     }
-    out.push_back(family("process_cpu_seconds_total", "Total user and system CPU time spent in "
-                         "seconds.", MetricType::Counter, (field[14] + field[15]) / ticks));
+    out.push_back(family("process_cpu_seconds_total",
+                         "Total user and system CPU time spent in "
+                         "seconds.",
+                         MetricType::Counter, (field[14] + field[15]) / ticks));
     const double boot = bootTime();
     if (boot > 0) {
       out.push_back(family("process_start_time_seconds",
@@ -92,8 +94,8 @@ std::vector<prometheus::MetricFamily> collectProcessMetrics() {
       if (e->d_name[0] != '.') ++n;
     }
     ::closedir(d);
-    out.push_back(family("process_open_fds", "Number of open file descriptors.",
-                         MetricType::Gauge, n - 1));  // minus the directory's own descriptor
+    out.push_back(family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge,
+                         n - 1));  // minus the directory's own descriptor
   }
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {

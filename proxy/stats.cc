@@ -192,10 +192,19 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
       }
       out += ",\"attempts\":" + std::to_string(t.attempts);
       appendRate(out, "attempt_success_rate", t.attempt_successes, t.attempts);
+      // Without requests there is no latency: null, not a 0.000 that reads as "fast".
       out += ",\"avg_ms\":";
-      appendDouble(out, t.avg_ms);
+      if (t.requests > 0) {
+        appendDouble(out, t.avg_ms);
+      } else {
+        out += "null";
+      }
       out += ",\"p99_ms\":";
-      appendDouble(out, t.p99_ms);
+      if (t.requests > 0) {
+        appendDouble(out, t.p99_ms);
+      } else {
+        out += "null";
+      }
       out += "}";
     }
     auto none = cells_.find(route.name + "|" + kNone);
