@@ -3,8 +3,9 @@
 #   - Prometheus alerting rules parse (promtool check rules) and behave (promtool test rules);
 #     every alert is unit-tested both firing and not firing, aggregates by namespace, job and pod,
 #     and has a runbook_url whose anchor is a heading of README.md's Runbook section;
-#   - the Grafana dashboard is valid JSON and every panel query parses as PromQL (Grafana's
-#     $__rate_interval, $__range and $route are substituted first);
+#   - the Grafana dashboard is valid JSON, every panel query parses as PromQL (Grafana's
+#     $__rate_interval, $__range and the template variables are substituted first) and is scoped
+#     by the namespace, job and pod variables;
 #   - the Kubernetes manifests and the Dockerfile's inputs are present; YAML syntax is checked when
 #     PyYAML is installed, `kubectl kustomize` is run when kubectl is installed (both skipped if not);
 #   - the ConfigMap's cutover.yaml passes `cutover --check` when a cutover binary is given
@@ -70,10 +71,21 @@ exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
 exprs += [a["expr"] for a in dash.get("annotations", {}).get("list", []) if "expr" in a]
 if not exprs:
     sys.exit("dashboard has no queries")
+# Every query that reads a series is scoped by the namespace, job and pod template variables, so
+# two deployments (or one rolled-back pod) never blend into one line.
+unscoped = [e for e in exprs if "cutover_" in e and not all(
+    v in e for v in ('namespace=~"$namespace"', 'job=~"$job"', 'pod=~"$pod"'))]
+if unscoped:
+    sys.exit("queries without namespace/job/pod: %s" % unscoped)
+names = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+if not {"namespace", "job", "pod"} <= names:
+    sys.exit("dashboard lacks namespace/job/pod template variables")
 with open(sys.argv[2], "w") as out:
     out.write("groups:\n  - name: dashboard\n    rules:\n")
     for i, e in enumerate(exprs):
-        e = e.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$route", ".*")
+        e = e.replace("$__rate_interval", "5m").replace("$__range", "1h")
+        for v in ("$route", "$namespace", "$job", "$pod"):
+            e = e.replace(v, ".*")
         out.write(f"      - record: dashboard:query_{i}\n        expr: {json.dumps(e)}\n")
 print(f"{len(exprs)} queries extracted")
 PY
