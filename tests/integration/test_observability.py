@@ -123,6 +123,47 @@ class ObservabilityTest(h.ProxyTestCase):
         legacy_row = [l for l in lines if " legacy " in l][0].split()
         self.assertEqual(legacy_row[3:7], ["20", "100.00%", "20", "100.00%"], r.stdout)
 
+    def test_failed_attempts_are_counted_by_outcome_and_refusals_are_not_attempts(self):
+        slow = self.backend("slow")
+        dead_port = h.free_port()
+        routes = [
+            {"name": "slow", "match": {"prefix": "/slow"}, "split": {"slow": 100},
+             "timeout": "300ms"},
+            {"name": "dead", "match": {"prefix": "/dead"}, "split": {"dead": 100}},
+        ]
+        cfg = h.make_config({"slow": slow, "dead": [dead_port]}, routes=routes, admin=True)
+        cfg["backends"]["dead"]["circuit_breaker"] = {"consecutive_failures": 1, "cooldown": "60s",
+                                                      "failure_on": ["connect_error"]}
+        p = self.proxy(cfg)
+        # A connect error, then the open breaker refuses: one attempt, not two.
+        self.assertEqual(h.get(p.port, "/dead").status, 502)
+        r = h.get(p.port, "/dead")
+        self.assertEqual((r.status, r.header("x-cutover-reason")), (503, "circuit_open"))
+        # The request deadline passes while the backend thinks: a timeout.
+        slow.set_latency(2000)
+        self.assertEqual(h.get(p.port, "/slow").status, 504)
+        # The client goes away mid-attempt (in the middle of its body): cancelled.
+        with h.Client(p.port) as c:
+            c.send(b"POST /slow/up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+            slow.wait_in_flight(2)
+
+        def outcome(text, route, backend, o):
+            return h.metric(text, "cutover_upstream_attempts_total", route=route, backend=backend,
+                            outcome=o)
+        text = self.metrics(p, lambda t: outcome(t, "slow", "slow", "cancelled") == 1)
+        self.assertEqual(outcome(text, "dead", "dead", "connect_error"), 1)
+        self.assertEqual(sum(outcome(text, "dead", "dead", o) for o in (
+            "1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "reset", "bad_response", "cancelled")), 0)
+        self.assertEqual(h.metric(text, "cutover_local_replies_total", reason="circuit_open"), 1)
+        self.assertEqual(outcome(text, "slow", "slow", "timeout"), 1)
+        self.assertEqual(outcome(text, "slow", "slow", "2xx"), 0)
+        stats = json.loads(h.admin(p, "GET", "/stats").body)
+        dead = [b for b in stats["backends"] if b["name"] == "dead"][0]
+        self.assertEqual((dead["attempts"], dead["attempt_success_rate"]), (1, 0.0))
+        slow_row = [b for b in stats["backends"] if b["name"] == "slow"][0]
+        # Cancelled attempts are neither successes nor failures.
+        self.assertEqual((slow_row["attempts"], slow_row["attempt_success_rate"]), (1, 0.0))
+
     def test_prometheus_fires_the_headline_alert_for_failing_new_and_not_for_healthy_new(self):
         prometheus = shutil.which("prometheus")
         if prometheus is None:
