@@ -103,7 +103,11 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   const BackendRuntime& rt = snap.backends[b];
   if (rt.limiter) {
     TokenBucket::Decision d = rt.limiter->take(now);
-    if (!d.allowed) {
+    const auto& limit = snap.config->backends[b].rate_limit;
+    if (!d.allowed && limit && limit->mode == config::RateLimit::Mode::DryRun) {
+      // Counted (cutover_rate_limit_dry_run_total, the access line's flag), never refused.
+      info.rate_limited_dry_run = true;
+    } else if (!d.allowed) {
       std::string extra = "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n";
       localReply(429, Reason::RateLimited, extra);
       return;

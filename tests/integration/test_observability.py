@@ -164,6 +164,27 @@ class ObservabilityTest(h.ProxyTestCase):
         # Cancelled attempts are neither successes nor failures.
         self.assertEqual((slow_row["attempts"], slow_row["attempt_success_rate"]), (1, 0.0))
 
+    def test_dry_run_limits_count_what_they_would_reject_and_serve_it(self):
+        legacy = self.backend("legacy")
+        new = self.backend("new")
+        routes = [
+            {"name": "route_limit", "match": {"prefix": "/r"}, "split": {"legacy": 100},
+             "rate_limit": {"rate": "1/min", "key": "route", "mode": "dry_run"}},
+            {"name": "backend_limit", "match": {"prefix": "/b"}, "split": {"new": 100}},
+        ]
+        cfg = h.make_config({"legacy": legacy, "new": new}, routes=routes, admin=True)
+        cfg["backends"]["new"]["rate_limit"] = {"rate": "1/min", "key": "route",
+                                                "mode": "dry_run"}
+        p = self.proxy(cfg)
+        for target in ("/r", "/r", "/r", "/b", "/b", "/b"):
+            self.assertEqual(h.get(p.port, target).status, 200, target)
+
+        def dry(text, route):
+            return h.metric(text, "cutover_rate_limit_dry_run_total", route=route)
+        text = self.metrics(p, lambda t: dry(t, "backend_limit") == 2)
+        self.assertEqual(dry(text, "route_limit"), 2)
+        self.assertEqual(h.metric(text, "cutover_rate_limited_total", route="backend_limit"), 0)
+
     def test_prometheus_fires_the_headline_alert_for_failing_new_and_not_for_healthy_new(self):
         prometheus = shutil.which("prometheus")
         if prometheus is None:
