@@ -57,6 +57,7 @@ struct Timeouts {
   // SIGTERM / POST /drain: keep accepting this long first (answers say Connection: close, /ready
   // is 503) while load balancers stop routing here; then close the listeners. 0 = at once.
   Duration drain_delay{std::chrono::seconds(5)};
+  bool operator==(const Timeouts&) const = default;
 };
 
 struct Limits {
@@ -70,6 +71,7 @@ struct Limits {
   // Open client connections per worker; a connection accepted beyond it is closed at once
   // (counted in cutover_downstream_connections_rejected_total).
   uint32_t max_connections_per_worker = 1024;
+  bool operator==(const Limits&) const = default;
 };
 
 // Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
@@ -147,6 +149,7 @@ struct Retry {
   bool retry_on_other_backend = false;
   double budget_ratio = 0.2;  // retries ≤ 20% of in-flight requests per backend
   uint32_t budget_min = 3;    // ... but always allow this many concurrent retries
+  bool operator==(const Retry&) const = default;
 };
 
 struct RouteMatch {
@@ -157,6 +160,7 @@ struct RouteMatch {
   std::string header_value;  // optional: exact value it must have (empty = any)
   // false: `path` is compared ASCII case-insensitively (the backend must treat case the same way)
   bool case_sensitive = true;
+  bool operator==(const RouteMatch&) const = default;
 };
 
 struct SplitEntry {
@@ -173,6 +177,7 @@ struct Sticky {
   bool insert = false;
   Duration max_age{std::chrono::hours(24 * 30)};
   bool secure = false;  // always add Secure (it is added anyway when the request came over https)
+  bool operator==(const Sticky&) const = default;
 };
 
 struct Route {

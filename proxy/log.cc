@@ -380,6 +380,7 @@ bool AccessLog::append(const AccessRecord& record) {
 void AccessLog::appendUnfiltered(const AccessRecord& record) {
   if (timer_closed_) {
     ++dropped_;
+    if (sink_) sink_->noteDropped();
     return;
   }
   const size_t before = active_.size();
@@ -388,6 +389,7 @@ void AccessLog::appendUnfiltered(const AccessRecord& record) {
     // The writer is behind (slow disk or stdout reader): keep the loop fast, lose this line.
     active_.resize(before);
     ++dropped_;
+    if (sink_) sink_->noteDropped();
     return;
   }
   if (!writing_ && active_.size() >= options_.flush_bytes) flush();

@@ -159,8 +159,12 @@ class AccessLogSink {
   // only. Returns 0 or a negative errno.
   int writeAll(const char* data, size_t len);
   int fd() const { return fd_; }
+  // Lines the workers' AccessLogs dropped, all together (read at scrape). Thread-safe.
+  void noteDropped() { dropped_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
  private:
+  std::atomic<uint64_t> dropped_{0};
   std::mutex mutex_;
   int fd_;
   bool owned_;

@@ -23,7 +23,15 @@
 //   cutover_downstream_connections_active
 //   cutover_downstream_connections_rejected_total          over limits.max_connections_per_worker
 //   cutover_upstream_connections_active
-//   cutover_route_weight_percent{route,backend}             effective (rollback applied)
+//   cutover_route_weight_percent{route,backend}             effective (rollback applied); alias
+//   cutover_route_effective_weight_percent{route,backend}   what the router uses now
+//   cutover_route_configured_weight_percent{route,backend}  what the config file says
+//   cutover_upstream_attempts_total{route,backend,outcome}  every attempt, where it ends
+//   cutover_failovers_total{route,from,to}                  a request moved to another backend
+//   cutover_rate_limit_dry_run_total{route}                 a dry-run limit would have said 429
+//   cutover_endpoint_healthy{backend,endpoint}              1/0, read at scrape
+//   cutover_access_log_dropped_total                        lines lost to a slow log writer
+//   process_*                                               proxy/process_metrics.h, at scrape
 //   cutover_config_reloads_total{result}                    success | rejected
 //   cutover_config_generation
 //   cutover_config_info{hash}                               1 for the running config's hash
@@ -82,6 +90,30 @@ inline size_t codeClassIndex(uint16_t status) {
 }
 std::string_view codeClassName(size_t index);  // "1xx".."5xx", "none"
 
+// How one upstream attempt ended (cutover_upstream_attempts_total's `outcome`): the status class
+// of the response head it got (1xx..5xx), or the failure. Cancelled: the request ended first (the
+// client went away, or the proxy answered it itself, e.g. a body over the limit).
+enum class AttemptOutcome : uint8_t {
+  Status1xx,
+  Status2xx,
+  Status3xx,
+  Status4xx,
+  Status5xx,
+  ConnectError,
+  Timeout,
+  Reset,
+  BadResponse,
+  Cancelled,
+  Count
+};
+inline constexpr size_t kAttemptOutcomeCount = static_cast<size_t>(AttemptOutcome::Count);
+std::string_view attemptOutcomeName(AttemptOutcome o);  // "2xx", "connect_error", ...
+// A status 100..599 → its class; anything else is a bad response.
+inline AttemptOutcome attemptOutcomeForStatus(uint16_t status) {
+  return (status >= 100 && status <= 599) ? static_cast<AttemptOutcome>(status / 100 - 1)
+                                          : AttemptOutcome::BadResponse;
+}
+
 // Label value for "no route" / "no backend".
 inline constexpr std::string_view kNoneLabel = "(none)";
 
@@ -110,6 +142,11 @@ struct RouteMetrics {
   std::vector<prometheus::Counter*> retries;
   std::vector<prometheus::Counter*> retries_refused;
   prometheus::Counter* rate_limited = nullptr;
+  prometheus::Counter* rate_limit_dry_run = nullptr;
+  // By backend index (real backends only: an attempt always has one) and AttemptOutcome.
+  std::vector<std::array<prometheus::Counter*, kAttemptOutcomeCount>> attempts;
+  // By from * backends + to (null where from == to).
+  std::vector<prometheus::Counter*> failovers;
 };
 
 struct BackendMetrics {
@@ -155,6 +192,17 @@ struct SnapshotMetrics {
   // is RateLimited. Retries and upstream failures are counted where they happen (per attempt):
   //   m.route(r).retries[m.backendSlot(b)]->Increment();  m.backends[b].timeouts->Increment();
   void recordRequest(const StreamInfo& info) const;
+  // One upstream attempt of route `route_index` on backend `backend` ended with `o`.
+  void recordAttempt(int route_index, uint32_t backend, AttemptOutcome o) const {
+    const RouteMetrics& r = route(route_index);
+    if (backend < r.attempts.size()) r.attempts[backend][static_cast<size_t>(o)]->Increment();
+  }
+  // A request of route `route_index` moved from backend `from` to backend `to`.
+  void recordFailover(int route_index, uint32_t from, uint32_t to) const {
+    const RouteMetrics& r = route(route_index);
+    const size_t i = static_cast<size_t>(from) * backends.size() + to;
+    if (i < r.failovers.size() && r.failovers[i] != nullptr) r.failovers[i]->Increment();
+  }
 };
 
 class Metrics {
@@ -173,7 +221,9 @@ class Metrics {
 
   // cutover_route_weight_percent for the running (effective) config: during a rollback, pass the
   // config with the rollback applied. Also sets cutover_rollback_active. Main thread.
-  void setWeights(const config::Config& config, bool rollback_active);
+  // Configured weights from the file's config, effective ones from the running snapshot's.
+  void setWeights(const config::Config& file, const config::Config& effective,
+                  bool rollback_active);
   // cutover_rollback_active and cutover_rollback_since_seconds.
   void setRollback(bool active, int64_t since_s);
   // cutover_config_last_load_success: 0 after the file failed to load (at start, when running on
@@ -185,6 +235,12 @@ class Metrics {
   // cutover_draining: 0 running, 1 draining and still accepting (timeouts.drain_delay), 2
   // listeners closed, finishing in-flight work. Main thread.
   void setDrainPhase(int phase) { draining_.Add({}).Set(phase); }
+  // Scrape-time values (main thread, from the admin listener's /metrics): endpoint health of the
+  // running config (`healthy[b][e]`; stale endpoints' series are removed) and the access log's
+  // drop total so far (a monotonic count read from the sink).
+  void setEndpointHealth(const config::Config& config,
+                         const std::vector<std::vector<bool>>& healthy);
+  void setAccessLogDropped(uint64_t total);
 
   // Prometheus text exposition format 0.0.4 of every family.
   std::string serialize() const;
@@ -212,6 +268,13 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& proxy_protocol_errors_;
   prometheus::Family<prometheus::Gauge>& upstream_active_;
   prometheus::Family<prometheus::Gauge>& weights_;
+  prometheus::Family<prometheus::Gauge>& effective_weights_;
+  prometheus::Family<prometheus::Gauge>& configured_weights_;
+  prometheus::Family<prometheus::Counter>& attempts_;
+  prometheus::Family<prometheus::Counter>& failovers_;
+  prometheus::Family<prometheus::Counter>& rate_limit_dry_run_;
+  prometheus::Family<prometheus::Gauge>& endpoint_healthy_;
+  prometheus::Family<prometheus::Counter>& access_log_dropped_;
   prometheus::Family<prometheus::Counter>& reloads_;
   prometheus::Family<prometheus::Gauge>& generation_;
   prometheus::Family<prometheus::Gauge>& config_info_;
@@ -232,6 +295,10 @@ class Metrics {
   std::deque<DurationSeries> durations_;
 
   std::vector<prometheus::Gauge*> weight_children_;  // currently exported weight gauges
+  std::vector<prometheus::Gauge*> effective_children_;
+  std::vector<prometheus::Gauge*> configured_children_;
+  std::vector<prometheus::Gauge*> endpoint_children_;
+  uint64_t access_log_dropped_seen_ = 0;
   prometheus::Gauge* config_info_child_ = nullptr;
 };
 

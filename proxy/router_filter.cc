@@ -9,6 +9,7 @@
 #include "policy/token_bucket.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
+#include "proxy/stats.h"
 
 namespace cutover {
 
@@ -34,8 +35,19 @@ void Router::reset() {
   state_ = State::Idle;
 }
 
-void Router::abandon() {
+void Router::endAttempt(AttemptOutcome o) {
+  if (!attempt_open_) return;
+  attempt_open_ = false;
+  if (snap_ == nullptr || info_ == nullptr) return;
+  if (snap_->metrics) snap_->metrics->recordAttempt(info_->route, backend_, o);
+  if (snap_->stats && o != AttemptOutcome::Cancelled) {
+    snap_->stats->recordAttempt(info_->route, backend_, o < AttemptOutcome::Status5xx);
+  }
+}
+
+void Router::abandon(AttemptOutcome why) {
   retry_.cancel();
+  endAttempt(why);
   upstream_->abandon();
   if (state_ != State::Idle) state_ = State::Done;
 }
@@ -104,6 +116,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   if (why != Reason::None && may_fail_over && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
     if (admitBackend(snap, *route_->fallback, now) == Reason::None) {
+      if (snap.metrics) snap.metrics->recordFailover(info.route, b, *route_->fallback);
       b = *route_->fallback;
       info.failover = true;
       why = Reason::None;
@@ -117,7 +130,11 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   const BackendRuntime& rt = snap.backends[b];
   if (rt.limiter) {
     TokenBucket::Decision d = rt.limiter->take(now);
-    if (!d.allowed) {
+    const auto& limit = snap.config->backends[b].rate_limit;
+    if (!d.allowed && limit && limit->mode == config::RateLimit::Mode::DryRun) {
+      // Counted (cutover_rate_limit_dry_run_total, the access line's flag), never refused.
+      info.rate_limited_dry_run = true;
+    } else if (!d.allowed) {
       std::string extra = "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n";
       localReply(429, Reason::RateLimited, extra);
       return;
@@ -144,6 +161,9 @@ void Router::startAttempt() {
     localReply(503, r);
     return;
   }
+  // Under way, or a connect that failed at once: an attempt. A limit refusal is not one.
+  attempt_open_ = r == Reason::None || r == Reason::UpstreamConnectFailure;
+  attempt_status_ = 0;
   ++info_->attempts;
   info_->endpoint = static_cast<int>(upstream_->endpoint());
   if (info_->upstream_start_ns == 0) info_->upstream_start_ns = monotonicNs();
@@ -200,6 +220,7 @@ void Router::recordOutcome(Outcome o, uint16_t status) {
 
 void Router::onAttemptHead(ResponseHead& head) {
   info_->upstream_headers_ns = monotonicNs();
+  attempt_status_ = head.status;
   recordOutcome(Outcome::Status, head.status);
   if (route_->retry.enabled) {
     std::optional<config::Duration> retry_after;
@@ -218,11 +239,14 @@ void Router::onAttemptHead(ResponseHead& head) {
     failUpstream(Failure::BadResponse);  // a tunnel nobody asked for
     return;
   }
+  // A tunnel ends when either side closes, which may be hours away: its attempt ends here.
+  if (head.status == 101) endAttempt(AttemptOutcome::Status1xx);
   state_ = State::Responding;
   cb_.routerHead(head);
 }
 
 void Router::onAttemptComplete() {
+  endAttempt(attemptOutcomeForStatus(attempt_status_));
   state_ = State::Done;
   cb_.routerComplete();
 }
@@ -255,6 +279,11 @@ bool Router::retryAfterFailure(Outcome o, uint16_t status,
     }
     return false;
   }
+  // The retried attempt ends here (a failure already ended it in failUpstream).
+  endAttempt(attemptOutcomeForStatus(attempt_status_));
+  if (snap_->metrics && retry_.target() != backend_) {
+    snap_->metrics->recordFailover(info_->route, backend_, retry_.target());
+  }
   backend_ = retry_.target();
   if (snap_->metrics) {
     snap_->metrics->route(info_->route)
@@ -278,6 +307,10 @@ void Router::onRetryFire(void* ctx) {
 }
 
 void Router::failUpstream(Failure f) {
+  endAttempt(f == Failure::Connect       ? AttemptOutcome::ConnectError
+             : f == Failure::Timeout     ? AttemptOutcome::Timeout
+             : f == Failure::BadResponse ? AttemptOutcome::BadResponse
+                                         : AttemptOutcome::Reset);
   upstream_->abandon();
   if (state_ == State::Done || state_ == State::Idle) return;
   Outcome o = f == Failure::Connect   ? Outcome::ConnectError

@@ -215,7 +215,7 @@ int Server::run() {
   snapshot_ = buildSnapshot(effective(file_config_));
   loaded_at_ms_ = wallClockMs();
   metrics_->setConfigInfo(cfg, snapshot_->generation);
-  metrics_->setWeights(*snapshot_->config, rollback_.active);
+  metrics_->setWeights(*file_config_, *snapshot_->config, rollback_.active);
   metrics_->setRollback(rollback_.active, rollback_.since_s);
   metrics_->setLastLoadSuccess(!from_last_good_);
   if (!from_last_good_) rememberGood(cfg, std::move(text));
@@ -501,7 +501,7 @@ void Server::swapIn(std::shared_ptr<const config::Config> file_cfg) {
   }
   if (health_) health_->update(*snapshot_);
   state_->sweep();
-  metrics_->setWeights(*snapshot_->config, rollback_.active);
+  metrics_->setWeights(*file_config_, *snapshot_->config, rollback_.active);
   metrics_->setRollback(rollback_.active, rollback_.since_s);
   metrics_->setConfigInfo(*file_config_, snapshot_->generation);
 }
@@ -671,6 +671,15 @@ std::string Server::metricsText() const {
       g->Set(s == BreakerState::Open ? 2 : s == BreakerState::HalfOpen ? 1 : 0);
     }
   }
+  std::vector<std::vector<bool>> healthy(cfg.backends.size());
+  for (size_t b = 0; b < cfg.backends.size(); ++b) {
+    const auto& h = snapshot_->backends[b].health;
+    for (size_t e = 0; e < cfg.backends[b].endpoints.size(); ++e) {
+      healthy[b].push_back(!h || e >= h->size() || h->healthy(e));
+    }
+  }
+  metrics_->setEndpointHealth(cfg, healthy);
+  if (access_sink_) metrics_->setAccessLogDropped(access_sink_->dropped());
   return metrics_->serialize();
 }
 

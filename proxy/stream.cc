@@ -319,7 +319,7 @@ void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
   // Total request deadline passed (a pending backoff ends with the request).
-  self->router_.abandon();
+  self->router_.abandon(AttemptOutcome::Timeout);
   if (self->phase_ == Phase::Filters && self->next_filter_ > 0) {
     self->filters_[self->next_filter_ - 1]->onCancel();  // the filter that paused
   }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Checks the deployment files under deploy/:
 #   - Prometheus alerting rules parse (promtool check rules) and behave (promtool test rules);
-#   - the Grafana dashboard is valid JSON and every panel query parses as PromQL (Grafana's
-#     $__rate_interval, $__range and $route are substituted first);
+#     every alert is unit-tested both firing and not firing, aggregates by namespace, job and pod,
+#     and has a runbook_url whose anchor is a heading of README.md's Runbook section;
+#   - the Grafana dashboard is valid JSON, every panel query parses as PromQL (Grafana's
+#     $__rate_interval, $__range and the template variables are substituted first) and is scoped
+#     by the namespace, job and pod variables;
 #   - the Kubernetes manifests and the Dockerfile's inputs are present; YAML syntax is checked when
 #     PyYAML is installed, `kubectl kustomize` is run when kubectl is installed (both skipped if not);
 #   - the ConfigMap's cutover.yaml passes `cutover --check` when a cutover binary is given
@@ -20,6 +23,44 @@ step "promtool check rules"
 promtool check rules "$deploy/prometheus/alerts.yml" || fail=1
 step "promtool test rules"
 (cd "$deploy/prometheus" && promtool test rules alerts_test.yml) || fail=1
+step "alert coverage: tests firing and not firing, by (namespace, job, pod), runbook anchors"
+if python3 -c 'import yaml' 2>/dev/null; then
+  python3 - "$deploy/prometheus" "$root/README.md" <<'PY' || fail=1
+import os, re, sys, yaml
+prom, readme = sys.argv[1], sys.argv[2]
+rules = [r for g in yaml.safe_load(open(os.path.join(prom, "alerts.yml")))["groups"]
+         for r in g["rules"] if "alert" in r]
+tests = yaml.safe_load(open(os.path.join(prom, "alerts_test.yml")))["tests"]
+fires, silent = set(), set()
+for t in tests:
+    for a in t.get("alert_rule_test", []):
+        (fires if a.get("exp_alerts") else silent).add(a["alertname"])
+text = open(readme).read()
+runbook = text.split("\n## Runbook", 1)[1].split("\n## ", 1)[0] if "\n## Runbook" in text else ""
+anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+           for h in re.findall(r"^###\s+(.+)$", runbook, re.M)}
+bad = []
+for r in rules:
+    name, expr = r["alert"], r["expr"]
+    if name not in fires: bad.append(f"{name}: no test where it fires")
+    if name not in silent: bad.append(f"{name}: no test where it stays silent")
+    for grouping in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+        labels = {l.strip() for l in grouping.split(",")}
+        if not {"namespace", "job"} <= labels or ("pod" not in labels and
+                                                     not re.search(r"\bon\s*\(", expr)):
+            bad.append(f"{name}: groups by ({grouping}) without namespace, job, pod")
+    if not re.search(r"\bby\s*\([^)]*\bpod\b", expr):
+        bad.append(f"{name}: no by (..., pod, ...)")
+    url = r.get("annotations", {}).get("runbook_url", "")
+    anchor = url.rsplit("#", 1)[-1] if "#" in url else ""
+    if anchor not in anchors: bad.append(f"{name}: runbook_url anchor #{anchor} is not a README Runbook heading")
+for b in bad: print(b)
+print(f"{len(rules)} alerts checked")
+sys.exit(1 if bad else 0)
+PY
+else
+  echo "PyYAML not installed: alert coverage check skipped"
+fi
 
 step "dashboard JSON"
 python3 -m json.tool "$deploy/grafana/cutover-dashboard.json" >/dev/null || fail=1
@@ -30,10 +71,21 @@ exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
 exprs += [a["expr"] for a in dash.get("annotations", {}).get("list", []) if "expr" in a]
 if not exprs:
     sys.exit("dashboard has no queries")
+# Every query that reads a series is scoped by the namespace, job and pod template variables, so
+# two deployments (or one rolled-back pod) never blend into one line.
+unscoped = [e for e in exprs if "cutover_" in e and not all(
+    v in e for v in ('namespace=~"$namespace"', 'job=~"$job"', 'pod=~"$pod"'))]
+if unscoped:
+    sys.exit("queries without namespace/job/pod: %s" % unscoped)
+names = {v["name"] for v in dash.get("templating", {}).get("list", [])}
+if not {"namespace", "job", "pod"} <= names:
+    sys.exit("dashboard lacks namespace/job/pod template variables")
 with open(sys.argv[2], "w") as out:
     out.write("groups:\n  - name: dashboard\n    rules:\n")
     for i, e in enumerate(exprs):
-        e = e.replace("$__rate_interval", "5m").replace("$__range", "1h").replace("$route", ".*")
+        e = e.replace("$__rate_interval", "5m").replace("$__range", "1h")
+        for v in ("$route", "$namespace", "$job", "$pod"):
+            e = e.replace(v, ".*")
         out.write(f"      - record: dashboard:query_{i}\n        expr: {json.dumps(e)}\n")
 print(f"{len(exprs)} queries extracted")
 PY

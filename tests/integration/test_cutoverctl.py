@@ -262,8 +262,11 @@ class StatusTest(unittest.TestCase):
     def test_table_from_stats_and_config(self):
         stats = {
             "routes": [{"name": "kibana", "backends": [
-                {"name": "new", "requests": 120, "success_rate": 0.975, "p99_ms": 85.25},
-                {"name": "legacy", "requests": 1080, "success_rate": 1.0, "p99_ms": 310.0}]}],
+                {"name": "new", "requests": 120, "success_rate": 0.975, "p99_ms": 85.25,
+                 "attempts": 150, "attempt_success_rate": 0.78},
+                {"name": "legacy", "requests": 1080, "success_rate": 1.0, "p99_ms": 310.0},
+                {"name": "spare", "requests": 0, "success_rate": None, "p99_ms": None,
+                 "attempts": 0, "attempt_success_rate": None}]}],
             "backends": [{"name": "new", "breaker": "open", "trips": 2},
                          {"name": "legacy", "breaker": "closed", "trips": 0}],
         }
@@ -307,9 +310,13 @@ class StatusTest(unittest.TestCase):
         lines = r.stdout.splitlines()
         self.assertTrue(lines[0].startswith("ROUTE"), r.stdout)
         new_row = [l for l in lines if l.startswith("kibana") and " new " in l][0].split()
-        self.assertEqual(new_row, ["kibana", "new", "25%", "120", "97.50%", "85.2", "open", "2"])
+        self.assertEqual(new_row, ["kibana", "new", "25%", "120", "97.50%", "150", "78.00%", "85.2",
+                                   "open", "2"])
         legacy_row = [l for l in lines if " legacy " in l][0].split()
-        self.assertEqual(legacy_row[2:4], ["75%", "1080"])
+        self.assertEqual(legacy_row[2:7], ["75%", "1080", "100.00%", "-", "-"])
+        # No data is "-", never "0.0" or "0.00%".
+        spare_row = [l for l in lines if " spare " in l][0].split()
+        self.assertEqual(spare_row[3:8], ["0", "-", "-", "-", "-"])
         self.assertEqual(seen_auth, ["Bearer tok123", "Bearer tok123"])
 
     def test_unreachable_admin_is_a_clear_error(self):

@@ -80,3 +80,34 @@ TEST_CASE(
     CHECK(r.thresholds.back() == 10000);
   }
 }
+
+TEST_CASE("a reload names limit, timeout, breaker, retry, rate-limit and health changes") {
+  auto yaml = [](const std::string& tail, const std::string& backend_extra,
+                 const std::string& route_extra) {
+    std::string y = "listeners: [{name: p, address: 127.0.0.1:0}]\n" + tail +
+                    "backends:\n"
+                    "  legacy: {endpoints: [\"127.0.0.1:1\"]}\n"
+                    "  new: {endpoints: [\"127.0.0.1:2\"]" +
+                    backend_extra +
+                    "}\n"
+                    "routes:\n"
+                    "  - {name: kibana, match: {prefix: /k}, split: {new: 10, legacy: 90}" +
+                    route_extra + "}\n";
+    config::LoadResult r = config::loadString(y, "t.yaml");
+    REQUIRE(r.ok());
+    return r.config;
+  };
+  auto base = yaml("", "", "");
+  auto changed = yaml("limits: {max_header_bytes: 32768}\ntimeouts: {connect: 2s}\n",
+                      ", circuit_breaker: {consecutive_failures: 3}, health_check: {path: /h}",
+                      ", retry: {attempts: 2}, rate_limit: {rate: 5/s, key: client_ip}");
+  auto changes = describeChanges(*base, *changed);
+  CHECK(has(changes, "limits changed"));
+  CHECK(has(changes, "timeouts changed"));
+  CHECK(has(changes, "backend new: circuit_breaker changed"));
+  CHECK(has(changes, "backend new: health_check changed"));
+  CHECK(has(changes, "route kibana: retry changed"));
+  CHECK(has(changes, "route kibana: rate_limit changed"));
+  CHECK_FALSE(has(changes, "backend legacy: circuit_breaker changed"));
+  CHECK(describeChanges(*changed, *changed).empty());
+}
