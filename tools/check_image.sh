@@ -44,10 +44,13 @@ backend_pid=""
 proxy_pid=""
 cleanup() {
   local rc=$?
-  [[ -n $proxy_pid ]] && kill -TERM -- "-$proxy_pid" 2>/dev/null || true
-  [[ -n $backend_pid ]] && kill -TERM "$backend_pid" 2>/dev/null || true
-  [[ -n $proxy_pid ]] && wait "$proxy_pid" 2>/dev/null || true
-  [[ -n $backend_pid ]] && wait "$backend_pid" 2>/dev/null || true
+  # SIGTERM (cutover drains and exits 0), bounded: SIGKILL after 10 s.
+  local target
+  for target in ${proxy_pid:+"-$proxy_pid"} $backend_pid; do
+    kill -TERM -- "$target" 2>/dev/null || continue
+    for _ in $(seq 100); do kill -0 -- "$target" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "$target" 2>/dev/null || true
+  done
   bah rm --all >/dev/null 2>&1 || true
   bah rmi --all --force >/dev/null 2>&1 || true
   # Nothing may stay mounted below $work before it is deleted (rm would follow into a mount).
