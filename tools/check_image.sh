@@ -76,17 +76,20 @@ security="${security:-http://deb.debian.org/debian-security}"
 cache="${CUTOVER_IMAGE_CACHE:-${HOME:-/root}/.cache/cutover-image}"
 mkdir -p "$cache"
 base_tar="$cache/bookworm-minbase-$(date -u +%Y%m%d).tar"
-if [[ -s $base_tar ]]; then
+if [[ -f $base_tar && -s $base_tar ]]; then
   step "base tarball: cached $base_tar"
 else
   step "base tarball: mmdebstrap --variant=minbase bookworm from $mirror"
-  find "$cache" -maxdepth 1 -name 'bookworm-minbase-*.tar*' -delete
-  mmdebstrap --quiet --variant=minbase bookworm "$base_tar.part" \
+  # Older days' tarballs go; a concurrent run's partial file (.part-PID.tar) is left alone.
+  find "$cache" -mindepth 1 -maxdepth 1 -name 'bookworm-minbase-*' ! -name "${base_tar##*/}" \
+    -exec rm -rf {} +
+  rm -rf "$base_tar"
+  part="$cache/.part-$$.tar"
+  mmdebstrap --quiet --format=tar --variant=minbase bookworm "$part" \
     "deb ${mirror%/} bookworm main" "deb ${mirror%/} bookworm-updates main" \
     "deb ${security%/} bookworm-security main"
-  mv "$base_tar.part" "$base_tar"
+  mv "$part" "$base_tar"
 fi
-
 # Every FROM name that is not an earlier stage's name, e.g. debian:12-slim.
 mapfile -t bases < <(awk 'toupper($1) == "FROM" {
     name = $2; for (i = 2; i <= NF; i++) if ($i ~ /^--/) name = $(i + 1); else { name = $i; break }
