@@ -57,6 +57,22 @@ void Router::localReply(int status, Reason reason, std::string_view extra) {
   cb_.routerLocalReply(status, reason, extra);
 }
 
+bool Router::takeBackendLimit(const Snapshot& snap, uint32_t b, int64_t now, StreamInfo& info,
+                              uint32_t& retry_after_s) {
+  const BackendRuntime& rt = snap.backends[b];
+  if (!rt.limiter) return true;
+  TokenBucket::Decision d = rt.limiter->take(now);
+  if (d.allowed) return true;
+  const auto& limit = snap.config->backends[b].rate_limit;
+  if (limit && limit->mode == config::RateLimit::Mode::DryRun) {
+    // Counted (cutover_rate_limit_dry_run_total, the access line's flag), never refused.
+    info.rate_limited_dry_run = true;
+    return true;
+  }
+  retry_after_s = d.retry_after_s;
+  return false;
+}
+
 void Router::start(const config::Route* route, RequestHead& req, StreamInfo& info,
                    std::string_view client_address, const ForwardInfo& fwd, int64_t deadline_ms) {
   const Snapshot& snap = *snap_;
@@ -127,19 +143,26 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
     localReply(503, why);
     return;
   }
-  const BackendRuntime& rt = snap.backends[b];
-  if (rt.limiter) {
-    TokenBucket::Decision d = rt.limiter->take(now);
-    const auto& limit = snap.config->backends[b].rate_limit;
-    if (!d.allowed && limit && limit->mode == config::RateLimit::Mode::DryRun) {
-      // Counted (cutover_rate_limit_dry_run_total, the access line's flag), never refused.
-      info.rate_limited_dry_run = true;
-    } else if (!d.allowed) {
-      std::string extra = "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n";
+  // The backend's own rate limit. Over it, the request goes to the route's fallback when that one
+  // is admitted and has room (a promoted new: 50/s must not turn users away while legacy can
+  // serve them), else 429.
+  uint32_t retry_after_s = 0;
+  if (!takeBackendLimit(snap, b, now, info, retry_after_s)) {
+    uint32_t fb = may_fail_over ? *route_->fallback : b;
+    uint32_t unused = 0;
+    if (fb != b && admitBackend(snap, fb, now) == Reason::None &&
+        takeBackendLimit(snap, fb, now, info, unused)) {
+      if (snap.metrics) snap.metrics->recordFailover(info.route, b, fb);
+      b = fb;
+      info.failover = true;
+    } else {
+      info.backend = static_cast<int>(b);
+      std::string extra = "Retry-After: " + std::to_string(retry_after_s) + "\r\n";
       localReply(429, Reason::RateLimited, extra);
       return;
     }
   }
+  const BackendRuntime& rt = snap.backends[b];
   Reason r = lease_.admit(rt);
   if (r != Reason::None) {
     info.backend = static_cast<int>(b);

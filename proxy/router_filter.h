@@ -108,6 +108,10 @@ class Router final : public UpstreamRequestCallbacks {
  private:
   enum class State : uint8_t { Idle, Connecting, Sending, Backoff, Responding, Done };
 
+  // Takes a token from backend `b`'s own rate limit: true when allowed (or only counted, in
+  // dry-run mode), false with the Retry-After seconds when over it.
+  bool takeBackendLimit(const Snapshot& snap, uint32_t b, int64_t now, StreamInfo& info,
+                        uint32_t& retry_after_s);
   void startAttempt();
   void recordOutcome(Outcome o, uint16_t status);
   // The current attempt ended with `o`: counted once in cutover_upstream_attempts_total and
