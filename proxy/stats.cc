@@ -196,7 +196,9 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
       } else {
         out += "null";
       }
+      out += ",\"successes\":" + std::to_string(t.successes);
       out += ",\"attempts\":" + std::to_string(t.attempts);
+      out += ",\"attempt_successes\":" + std::to_string(t.attempt_successes);
       appendRate(out, "attempt_success_rate", t.attempt_successes, t.attempts);
       // Without requests there is no latency: null, not a 0.000 that reads as "fast".
       out += ",\"avg_ms\":";
