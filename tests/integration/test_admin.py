@@ -448,7 +448,7 @@ class AdminTest(h.ProxyTestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         out = r.stdout.decode()
         self.assertEqual(r.returncode, 0, out + r.stderr.decode())
-        lines = [l.split() for l in out.splitlines() if l.strip()]
+        lines = [l.split() for l in out.splitlines()[1:] if l.strip()]  # after the caption
         self.assertEqual(lines[0][:4], ["ROUTE", "BACKEND", "WEIGHT", "REQUESTS"], out)
         rows = {tuple(l[:2]): l for l in lines[1:]}
         self.assertIn(("default", "new"), rows, out)
