@@ -22,6 +22,11 @@ class IntrusiveList {
   size_t size() const { return size_; }
   T* front() const { return empty() ? nullptr : static_cast<T*>(head_.next); }
   T* back() const { return empty() ? nullptr : static_cast<T*>(head_.prev); }
+  // The item after `item` (which must be in this list), or null at the end.
+  T* next(const T* item) const {
+    const ListHook* n = static_cast<const ListHook*>(item)->next;
+    return n == &head_ ? nullptr : static_cast<T*>(const_cast<ListHook*>(n));
+  }
   void pushBack(T* item) {
     ListHook* h = item;
     h->prev = head_.prev;

@@ -24,6 +24,7 @@ struct StreamInfo {
   bool rate_limited_dry_run = false;  // a dry-run limiter would have rejected this request
   bool failover = false;              // split choice replaced by the fallback backend
   bool retry_refused = false;         // a retry the policy allowed was refused by the budget
+  bool override_refused = false;      // override header ignored: a rollback took that backend out
   bool client_aborted = false;
   uint64_t bytes_in = 0;   // request body bytes from the client
   uint64_t bytes_out = 0;  // response body bytes to the client

@@ -64,6 +64,10 @@ struct Timeouts {
   Duration upstream_idle{
       std::chrono::seconds(60)};             // no bytes from backend while waiting/streaming
   Duration drain{std::chrono::seconds(20)};  // SIGTERM: finish in-flight work within this
+  // SIGTERM / POST /drain: keep accepting this long first (answers say Connection: close, /ready
+  // is 503) while load balancers stop routing here; then close the listeners. 0 = at once.
+  Duration drain_delay{std::chrono::seconds(5)};
+  bool operator==(const Timeouts&) const = default;
 };
 
 struct Limits {
@@ -77,6 +81,7 @@ struct Limits {
   // Open client connections per worker; a connection accepted beyond it is closed at once
   // (counted in cutover_downstream_connections_rejected_total).
   uint32_t max_connections_per_worker = 1024;
+  bool operator==(const Limits&) const = default;
 };
 
 // Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
@@ -161,6 +166,7 @@ struct Retry {
   bool retry_on_other_backend = false;
   double budget_ratio = 0.2;  // retries ≤ 20% of in-flight requests per backend
   uint32_t budget_min = 3;    // ... but always allow this many concurrent retries
+  bool operator==(const Retry&) const = default;
 };
 
 struct RouteMatch {
@@ -171,6 +177,7 @@ struct RouteMatch {
   std::string header_value;  // optional: exact value it must have (empty = any)
   // false: `path` is compared ASCII case-insensitively (the backend must treat case the same way)
   bool case_sensitive = true;
+  bool operator==(const RouteMatch&) const = default;
 };
 
 struct SplitEntry {
@@ -187,6 +194,7 @@ struct Sticky {
   bool insert = false;
   Duration max_age{std::chrono::hours(24 * 30)};
   bool secure = false;  // always add Secure (it is added anyway when the request came over https)
+  bool operator==(const Sticky&) const = default;
 };
 
 struct Route {
@@ -198,6 +206,10 @@ struct Route {
   std::vector<uint32_t> thresholds;
   Sticky sticky;
   std::optional<uint32_t> fallback;  // backend index used when the chosen one is open/unhealthy
+  // The rollback target (backend index): `stable:`, else `defaults.stable`, else the backend named
+  // "legacy" when there is one. A rollback sends 100% here. Always set on a route whose split names
+  // more than one backend (the loader refuses one without).
+  std::optional<uint32_t> stable;
   Retry retry;
   std::optional<RateLimit> rate_limit;
   std::optional<Duration> request_timeout;  // overrides Timeouts::request
@@ -252,6 +264,10 @@ struct Config {
   Admin admin;
   AccessLog access_log;
   bool metrics_enabled = true;  // `metrics: {enabled: false}` skips per-request metric work
+  std::optional<uint32_t> default_stable;  // `defaults.stable`: routes' rollback target
+  // `state_dir`: where the rollback state and the last config that loaded are persisted (empty =
+  // not persisted). Read at start only (the `--state-dir` flag wins over it).
+  std::string state_dir;
 
   // Index of the backend with this name, or -1.
   int backendIndex(const std::string& name) const;

@@ -163,6 +163,9 @@ void emitRoute(YAML::Emitter& out, const Config& config, const Route& route) {
   if (route.fallback) {
     out << YAML::Key << "fallback" << YAML::Value << config.backends[*route.fallback].name;
   }
+  if (route.stable) {
+    out << YAML::Key << "stable" << YAML::Value << config.backends[*route.stable].name;
+  }
   if (route.request_timeout) emitDuration(out, "timeout", *route.request_timeout);
 
   const Retry& retry = route.retry;
@@ -238,6 +241,7 @@ std::string dumpYaml(const Config& config) {
   emitDuration(out, "downstream_idle", t.downstream_idle);
   emitDuration(out, "upstream_idle", t.upstream_idle);
   emitDuration(out, "drain", t.drain);
+  emitDuration(out, "drain_delay", t.drain_delay);
   out << YAML::EndMap;
 
   const Limits& l = config.limits;
@@ -280,9 +284,22 @@ std::string dumpYaml(const Config& config) {
   for (const Backend& backend : config.backends) emitBackend(out, backend);
   out << YAML::EndMap;
 
+  if (config.default_stable) {
+    out << YAML::Key << "defaults" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "stable" << YAML::Value << config.backends[*config.default_stable].name;
+    out << YAML::EndMap;
+  }
+
   out << YAML::Key << "routes" << YAML::Value << YAML::BeginSeq;
   for (const Route& route : config.routes) emitRoute(out, config, route);
   out << YAML::EndSeq;
+
+  out << YAML::Key << "state_dir" << YAML::Value;
+  if (config.state_dir.empty()) {
+    out << YAML::Null;
+  } else {
+    out << config.state_dir;
+  }
 
   out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "enabled" << YAML::Value << config.admin.enabled;

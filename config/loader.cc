@@ -45,7 +45,8 @@ void Loader::load(const YAML::Node& root) {
   }
   MapReader top(errors_, root, "",
                 {"listeners", "workers", "timeouts", "limits", "override_header", "http", "filters",
-                 "rate_limit", "backends", "routes", "admin", "access_log", "metrics"});
+                 "rate_limit", "backends", "routes", "admin", "access_log", "metrics", "defaults",
+                 "state_dir"});
   if (!top.ok()) return;
   // Order matters only where later sections refer to earlier ones: backends before routes.
   loadListeners(top);
@@ -61,12 +62,22 @@ void Loader::load(const YAML::Node& root) {
     rate_limits_.emplace_back(top.value("rate_limit"), "rate_limit");
   }
   loadBackends(top);
+  loadDefaults(top);
   loadRoutes(top);
   loadAdmin(top);
   loadAccessLog(top);
   if (top.has("metrics")) {
     MapReader map(errors_, top.value("metrics"), "metrics", {"enabled"}, true);
     map.getBool("enabled", config_.metrics_enabled);
+  }
+  if (top.has("state_dir")) {
+    const YAML::Node& node = top.value("state_dir");
+    // Null or "" spell "not persisted" (dumpYaml writes ~).
+    if (!node.IsNull() && !(node.IsScalar() && node.Scalar().empty()) &&
+        readString(errors_, node, "state_dir", config_.state_dir) &&
+        (config_.state_dir.find('\0') != std::string::npos || config_.state_dir.size() > 4096)) {
+      errors_.add(node, "state_dir", "expected a directory path, got " + quoted(config_.state_dir));
+    }
   }
   if (!rate_limit_filter_) {
     for (const auto& [node, path] : rate_limits_) {
@@ -131,7 +142,8 @@ void Loader::loadWorkers(const MapReader& top) {
 void Loader::loadTimeouts(const MapReader& top) {
   if (!top.has("timeouts")) return;
   MapReader map(errors_, top.value("timeouts"), "timeouts",
-                {"connect", "header_read", "request", "downstream_idle", "upstream_idle", "drain"},
+                {"connect", "header_read", "request", "downstream_idle", "upstream_idle", "drain",
+                 "drain_delay"},
                 true);
   Timeouts& t = config_.timeouts;
   map.getDuration("connect", kMinDuration, kMaxDuration, t.connect);
@@ -140,6 +152,7 @@ void Loader::loadTimeouts(const MapReader& top) {
   map.getDuration("downstream_idle", kMinDuration, kMaxDuration, t.downstream_idle);
   map.getDuration("upstream_idle", kMinDuration, kMaxDuration, t.upstream_idle);
   map.getDuration("drain", Duration(0), std::chrono::hours(1), t.drain);
+  map.getDuration("drain_delay", Duration(0), std::chrono::minutes(10), t.drain_delay);
 }
 
 void Loader::loadLimits(const MapReader& top) {

@@ -59,6 +59,9 @@ class Loader {
   void loadSplit(const YAML::Node& node, const std::string& path, Route& route);
   void loadSticky(const YAML::Node& node, const std::string& path, Sticky& out);
   void loadRetry(const YAML::Node& node, const std::string& path, Retry& out);
+  void loadDefaults(const MapReader& top);
+  // Resolves route.stable (explicit, defaults.stable, or "legacy"); refuses a split without one.
+  void resolveStable(const YAML::Node& node, const std::string& path, Route& route);
   void loadAdmin(const MapReader& top);
   void loadAdminToken(const MapReader& map, bool env_ok);
   void loadAccessLog(const MapReader& top);

@@ -186,8 +186,9 @@ void Loader::loadRetry(const YAML::Node& node, const std::string& path, Retry& o
 }
 
 void Loader::loadRoute(const YAML::Node& node, const std::string& path, Route& route) {
-  MapReader map(errors_, node, path,
-                {"name", "match", "split", "sticky", "fallback", "timeout", "retry", "rate_limit"});
+  MapReader map(
+      errors_, node, path,
+      {"name", "match", "split", "sticky", "fallback", "timeout", "retry", "rate_limit", "stable"});
   if (!map.ok()) return;
   if (map.require("name") && map.getString("name", route.name)) {
     if (!isName(route.name)) {
@@ -206,6 +207,13 @@ void Loader::loadRoute(const YAML::Node& node, const std::string& path, Route& r
     int index = resolveBackend(map.value("fallback"), map.path("fallback"), fallback);
     if (index >= 0) route.fallback = static_cast<uint32_t>(index);
   }
+  std::string stable;
+  if (map.getString("stable", stable)) {
+    int index = resolveBackend(map.value("stable"), map.path("stable"), stable);
+    if (index >= 0) route.stable = static_cast<uint32_t>(index);
+  } else if (!map.has("stable")) {
+    resolveStable(node, path, route);
+  }
   Duration timeout{};
   if (map.getDuration("timeout", kMinDuration, kMaxDuration, timeout)) {
     route.request_timeout = timeout;
@@ -218,6 +226,37 @@ void Loader::loadRoute(const YAML::Node& node, const std::string& path, Route& r
     }
     rate_limits_.emplace_back(map.value("rate_limit"), map.path("rate_limit"));
   }
+}
+
+void Loader::loadDefaults(const MapReader& top) {
+  if (!top.has("defaults")) return;
+  MapReader map(errors_, top.value("defaults"), "defaults", {"stable"}, true);
+  if (!map.ok()) return;
+  std::string stable;
+  if (map.getString("stable", stable)) {
+    int index = resolveBackend(map.value("stable"), map.path("stable"), stable);
+    if (index >= 0) config_.default_stable = static_cast<uint32_t>(index);
+  }
+}
+
+void Loader::resolveStable(const YAML::Node& node, const std::string& path, Route& route) {
+  if (config_.default_stable) {
+    route.stable = config_.default_stable;
+    return;
+  }
+  auto legacy = backend_index_.find("legacy");
+  if (legacy != backend_index_.end()) {
+    route.stable = static_cast<uint32_t>(legacy->second);
+    return;
+  }
+  // Only a split that was read whole can be judged (its own errors are already reported).
+  if (route.split.size() < 2 || !backends_known_) return;
+  std::vector<std::string> names;
+  for (const SplitEntry& entry : route.split) names.push_back(config_.backends[entry.backend].name);
+  errors_.add(node, joinPath(path, "stable"),
+              "route splits over " + joinNames(names) +
+                  " but has no rollback target: set 'stable: <backend>' on the route or "
+                  "'defaults: {stable: <backend>}' (a backend named 'legacy' is the default)");
 }
 
 void Loader::loadRoutes(const MapReader& top) {

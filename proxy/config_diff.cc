@@ -27,20 +27,15 @@ std::string weightSignature(const config::Config& cfg) {
 
 std::shared_ptr<const config::Config> withRollback(const config::Config& cfg) {
   auto out = std::make_shared<config::Config>(cfg);
-  int legacy = cfg.backendIndex("legacy");
   for (config::Route& r : out->routes) {
-    int target = -1;
-    for (const auto& e : r.split) {
-      if (static_cast<int>(e.backend) == legacy) target = legacy;
-    }
-    if (target < 0 && r.fallback) target = static_cast<int>(*r.fallback);
-    if (target < 0) continue;  // nothing to roll back to on this route
+    if (!r.stable) continue;  // a single-backend route without a role: nothing to roll back to
+    const uint32_t target = *r.stable;
     bool present = false;
     for (auto& e : r.split) {
-      e.weight = static_cast<int>(e.backend) == target ? 100 : 0;
-      present = present || static_cast<int>(e.backend) == target;
+      e.weight = e.backend == target ? 100 : 0;
+      present = present || e.backend == target;
     }
-    if (!present) r.split.push_back({static_cast<uint32_t>(target), 100});
+    if (!present) r.split.push_back({target, 100});
     uint32_t sum = 0;
     r.thresholds.clear();
     for (const auto& e : r.split) {
@@ -73,6 +68,18 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
       out.push_back("route " + r.name + ": added");
       continue;
     }
+    auto changed = [&](bool differs, const char* what) {
+      if (differs) out.push_back("route " + r.name + ": " + what + " changed");
+    };
+    changed(!(old->match == r.match), "match");
+    changed(!(old->sticky == r.sticky), "sticky");
+    changed(!(old->retry == r.retry), "retry");
+    changed(!(old->rate_limit == r.rate_limit), "rate_limit");
+    changed(!(old->request_timeout == r.request_timeout), "timeout");
+    auto fallbackName = [](const config::Config& c, const config::Route& x) {
+      return x.fallback ? c.backends[*x.fallback].name : std::string();
+    };
+    changed(fallbackName(from, *old) != fallbackName(to, r), "fallback");
     for (const auto& e : r.split) {
       const std::string& b = to.backends[e.backend].name;
       int before = weightOf(from, *old, b);
@@ -98,6 +105,13 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
     for (const auto& n : ob.dns) e1 += n.text + " ";
     for (const auto& n : b.dns) e2 += n.text + " ";
     if (e1 != e2) out.push_back("backend " + b.name + ": endpoints " + trimmed(e2));
+    auto changed = [&](bool differs, const char* what) {
+      if (differs) out.push_back("backend " + b.name + ": " + what + " changed");
+    };
+    changed(!(ob.circuit_breaker == b.circuit_breaker), "circuit_breaker");
+    changed(!(ob.health_check == b.health_check), "health_check");
+    changed(!(ob.rate_limit == b.rate_limit), "rate_limit");
+    changed(!(ob.pool == b.pool), "pool");
   }
   for (const auto& b : from.backends) {
     if (to.backendIndex(b.name) < 0) out.push_back("backend " + b.name + ": removed");
@@ -120,6 +134,19 @@ std::vector<std::string> describeChanges(const config::Config& from, const confi
       found = found || (o.name == l.name && o.address.text == l.address.text);
     if (!found) out.push_back("listener " + o.name + ": " + o.address.text + " removed");
   }
+  auto changed = [&](bool differs, const char* what) {
+    if (differs) out.push_back(std::string(what) + " changed");
+  };
+  changed(!(from.limits == to.limits), "limits");
+  changed(!(from.timeouts == to.timeouts), "timeouts");
+  changed(!(from.rate_limit == to.rate_limit), "rate_limit (chain default)");
+  changed(from.filters != to.filters, "filters");
+  changed(from.override_header != to.override_header, "override_header");
+  changed(from.access_log.mode != to.access_log.mode ||
+              from.access_log.path != to.access_log.path ||
+              from.access_log.sample != to.access_log.sample,
+          "access_log");
+  changed(from.metrics_enabled != to.metrics_enabled, "metrics");
   return out;
 }
 

@@ -14,8 +14,8 @@ std::string weightSignature(const config::Config& cfg);
 // Human-readable differences between two configs, for the reload log line:
 // "route kibana: new 10% -> 25%", "backend new: endpoints ...", "listener admin2: ... added".
 std::vector<std::string> describeChanges(const config::Config& from, const config::Config& to);
-// A copy of `cfg` with every route sending 100% to "legacy" (or to its fallback when it has no
-// legacy entry); routes with neither are left as they are.
+// A copy of `cfg` with every route sending 100% to its stable backend (config::Route::stable,
+// added to the split when absent); a route without one (a single backend) is left as it is.
 std::shared_ptr<const config::Config> withRollback(const config::Config& cfg);
 
 }  // namespace cutover

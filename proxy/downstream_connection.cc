@@ -104,7 +104,9 @@ void DownstreamConnection::becomeIdle() {
   deadline_ms = ctx_.nowMs() + cfg.timeouts.downstream_idle.count();
   ctx_.moveConnection(this, ConnectionContext::List::Idle);
   if (!read_paused_) transport_.readStart();
-  if (ctx_.draining()) closeConnection();
+  // Draining: no keep-alive, but a connection that has not sent its first request yet (accepted
+  // while the listeners still accept) is served once.
+  if (ctx_.draining() && served_) closeConnection();
 }
 
 // ---- input ----------------------------------------------------------------------------------
@@ -190,6 +192,7 @@ void DownstreamConnection::process(const char* data, size_t len) {
 }
 
 void DownstreamConnection::onRequestHead(RequestHead& head) {
+  served_ = true;
   state_ = State::Active;
   ctx_.moveConnection(this, ConnectionContext::List::Active);
   stream_ = ctx_.acquireStream();
@@ -296,6 +299,10 @@ void DownstreamConnection::startTunnel(UpstreamConnection* up) {
   resumeReading();
 }
 
+bool DownstreamConnection::closeTunnelIfOffStable() {
+  return state_ == State::Tunnel && stream_ != nullptr && stream_->closeTunnelIfOffStable();
+}
+
 // ---- closing --------------------------------------------------------------------------------
 
 void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string_view detail) {
@@ -376,7 +383,16 @@ void DownstreamConnection::abort() {
 }
 
 void DownstreamConnection::drain() {
-  if (state_ == State::Idle) closeConnection();
+  if (state_ == State::Idle && served_) closeConnection();
+}
+
+void DownstreamConnection::closeTunnel() {
+  if (state_ != State::Tunnel || stream_ == nullptr) {
+    abort();
+    return;
+  }
+  // The stream closes the backend side and completes; onStreamDone then closes ours gracefully.
+  stream_->closeTunnel(Reason::Draining);
 }
 
 }  // namespace cutover

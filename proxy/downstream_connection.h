@@ -87,6 +87,8 @@ class DownstreamConnection final : public ListHook,
   void startTunnel(UpstreamConnection* up);
   void tunnelData(const char* data, size_t len);  // bytes from the backend side
   void tunnelClosed();                            // backend side ended
+  // Rollback: closes the tunnel (both sides, FIN) if it runs to a non-stable backend.
+  bool closeTunnelIfOffStable();
   void pauseReading();
   void resumeReading();
   // Answer a request the decoder rejected or that timed out, then close.
@@ -98,8 +100,15 @@ class DownstreamConnection final : public ListHook,
   // The drain deadline passed: the exchange in progress (if any) ends with reason `draining`,
   // then abort().
   void onDrainDeadline();
-  // Worker drain: close if idle, else finish the exchange and close.
+  // Worker drain: close politely (FIN, lingering) if idle between requests after serving one;
+  // otherwise the exchange in progress ends with Connection: close (a connection that has not
+  // sent a request yet is served once, then closed).
   void drain();
+  // Worker drain: a WebSocket/upgrade tunnel is closed on both sides (FIN to the backend, then a
+  // lingering close toward the client), logged with reason `draining`. Not a tunnel: abort().
+  void closeTunnel();
+  // True once a request head has been read on this connection.
+  bool served() const { return served_; }
   // A timeout list deadline passed: 408 while reading a head, else close.
   void onDeadline();
   const std::string& peer() const { return peer_; }
@@ -137,6 +146,7 @@ class DownstreamConnection final : public ListHook,
   bool read_paused_ = false;
   bool close_after_write_ = false;
   bool lingering_ = false;
+  bool served_ = false;
 };
 
 }  // namespace cutover

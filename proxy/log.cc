@@ -288,6 +288,7 @@ void formatAccessRecord(std::string& out, const AccessRecord& r) {
   flag(r.rate_limited_dry_run, "rate_limited_dry_run");
   flag(r.failover, "failover");
   flag(r.retry_refused, "retry_refused");
+  flag(r.override_refused, "override_refused");
   flag(r.client_aborted, "client_aborted");
   out += "]}\n";
 }
@@ -379,6 +380,7 @@ bool AccessLog::append(const AccessRecord& record) {
 void AccessLog::appendUnfiltered(const AccessRecord& record) {
   if (timer_closed_) {
     ++dropped_;
+    if (sink_) sink_->noteDropped();
     return;
   }
   const size_t before = active_.size();
@@ -387,6 +389,7 @@ void AccessLog::appendUnfiltered(const AccessRecord& record) {
     // The writer is behind (slow disk or stdout reader): keep the loop fast, lose this line.
     active_.resize(before);
     ++dropped_;
+    if (sink_) sink_->noteDropped();
     return;
   }
   if (!writing_ && active_.size() >= options_.flush_bytes) flush();

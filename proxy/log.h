@@ -134,6 +134,7 @@ struct AccessRecord {
   bool rate_limited_dry_run = false;
   bool failover = false;
   bool retry_refused = false;
+  bool override_refused = false;
   bool client_aborted = false;
 };
 
@@ -158,8 +159,12 @@ class AccessLogSink {
   // only. Returns 0 or a negative errno.
   int writeAll(const char* data, size_t len);
   int fd() const { return fd_; }
+  // Lines the workers' AccessLogs dropped, all together (read at scrape). Thread-safe.
+  void noteDropped() { dropped_.fetch_add(1, std::memory_order_relaxed); }
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
 
  private:
+  std::atomic<uint64_t> dropped_{0};
   std::mutex mutex_;
   int fd_;
   bool owned_;

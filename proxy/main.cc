@@ -1,6 +1,6 @@
 // cutover: a sidecar reverse proxy for moving traffic from a legacy backend to its replacement.
 //
-//   cutover --config FILE    run
+//   cutover --config FILE [--state-dir DIR]   run
 //   cutover --check FILE     validate FILE, print every error, exit non-zero if any
 #include <csignal>
 #include <cstdio>
@@ -14,7 +14,9 @@ namespace {
 
 void usage() {
   fprintf(stderr,
-          "usage: cutover --config FILE   run the proxy\n"
+          "usage: cutover --config FILE [--state-dir DIR]   run the proxy (DIR keeps a rollback\n"
+          "                                                  and the last good config; wins over\n"
+          "                                                  the config's state_dir)\n"
           "       cutover --check FILE    validate a config file and exit\n"
           "       cutover --version\n");
 }
@@ -23,11 +25,14 @@ void usage() {
 
 int main(int argc, char** argv) {
   std::string config_path;
+  std::string state_dir;
   bool check = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--config" || a == "-c") && i + 1 < argc) {
       config_path = argv[++i];
+    } else if (a == "--state-dir" && i + 1 < argc) {
+      state_dir = argv[++i];
     } else if (a == "--check" && i + 1 < argc) {
       config_path = argv[++i];
       check = true;
@@ -54,6 +59,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   signal(SIGPIPE, SIG_IGN);
-  cutover::Server server(config_path);
+  cutover::Server server(config_path, state_dir);
   return server.run();
 }

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "proxy/process_metrics.h"
+
 namespace cutover {
 
 namespace {
@@ -15,6 +17,10 @@ using prometheus::BuildGauge;
 
 constexpr std::array<std::string_view, kCodeClassCount> kCodeClassNames = {"1xx", "2xx", "3xx",
                                                                            "4xx", "5xx", "none"};
+
+constexpr std::array<std::string_view, kAttemptOutcomeCount> kAttemptOutcomeNames = {
+    "1xx",           "2xx",     "3xx",   "4xx",          "5xx",
+    "connect_error", "timeout", "reset", "bad_response", "cancelled"};
 
 std::string str(std::string_view v) { return std::string(v); }
 
@@ -35,6 +41,11 @@ double breakerGaugeValue(BreakerState s) {
 
 std::string_view codeClassName(size_t index) {
   return index < kCodeClassNames.size() ? kCodeClassNames[index] : "none";
+}
+
+std::string_view attemptOutcomeName(AttemptOutcome o) {
+  const size_t i = static_cast<size_t>(o);
+  return i < kAttemptOutcomeNames.size() ? kAttemptOutcomeNames[i] : "bad_response";
 }
 
 void DurationHistogram::observe(double seconds) {
@@ -69,6 +80,7 @@ void SnapshotMetrics::recordRequest(const StreamInfo& info) const {
     local_replies[static_cast<size_t>(info.reason)]->Increment();
     if (info.reason == Reason::RateLimited) r.rate_limited->Increment();
   }
+  if (info.rate_limited_dry_run) r.rate_limit_dry_run->Increment();
 }
 
 Metrics::Metrics(std::string_view version, bool enabled)
@@ -136,8 +148,47 @@ Metrics::Metrics(std::string_view version, bool enabled)
                            .Register(*registry_)),
       weights_(BuildGauge()
                    .Name("cutover_route_weight_percent")
-                   .Help("Effective split weight of each backend in each route.")
+                   .Help("Deprecated alias of cutover_route_effective_weight_percent.")
                    .Register(*registry_)),
+      effective_weights_(BuildGauge()
+                             .Name("cutover_route_effective_weight_percent")
+                             .Help("Split weight (percent) the router applies now to each backend "
+                                   "of each route: the config file's, or 100 on legacy while "
+                                   "POST /rollback is in force.")
+                             .Register(*registry_)),
+      configured_weights_(BuildGauge()
+                              .Name("cutover_route_configured_weight_percent")
+                              .Help("Split weight (percent) the config file gives each backend of "
+                                    "each route, whatever a rollback overrides.")
+                              .Register(*registry_)),
+      attempts_(BuildCounter()
+                    .Name("cutover_upstream_attempts_total")
+                    .Help("Upstream attempts (retried and failed-over ones included), by route, "
+                          "backend and outcome: the response status class, connect_error, "
+                          "timeout, reset, bad_response, or cancelled (the request ended first). "
+                          "Admission refusals (breaker open, limits) are not attempts.")
+                    .Register(*registry_)),
+      failovers_(BuildCounter()
+                     .Name("cutover_failovers_total")
+                     .Help("Requests moved from one backend to another: the split's choice "
+                           "refused at admission (to the fallback) or a retry on another "
+                           "backend.")
+                     .Register(*registry_)),
+      rate_limit_dry_run_(BuildCounter()
+                              .Name("cutover_rate_limit_dry_run_total")
+                              .Help("Requests a rate limit in mode dry_run would have rejected "
+                                    "(they were served), by route.")
+                              .Register(*registry_)),
+      endpoint_healthy_(BuildGauge()
+                            .Name("cutover_endpoint_healthy")
+                            .Help("1 if the endpoint takes requests, 0 if its health checks "
+                                  "marked it down (always 1 without a health_check).")
+                            .Register(*registry_)),
+      access_log_dropped_(BuildCounter()
+                              .Name("cutover_access_log_dropped_total")
+                              .Help("Access log lines dropped because the writer was 8 MiB "
+                                    "behind (slow disk or stdout reader).")
+                              .Register(*registry_)),
       reloads_(BuildCounter()
                    .Name("cutover_config_reloads_total")
                    .Help("Config reload attempts, by result.")
@@ -156,15 +207,40 @@ Metrics::Metrics(std::string_view version, bool enabled)
                       .Register(*registry_)),
       rollback_active_(BuildGauge()
                            .Name("cutover_rollback_active")
-                           .Help("1 while an emergency rollback sends every route to legacy.")
-                           .Register(*registry_)) {
+                           .Help("1 while an emergency rollback sends every route to its "
+                                 "stable backend.")
+                           .Register(*registry_)),
+      rollback_since_(BuildGauge()
+                          .Name("cutover_rollback_since_seconds")
+                          .Help("Unix time the active rollback began (0 when none is active).")
+                          .Register(*registry_)),
+      last_load_success_(BuildGauge()
+                             .Name("cutover_config_last_load_success")
+                             .Help("1 when the config file last loaded, 0 when it failed (the "
+                                   "proxy keeps running on the previous or last-known-good).")
+                             .Register(*registry_)),
+      override_refused_(BuildCounter()
+                            .Name("cutover_override_refused_total")
+                            .Help("Requests whose override header named a backend a rollback "
+                                  "took out (ignored: served by the stable backend).")
+                            .Register(*registry_)),
+      draining_(BuildGauge()
+                    .Name("cutover_draining")
+                    .Help("Drain phase: 0 running, 1 draining and still accepting connections, "
+                          "2 listeners closed, finishing in-flight requests.")
+                    .Register(*registry_)) {
+  draining_.Add({}).Set(0);
   build_info_.Add({{"version", str(version)}}).Set(1);
   rollback_active_.Add({}).Set(0);
+  rollback_since_.Add({}).Set(0);
+  last_load_success_.Add({}).Set(1);
+  override_refused_.Add({});
   generation_.Add({}).Set(0);
   downstream_active_.Add({});
   downstream_rejected_.Add({});
   proxy_protocol_errors_.Add({});
   upstream_active_.Add({});
+  access_log_dropped_.Add({});
   reloads_.Add({{"result", "success"}});
   reloads_.Add({{"result", "rejected"}});
   // Every reason exists from the start, so rate() works before the first occurrence.
@@ -230,6 +306,29 @@ std::shared_ptr<const SnapshotMetrics> Metrics::forConfig(const config::Config& 
       rm.retries_refused[b] = &retries_refused_.Add({{"route", route}, {"backend", backend}});
     }
     rm.rate_limited = &rate_limited_.Add({{"route", route}});
+    rm.rate_limit_dry_run = &rate_limit_dry_run_.Add({{"route", route}});
+    if (r + 1 == route_names.size()) continue;  // "(none)": no attempt, no failover
+    const size_t nb = config.backends.size();
+    rm.attempts.resize(nb);
+    rm.failovers.assign(nb * nb, nullptr);
+    for (size_t b = 0; b < nb; ++b) {
+      for (size_t o = 0; o < kAttemptOutcomeCount; ++o) {
+        rm.attempts[b][o] = &attempts_.Add({{"route", route},
+                                            {"backend", backend_names[b]},
+                                            {"outcome", str(kAttemptOutcomeNames[o])}});
+      }
+    }
+    // Only pairs a request of this route can move between: split members and the fallback.
+    std::vector<uint32_t> members;
+    for (const config::SplitEntry& e : config.routes[r].split) members.push_back(e.backend);
+    if (config.routes[r].fallback) members.push_back(*config.routes[r].fallback);
+    for (uint32_t from : members) {
+      for (uint32_t to : members) {
+        if (from == to || rm.failovers[from * nb + to] != nullptr) continue;
+        rm.failovers[from * nb + to] = &failovers_.Add(
+            {{"route", route}, {"from", backend_names[from]}, {"to", backend_names[to]}});
+      }
+    }
   }
 
   for (size_t i = 1; i < static_cast<size_t>(Reason::Count); ++i) {
@@ -240,40 +339,55 @@ std::shared_ptr<const SnapshotMetrics> Metrics::forConfig(const config::Config& 
   m->downstream_rejected = &downstream_rejected_.Add({});
   m->proxy_protocol_errors = &proxy_protocol_errors_.Add({});
   m->upstream_connections = &upstream_active_.Add({});
+  m->override_refused = &override_refused_.Add({});
   return m;
 }
 
-void Metrics::setWeights(const config::Config& config, bool rollback_active) {
+void Metrics::setWeights(const config::Config& file, const config::Config& effective,
+                         bool rollback_active) {
   // These children are referenced by nobody else, so stale ones (renamed routes) can go.
-  std::vector<prometheus::Gauge*> current;
-  for (const config::Route& route : config.routes) {
-    std::vector<uint32_t> weights;
-    int new_pos = -1;
-    int legacy_pos = -1;
-    for (size_t i = 0; i < route.split.size(); ++i) {
-      weights.push_back(route.split[i].weight);
-      const std::string& name = config.backends[route.split[i].backend].name;
-      if (name == "new") new_pos = static_cast<int>(i);
-      if (name == "legacy") legacy_pos = static_cast<int>(i);
+  // Configured: the file's split. Effective: what the router applies (the snapshot's config, which
+  // a rollback rewrote to 100% on each route's stable backend); route_weight_percent is its alias.
+  std::vector<prometheus::Gauge*> current, effective_now, configured;
+  for (const config::Route& route : file.routes) {
+    for (const config::SplitEntry& e : route.split) {
+      prometheus::Gauge& c = configured_weights_.Add(
+          {{"route", route.name}, {"backend", file.backends[e.backend].name}});
+      c.Set(e.weight);
+      configured.push_back(&c);
     }
-    if (rollback_active && new_pos >= 0 && route.split.size() > 1) {
-      int target = legacy_pos >= 0 ? legacy_pos : (new_pos == 0 ? 1 : 0);
-      std::fill(weights.begin(), weights.end(), 0);
-      weights[target] = 100;
-    }
-    for (size_t i = 0; i < route.split.size(); ++i) {
-      prometheus::Gauge& g = weights_.Add(
-          {{"route", route.name}, {"backend", config.backends[route.split[i].backend].name}});
-      g.Set(weights[i]);
+  }
+  for (const config::Route& route : effective.routes) {
+    for (const config::SplitEntry& e : route.split) {
+      const prometheus::Labels labels = {{"route", route.name},
+                                         {"backend", effective.backends[e.backend].name}};
+      prometheus::Gauge& g = weights_.Add(labels);
+      g.Set(e.weight);
       current.push_back(&g);
+      prometheus::Gauge& ef = effective_weights_.Add(labels);
+      ef.Set(e.weight);
+      effective_now.push_back(&ef);
     }
   }
-  for (prometheus::Gauge* g : weight_children_) {
-    if (std::find(current.begin(), current.end(), g) == current.end()) weights_.Remove(g);
-  }
-  weight_children_ = std::move(current);
+  auto prune = [](prometheus::Family<prometheus::Gauge>& family,
+                  std::vector<prometheus::Gauge*>& old, std::vector<prometheus::Gauge*>& now) {
+    for (prometheus::Gauge* g : old) {
+      if (std::find(now.begin(), now.end(), g) == now.end()) family.Remove(g);
+    }
+    old = std::move(now);
+  };
+  prune(weights_, weight_children_, current);
+  prune(effective_weights_, effective_children_, effective_now);
+  prune(configured_weights_, configured_children_, configured);
   rollback_active_.Add({}).Set(rollback_active ? 1 : 0);
 }
+
+void Metrics::setRollback(bool active, int64_t since_s) {
+  rollback_active_.Add({}).Set(active ? 1 : 0);
+  rollback_since_.Add({}).Set(active ? static_cast<double>(since_s) : 0);
+}
+
+void Metrics::setLastLoadSuccess(bool ok) { last_load_success_.Add({}).Set(ok ? 1 : 0); }
 
 void Metrics::onReloadResult(bool success) {
   reloads_.Add({{"result", success ? "success" : "rejected"}}).Increment();
@@ -289,8 +403,34 @@ void Metrics::setConfigInfo(const config::Config& config, uint64_t generation) {
   config_info_child_ = &info;
 }
 
+void Metrics::setEndpointHealth(const config::Config& config,
+                                const std::vector<std::vector<bool>>& healthy) {
+  std::vector<prometheus::Gauge*> current;
+  for (size_t b = 0; b < config.backends.size(); ++b) {
+    const config::Backend& be = config.backends[b];
+    for (size_t e = 0; e < be.endpoints.size(); ++e) {
+      prometheus::Gauge& g =
+          endpoint_healthy_.Add({{"backend", be.name}, {"endpoint", be.endpoints[e].text}});
+      const bool up = b >= healthy.size() || e >= healthy[b].size() || healthy[b][e];
+      g.Set(up ? 1 : 0);
+      current.push_back(&g);
+    }
+  }
+  for (prometheus::Gauge* g : endpoint_children_) {
+    if (std::find(current.begin(), current.end(), g) == current.end()) endpoint_healthy_.Remove(g);
+  }
+  endpoint_children_ = std::move(current);
+}
+
+void Metrics::setAccessLogDropped(uint64_t total) {
+  if (total <= access_log_dropped_seen_) return;
+  access_log_dropped_.Add({}).Increment(static_cast<double>(total - access_log_dropped_seen_));
+  access_log_dropped_seen_ = total;
+}
+
 std::string Metrics::serialize() const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (prometheus::MetricFamily& f : collectProcessMetrics()) families.push_back(std::move(f));
 
   prometheus::MetricFamily durations;
   durations.name = "cutover_request_duration_seconds";

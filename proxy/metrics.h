@@ -23,12 +23,25 @@
 //   cutover_downstream_connections_active
 //   cutover_downstream_connections_rejected_total          over limits.max_connections_per_worker
 //   cutover_upstream_connections_active
-//   cutover_route_weight_percent{route,backend}             effective (rollback applied)
+//   cutover_route_weight_percent{route,backend}             effective (rollback applied); alias
+//   cutover_route_effective_weight_percent{route,backend}   what the router uses now
+//   cutover_route_configured_weight_percent{route,backend}  what the config file says
+//   cutover_upstream_attempts_total{route,backend,outcome}  every attempt, where it ends
+//   cutover_failovers_total{route,from,to}                  a request moved to another backend
+//   cutover_rate_limit_dry_run_total{route}                 a dry-run limit would have said 429
+//   cutover_endpoint_healthy{backend,endpoint}              1/0, read at scrape
+//   cutover_access_log_dropped_total                        lines lost to a slow log writer
+//   process_*                                               proxy/process_metrics.h, at scrape
 //   cutover_config_reloads_total{result}                    success | rejected
 //   cutover_config_generation
 //   cutover_config_info{hash}                               1 for the running config's hash
 //   cutover_build_info{version}                             1
 //   cutover_rollback_active                                 1 while POST /rollback is in force
+//   cutover_rollback_since_seconds                          unix time it began (0 when none)
+//   cutover_config_last_load_success                        0 when the file's last load failed
+//   cutover_override_refused_total                          override header ignored in a rollback
+//   cutover_draining                                        drain phase: 0 no, 1 accepting, 2
+//   closed
 //
 // Requests that never reached a route or a backend (no route matched, rejected before routing)
 // use the label value "(none)"; config names cannot contain parentheses, so it never collides.
@@ -77,6 +90,30 @@ inline size_t codeClassIndex(uint16_t status) {
 }
 std::string_view codeClassName(size_t index);  // "1xx".."5xx", "none"
 
+// How one upstream attempt ended (cutover_upstream_attempts_total's `outcome`): the status class
+// of the response head it got (1xx..5xx), or the failure. Cancelled: the request ended first (the
+// client went away, or the proxy answered it itself, e.g. a body over the limit).
+enum class AttemptOutcome : uint8_t {
+  Status1xx,
+  Status2xx,
+  Status3xx,
+  Status4xx,
+  Status5xx,
+  ConnectError,
+  Timeout,
+  Reset,
+  BadResponse,
+  Cancelled,
+  Count
+};
+inline constexpr size_t kAttemptOutcomeCount = static_cast<size_t>(AttemptOutcome::Count);
+std::string_view attemptOutcomeName(AttemptOutcome o);  // "2xx", "connect_error", ...
+// A status 100..599 → its class; anything else is a bad response.
+inline AttemptOutcome attemptOutcomeForStatus(uint16_t status) {
+  return (status >= 100 && status <= 599) ? static_cast<AttemptOutcome>(status / 100 - 1)
+                                          : AttemptOutcome::BadResponse;
+}
+
 // Label value for "no route" / "no backend".
 inline constexpr std::string_view kNoneLabel = "(none)";
 
@@ -105,6 +142,11 @@ struct RouteMetrics {
   std::vector<prometheus::Counter*> retries;
   std::vector<prometheus::Counter*> retries_refused;
   prometheus::Counter* rate_limited = nullptr;
+  prometheus::Counter* rate_limit_dry_run = nullptr;
+  // By backend index (real backends only: an attempt always has one) and AttemptOutcome.
+  std::vector<std::array<prometheus::Counter*, kAttemptOutcomeCount>> attempts;
+  // By from * backends + to (null where from == to).
+  std::vector<prometheus::Counter*> failovers;
 };
 
 struct BackendMetrics {
@@ -131,6 +173,8 @@ struct SnapshotMetrics {
   prometheus::Counter* downstream_rejected = nullptr;
   prometheus::Counter* proxy_protocol_errors = nullptr;
   prometheus::Gauge* upstream_connections = nullptr;
+  // An override header naming a non-stable backend during a rollback (ignored).
+  prometheus::Counter* override_refused = nullptr;
 
   size_t backendSlot(int backend) const {
     return backend >= 0 && static_cast<size_t>(backend) < backends.size() ? backend
@@ -148,6 +192,17 @@ struct SnapshotMetrics {
   // is RateLimited. Retries and upstream failures are counted where they happen (per attempt):
   //   m.route(r).retries[m.backendSlot(b)]->Increment();  m.backends[b].timeouts->Increment();
   void recordRequest(const StreamInfo& info) const;
+  // One upstream attempt of route `route_index` on backend `backend` ended with `o`.
+  void recordAttempt(int route_index, uint32_t backend, AttemptOutcome o) const {
+    const RouteMetrics& r = route(route_index);
+    if (backend < r.attempts.size()) r.attempts[backend][static_cast<size_t>(o)]->Increment();
+  }
+  // A request of route `route_index` moved from backend `from` to backend `to`.
+  void recordFailover(int route_index, uint32_t from, uint32_t to) const {
+    const RouteMetrics& r = route(route_index);
+    const size_t i = static_cast<size_t>(from) * backends.size() + to;
+    if (i < r.failovers.size() && r.failovers[i] != nullptr) r.failovers[i]->Increment();
+  }
 };
 
 class Metrics {
@@ -164,13 +219,28 @@ class Metrics {
   // once per snapshot. Returns null when metrics are disabled.
   std::shared_ptr<const SnapshotMetrics> forConfig(const config::Config& config);
 
-  // cutover_route_weight_percent for the running config. With rollback_active, a route that splits
-  // between "new" and others shows new 0 and 100 on "legacy" (or, without a backend of that name in
-  // the split, on its first non-new entry). Also sets cutover_rollback_active. Main thread.
-  void setWeights(const config::Config& config, bool rollback_active);
+  // cutover_route_weight_percent for the running (effective) config: during a rollback, pass the
+  // config with the rollback applied. Also sets cutover_rollback_active. Main thread.
+  // Configured weights from the file's config, effective ones from the running snapshot's.
+  void setWeights(const config::Config& file, const config::Config& effective,
+                  bool rollback_active);
+  // cutover_rollback_active and cutover_rollback_since_seconds.
+  void setRollback(bool active, int64_t since_s);
+  // cutover_config_last_load_success: 0 after the file failed to load (at start, when running on
+  // the last-known-good, or a rejected reload), 1 after it loaded.
+  void setLastLoadSuccess(bool ok);
   // After a reload attempt: counts the result; on success also sets generation and config info.
   void onReloadResult(bool success);
   void setConfigInfo(const config::Config& config, uint64_t generation);
+  // cutover_draining: 0 running, 1 draining and still accepting (timeouts.drain_delay), 2
+  // listeners closed, finishing in-flight work. Main thread.
+  void setDrainPhase(int phase) { draining_.Add({}).Set(phase); }
+  // Scrape-time values (main thread, from the admin listener's /metrics): endpoint health of the
+  // running config (`healthy[b][e]`; stale endpoints' series are removed) and the access log's
+  // drop total so far (a monotonic count read from the sink).
+  void setEndpointHealth(const config::Config& config,
+                         const std::vector<std::vector<bool>>& healthy);
+  void setAccessLogDropped(uint64_t total);
 
   // Prometheus text exposition format 0.0.4 of every family.
   std::string serialize() const;
@@ -198,11 +268,22 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& proxy_protocol_errors_;
   prometheus::Family<prometheus::Gauge>& upstream_active_;
   prometheus::Family<prometheus::Gauge>& weights_;
+  prometheus::Family<prometheus::Gauge>& effective_weights_;
+  prometheus::Family<prometheus::Gauge>& configured_weights_;
+  prometheus::Family<prometheus::Counter>& attempts_;
+  prometheus::Family<prometheus::Counter>& failovers_;
+  prometheus::Family<prometheus::Counter>& rate_limit_dry_run_;
+  prometheus::Family<prometheus::Gauge>& endpoint_healthy_;
+  prometheus::Family<prometheus::Counter>& access_log_dropped_;
   prometheus::Family<prometheus::Counter>& reloads_;
   prometheus::Family<prometheus::Gauge>& generation_;
   prometheus::Family<prometheus::Gauge>& config_info_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   prometheus::Family<prometheus::Gauge>& rollback_active_;
+  prometheus::Family<prometheus::Gauge>& rollback_since_;
+  prometheus::Family<prometheus::Gauge>& last_load_success_;
+  prometheus::Family<prometheus::Counter>& override_refused_;
+  prometheus::Family<prometheus::Gauge>& draining_;
 
   // Duration series: created under the mutex (forConfig, main thread) and read by serialize()
   // (admin, main thread); observed lock-free by workers. A deque never moves its elements.
@@ -214,6 +295,10 @@ class Metrics {
   std::deque<DurationSeries> durations_;
 
   std::vector<prometheus::Gauge*> weight_children_;  // currently exported weight gauges
+  std::vector<prometheus::Gauge*> effective_children_;
+  std::vector<prometheus::Gauge*> configured_children_;
+  std::vector<prometheus::Gauge*> endpoint_children_;
+  uint64_t access_log_dropped_seen_ = 0;
   prometheus::Gauge* config_info_child_ = nullptr;
 };
 

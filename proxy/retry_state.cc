@@ -48,6 +48,8 @@ bool RetryState::schedule(const Snapshot& snap, const config::Route& route, uint
     }
     if (!found && route.fallback && *route.fallback != backend) target = *route.fallback;
   }
+  // During a rollback only the stable backend serves: retries stay on it.
+  if (snap.rollback && route.stable) target = *route.stable;
   // A retry storm is refused by the target's budget.
   if (!lease.tryStartRetry(snap.backends[target], policy)) {
     target_ = target;

@@ -10,6 +10,7 @@
 #include "proxy/dns_resolver.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
+#include "proxy/stats.h"
 
 namespace cutover {
 
@@ -35,8 +36,19 @@ void Router::reset() {
   state_ = State::Idle;
 }
 
-void Router::abandon() {
+void Router::endAttempt(AttemptOutcome o) {
+  if (!attempt_open_) return;
+  attempt_open_ = false;
+  if (snap_ == nullptr || info_ == nullptr) return;
+  if (snap_->metrics) snap_->metrics->recordAttempt(info_->route, backend_, o);
+  if (snap_->stats && o != AttemptOutcome::Cancelled) {
+    snap_->stats->recordAttempt(info_->route, backend_, o < AttemptOutcome::Status5xx);
+  }
+}
+
+void Router::abandon(AttemptOutcome why) {
   retry_.cancel();
+  endAttempt(why);
   upstream_->abandon();
   if (state_ != State::Idle) state_ = State::Done;
 }
@@ -44,6 +56,22 @@ void Router::abandon() {
 void Router::localReply(int status, Reason reason, std::string_view extra) {
   abandon();
   cb_.routerLocalReply(status, reason, extra);
+}
+
+bool Router::takeBackendLimit(const Snapshot& snap, uint32_t b, int64_t now, StreamInfo& info,
+                              uint32_t& retry_after_s) {
+  const BackendRuntime& rt = snap.backends[b];
+  if (!rt.limiter) return true;
+  TokenBucket::Decision d = rt.limiter->take(now);
+  if (d.allowed) return true;
+  const auto& limit = snap.config->backends[b].rate_limit;
+  if (limit && limit->mode == config::RateLimit::Mode::DryRun) {
+    // Counted (cutover_rate_limit_dry_run_total, the access line's flag), never refused.
+    info.rate_limited_dry_run = true;
+    return true;
+  }
+  retry_after_s = d.retry_after_s;
+  return false;
 }
 
 void Router::start(const config::Route* route, RequestHead& req, StreamInfo& info,
@@ -69,6 +97,14 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
         if (cfg.backends[e.backend].name == v) chosen = static_cast<int>(e.backend);
       }
     }
+    // A rollback took every backend but the stable one out: a tester's header cannot bring one
+    // back. Ignored (the split decides) and counted.
+    if (chosen >= 0 && snap.rollback && route_->stable &&
+        static_cast<uint32_t>(chosen) != *route_->stable) {
+      chosen = -1;
+      info.override_refused = true;
+      if (snap.metrics) snap.metrics->override_refused->Increment();
+    }
   }
   if (chosen < 0) {
     std::string_view key = stickyKey(*route_, req, client_address_);
@@ -91,9 +127,13 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   uint32_t b = static_cast<uint32_t>(chosen);
   int64_t now = monotonicNs();
   Reason why = admitBackend(snap, b, now);
-  if (why != Reason::None && route_->fallback && *route_->fallback != b) {
+  // During a rollback only the stable backend serves, so no failover away from it.
+  const bool may_fail_over = route_->fallback && !(snap.rollback && route_->stable &&
+                                                   *route_->fallback != *route_->stable);
+  if (why != Reason::None && may_fail_over && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
     if (admitBackend(snap, *route_->fallback, now) == Reason::None) {
+      if (snap.metrics) snap.metrics->recordFailover(info.route, b, *route_->fallback);
       b = *route_->fallback;
       info.failover = true;
       why = Reason::None;
@@ -104,15 +144,26 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
     localReply(503, why);
     return;
   }
-  const BackendRuntime& rt = snap.backends[b];
-  if (rt.limiter) {
-    TokenBucket::Decision d = rt.limiter->take(now);
-    if (!d.allowed) {
-      std::string extra = "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n";
+  // The backend's own rate limit. Over it, the request goes to the route's fallback when that one
+  // is admitted and has room (a promoted new: 50/s must not turn users away while legacy can
+  // serve them), else 429.
+  uint32_t retry_after_s = 0;
+  if (!takeBackendLimit(snap, b, now, info, retry_after_s)) {
+    uint32_t fb = may_fail_over ? *route_->fallback : b;
+    uint32_t unused = 0;
+    if (fb != b && admitBackend(snap, fb, now) == Reason::None &&
+        takeBackendLimit(snap, fb, now, info, unused)) {
+      if (snap.metrics) snap.metrics->recordFailover(info.route, b, fb);
+      b = fb;
+      info.failover = true;
+    } else {
+      info.backend = static_cast<int>(b);
+      std::string extra = "Retry-After: " + std::to_string(retry_after_s) + "\r\n";
       localReply(429, Reason::RateLimited, extra);
       return;
     }
   }
+  const BackendRuntime& rt = snap.backends[b];
   Reason r = lease_.admit(rt);
   if (r != Reason::None) {
     info.backend = static_cast<int>(b);
@@ -134,6 +185,9 @@ void Router::startAttempt() {
     localReply(503, r);
     return;
   }
+  // Under way, or a connect that failed at once: an attempt. A limit refusal is not one.
+  attempt_open_ = r == Reason::None || r == Reason::UpstreamConnectFailure;
+  attempt_status_ = 0;
   ++info_->attempts;
   info_->endpoint = static_cast<int>(upstream_->endpoint());
   if (info_->upstream_start_ns == 0) info_->upstream_start_ns = monotonicNs();
@@ -190,6 +244,7 @@ void Router::recordOutcome(Outcome o, uint16_t status) {
 
 void Router::onAttemptHead(ResponseHead& head) {
   info_->upstream_headers_ns = monotonicNs();
+  attempt_status_ = head.status;
   recordOutcome(Outcome::Status, head.status);
   if (route_->retry.enabled) {
     std::optional<config::Duration> retry_after;
@@ -208,11 +263,14 @@ void Router::onAttemptHead(ResponseHead& head) {
     failUpstream(Failure::BadResponse);  // a tunnel nobody asked for
     return;
   }
+  // A tunnel ends when either side closes, which may be hours away: its attempt ends here.
+  if (head.status == 101) endAttempt(AttemptOutcome::Status1xx);
   state_ = State::Responding;
   cb_.routerHead(head);
 }
 
 void Router::onAttemptComplete() {
+  endAttempt(attemptOutcomeForStatus(attempt_status_));
   state_ = State::Done;
   cb_.routerComplete();
 }
@@ -245,6 +303,11 @@ bool Router::retryAfterFailure(Outcome o, uint16_t status,
     }
     return false;
   }
+  // The retried attempt ends here (a failure already ended it in failUpstream).
+  endAttempt(attemptOutcomeForStatus(attempt_status_));
+  if (snap_->metrics && retry_.target() != backend_) {
+    snap_->metrics->recordFailover(info_->route, backend_, retry_.target());
+  }
   backend_ = retry_.target();
   if (snap_->metrics) {
     snap_->metrics->route(info_->route)
@@ -268,6 +331,10 @@ void Router::onRetryFire(void* ctx) {
 }
 
 void Router::failUpstream(Failure f) {
+  endAttempt(f == Failure::Connect       ? AttemptOutcome::ConnectError
+             : f == Failure::Timeout     ? AttemptOutcome::Timeout
+             : f == Failure::BadResponse ? AttemptOutcome::BadResponse
+                                         : AttemptOutcome::Reset);
   upstream_->abandon();
   if (state_ == State::Done || state_ == State::Idle) return;
   Outcome o = f == Failure::Connect   ? Outcome::ConnectError

@@ -19,6 +19,7 @@
 
 #include "filters/filter.h"
 #include "proxy/backend_lease.h"
+#include "proxy/metrics.h"
 #include "proxy/retry_state.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream_request.h"
@@ -77,8 +78,9 @@ class Router final : public UpstreamRequestCallbacks {
   // The client caught up with the response (resume reading the backend) / fell behind.
   void resumeResponse() { upstream_->resumeResponse(); }
   void pauseResponse() { upstream_->pauseResponse(); }
-  // The stream answered or ended: drop the attempt and any pending retry.
-  void abandon();
+  // The stream answered or ended: drop the attempt and any pending retry. An attempt still
+  // under way is counted with `why` (Cancelled, or Timeout when the request's deadline passed).
+  void abandon(AttemptOutcome why = AttemptOutcome::Cancelled);
   // After routerHead() of a 101: the backend connection becomes a tunnel; client bytes go to it.
   UpstreamConnection* startTunnel() { return upstream_->startTunnel(); }
   void tunnelWrite(const char* data, size_t len) { upstream_->tunnelWrite(data, len); }
@@ -106,8 +108,15 @@ class Router final : public UpstreamRequestCallbacks {
  private:
   enum class State : uint8_t { Idle, Connecting, Sending, Backoff, Responding, Done };
 
+  // Takes a token from backend `b`'s own rate limit: true when allowed (or only counted, in
+  // dry-run mode), false with the Retry-After seconds when over it.
+  bool takeBackendLimit(const Snapshot& snap, uint32_t b, int64_t now, StreamInfo& info,
+                        uint32_t& retry_after_s);
   void startAttempt();
   void recordOutcome(Outcome o, uint16_t status);
+  // The current attempt ended with `o`: counted once in cutover_upstream_attempts_total and
+  // /stats (a no-op when no attempt is open).
+  void endAttempt(AttemptOutcome o);
   bool retryAfterFailure(Outcome o, uint16_t status, std::optional<config::Duration> retry_after);
   void failUpstream(Failure f);
   void localReply(int status, Reason reason, std::string_view extra = {});
@@ -129,6 +138,8 @@ class Router final : public UpstreamRequestCallbacks {
   int64_t deadline_ms_ = 0;
   std::string body_buf_;  // request body held until an attempt is sending
   uint32_t backend_ = 0;
+  uint16_t attempt_status_ = 0;  // status of the current attempt's response head, 0 before it
+  bool attempt_open_ = false;    // an attempt started and its outcome is not counted yet
   State state_ = State::Idle;
 };
 

@@ -55,7 +55,8 @@ bool portIsFree(const sockaddr_storage& addr, socklen_t len) {
 
 }  // namespace
 
-Server::Server(std::string config_path) : config_path_(std::move(config_path)) {}
+Server::Server(std::string config_path, std::string state_dir)
+    : config_path_(std::move(config_path)), state_dir_flag_(std::move(state_dir)) {}
 
 Server::~Server() = default;
 
@@ -65,7 +66,8 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
   auto snap = std::make_shared<Snapshot>();
   snap->config = std::move(cfg);
   snap->generation = ++generation_;
-  snap->rollback = rollback_;
+  snap->rollback = rollback_.active;
+  snap->rollback_since_ms = rollback_.since_s * 1000;
   snap->metrics = metrics_->forConfig(*snap->config);
   snap->stats = stats_->forConfig(*snap->config);
   if (dns_) snap->dns_nudge = dns_->nudge();
@@ -106,7 +108,7 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
 
 std::shared_ptr<const config::Config> Server::effective(
     std::shared_ptr<const config::Config> file) const {
-  return rollback_ ? withRollback(*file) : file;
+  return rollback_.active ? withRollback(*file) : file;
 }
 
 // ---- listeners ------------------------------------------------------------------------------
@@ -193,15 +195,20 @@ int Server::run() {
 
   // Blocking, before the loop runs; a FIFO or device at the path is refused without waiting.
   std::string text, err;
+  config::LoadResult res;
   if (!config::readRegularFile(config_path_, config::kMaxConfigFileBytes, text, err)) {
-    log::error("config_error", {{"error", config_path_ + ": cannot read the file: " + err}});
-    return failEarly();
+    res.errors.push_back({config_path_, 0, 0, "", "cannot read the file: " + err});
+  } else {
+    watcher_->prime(text);
+    res = config::loadString(text, config_path_);
   }
-  watcher_->prime(text);
-  config::LoadResult res = config::loadString(text, config_path_);
   if (!res.ok()) {
     for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
-    return failEarly();
+    // A restart must not crash-loop on a broken file when a good one is remembered.
+    res = loadLastGood(text);
+    if (!res.ok()) return failEarly();
+  } else {
+    openStateDir(res.config->state_dir);
   }
   file_config_ = res.config;
   const config::Config& cfg = *file_config_;
@@ -211,10 +218,13 @@ int Server::run() {
   // Lookups start now, on the thread pool; their answers arrive once the loop runs.
   dns_ = std::make_unique<DnsResolver>(&loop_, metrics_->registry(), [this] { onDnsChange(); });
   dns_->track(*file_config_);
-  snapshot_ = buildSnapshot(withResolvedEndpoints(file_config_, dns_->resolved()));
+  snapshot_ = buildSnapshot(effective(withResolvedEndpoints(file_config_, dns_->resolved())));
   loaded_at_ms_ = wallClockMs();
   metrics_->setConfigInfo(cfg, snapshot_->generation);
-  metrics_->setWeights(cfg, false);
+  metrics_->setWeights(*file_config_, *snapshot_->config, rollback_.active);
+  metrics_->setRollback(rollback_.active, rollback_.since_s);
+  metrics_->setLastLoadSuccess(!from_last_good_);
+  if (!from_last_good_) rememberGood(cfg, std::move(text));
 
   access_sink_ = AccessLogSink::open(cfg.access_log.path, err);
   if (!access_sink_) {
@@ -232,7 +242,8 @@ int Server::run() {
   uv_signal_start(&sighup_, onSignal, SIGHUP);
   uv_timer_init(&loop_, &check_);
   uv_timer_init(&loop_, &drain_deadline_);
-  check_.data = drain_deadline_.data = this;
+  uv_timer_init(&loop_, &drain_delay_);
+  check_.data = drain_deadline_.data = drain_delay_.data = this;
 
   // Every socket is bound before any worker starts: a port in use ends the start cleanly, with
   // every handle closed through its close callback (the admin server included) before returning.
@@ -373,7 +384,8 @@ void Server::startNextLoad() {
         self->loads_.pop_front();
         self->load_in_flight_ = false;
         if (status != 0) load->result.errors.push_back({"", 0, 0, "", "reload cancelled"});
-        ReloadResult r = self->applyLoaded(std::move(load->result), load->trigger.c_str());
+        ReloadResult r = self->applyLoaded(std::move(load->result), std::move(load->text),
+                                           load->trigger.c_str());
         if (load->done) load->done(r);
         self->startNextLoad();
       });
@@ -382,13 +394,15 @@ void Server::startNextLoad() {
     std::unique_ptr<PendingLoad> load = std::move(loads_.front());
     loads_.pop_front();
     load_in_flight_ = false;
-    ReloadResult r = applyLoaded(config::loadString(load->text, load->path), load->trigger.c_str());
+    ReloadResult r = applyLoaded(config::loadString(load->text, load->path), std::move(load->text),
+                                 load->trigger.c_str());
     if (load->done) load->done(r);
     startNextLoad();
   }
 }
 
-Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* trigger) {
+Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string text,
+                                         const char* trigger) {
   ReloadResult r;
   if (draining_) {
     r.errors.push_back("draining: reload ignored");
@@ -403,6 +417,7 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* tri
     }
     last_reload_error_ = joined;
     metrics_->onReloadResult(false);
+    metrics_->setLastLoadSuccess(false);
     return r;
   }
   r.ok = true;
@@ -417,10 +432,8 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* tri
       res.config->admin.enabled != file_config_->admin.enabled) {
     log::warn("config_needs_restart", {{"key", "admin"}});
   }
-  if (rollback_ && weightSignature(*res.config) != rollback_weights_) {
-    // The file itself now sets new weights: that is the operator's new intent.
-    rollback_ = false;
-    log::info("rollback_cleared", {{"trigger", "file sets new weights"}});
+  if (res.config->state_dir != file_config_->state_dir) {
+    log::warn("config_needs_restart", {{"key", "state_dir"}});
   }
   if (res.config->admin.token != admin_token_ && admin_) {
     admin_token_ = res.config->admin.token;  // a rotated token file or secret takes effect now
@@ -428,13 +441,25 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, const char* tri
   }
   swapIn(res.config);
   last_reload_error_.clear();
+  from_last_good_ = false;
   metrics_->onReloadResult(true);
+  metrics_->setLastLoadSuccess(true);
+  rememberGood(*file_config_, std::move(text));
   std::string summary;
   for (const auto& c : r.changes) summary += (summary.empty() ? "" : "; ") + c;
-  log::info("config_reloaded", {{"trigger", trigger},
-                                {"generation", snapshot_->generation},
-                                {"hash", file_config_->hash},
-                                {"changes", summary.empty() ? "none" : summary}});
+  if (rollback_.active) {
+    // The file's weights are kept underneath; requests stay on the stable backends until cleared.
+    log::warn("config_reloaded", {{"trigger", trigger},
+                                  {"generation", snapshot_->generation},
+                                  {"hash", file_config_->hash},
+                                  {"changes", summary.empty() ? "none" : summary},
+                                  {"rollback", "applied under active rollback"}});
+  } else {
+    log::info("config_reloaded", {{"trigger", trigger},
+                                  {"generation", snapshot_->generation},
+                                  {"hash", file_config_->hash},
+                                  {"changes", summary.empty() ? "none" : summary}});
+  }
   return r;
 }
 
@@ -484,25 +509,110 @@ void Server::swapIn(std::shared_ptr<const config::Config> file_cfg) {
   }
   if (health_) health_->update(*snapshot_);
   state_->sweep();
-  metrics_->setWeights(*file_config_, rollback_);
+  metrics_->setWeights(*file_config_, *snapshot_->config, rollback_.active);
+  metrics_->setRollback(rollback_.active, rollback_.since_s);
   metrics_->setConfigInfo(*file_config_, snapshot_->generation);
 }
 
-bool Server::rollback(const char* trigger) {
-  if (rollback_ || draining_) return false;
-  rollback_ = true;
-  rollback_weights_ = weightSignature(*file_config_);
+bool Server::rollback(const RollbackRequest& req, StateDir::Done persisted) {
+  if (rollback_.active || draining_) return false;
+  rollback_.active = true;
+  rollback_.since_s = wallClockMs() / 1000;
+  rollback_.actor = req.actor.empty() ? "admin" : req.actor;
+  rollback_.reason = req.reason;
   swapIn(file_config_);
-  log::warn("rollback", {{"trigger", trigger}, {"generation", snapshot_->generation}});
+  log::warn("rollback", {{"trigger", rollback_.actor},
+                         {"reason", rollback_.reason},
+                         {"since", rollback_.since_s},
+                         {"generation", snapshot_->generation}});
+  persistRollback(std::move(persisted));
   return true;
 }
 
-bool Server::clearRollback(const char* trigger) {
-  if (!rollback_ || draining_) return false;
-  rollback_ = false;
+bool Server::clearRollback(const char* trigger, StateDir::Done persisted) {
+  if (!rollback_.active || draining_) return false;
+  rollback_ = RollbackState{};
   swapIn(file_config_);
   log::info("rollback_cleared", {{"trigger", trigger}, {"generation", snapshot_->generation}});
+  persistRollback(std::move(persisted));
   return true;
+}
+
+void Server::closeTunnelsOffStable() {
+  for (auto& w : workers_) w->closeTunnelsOffStable();
+}
+
+// ---- state dir --------------------------------------------------------------------------------
+
+void Server::openStateDir(const std::string& configured) {
+  const std::string& dir = state_dir_flag_.empty() ? configured : state_dir_flag_;
+  if (dir.empty()) return;
+  auto sd = std::make_unique<StateDir>(&loop_, dir);
+  std::string err;
+  if (!sd->prepare(err)) {
+    // Running without persistence beats not running; said loudly and shown in /config.
+    state_dir_error_ = err;
+    log::error("state_dir_error", {{"state_dir", dir}, {"error", err}});
+    return;
+  }
+  RollbackState saved;
+  if (sd->readRollback(saved, err) && saved.active) {
+    rollback_ = saved;
+    log::warn("rollback_restored", {{"state_dir", dir},
+                                    {"since", saved.since_s},
+                                    {"actor", saved.actor},
+                                    {"reason", saved.reason}});
+  } else if (!err.empty()) {
+    state_dir_error_ = err;
+    log::error("state_dir_error", {{"state_dir", dir}, {"error", err}});
+  }
+  state_dir_ = std::move(sd);
+}
+
+config::LoadResult Server::loadLastGood(const std::string& file_text) {
+  config::LoadResult none;
+  openStateDir(scanStateDir(file_text));
+  std::string text, err;
+  if (state_dir_ == nullptr || !state_dir_->readLastGood(text, err)) {
+    log::error("config_no_last_good",
+               {{"state_dir", state_dir_ ? state_dir_->dir() : std::string()},
+                {"error", err.empty() ? "no last-known-good config persisted" : err}});
+    return none;
+  }
+  config::LoadResult res = config::loadString(text, state_dir_->path(StateDir::kLastGoodFile));
+  if (!res.ok()) {
+    for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
+    return none;
+  }
+  from_last_good_ = true;
+  last_good_hash_ = res.config->hash;
+  last_reload_error_ = config_path_ + ": does not load; running on the last-known-good " +
+                       state_dir_->path(StateDir::kLastGoodFile) + " (hash " + res.config->hash +
+                       ")";
+  log::error("config_started_from_last_good",
+             {{"file", config_path_},
+              {"last_good", state_dir_->path(StateDir::kLastGoodFile)},
+              {"hash", res.config->hash}});
+  return res;
+}
+
+void Server::persistRollback(StateDir::Done done) {
+  if (state_dir_ == nullptr) {
+    if (done) done(false, "");
+    return;
+  }
+  state_dir_->writeRollback(rollback_, [done = std::move(done)](bool ok, const std::string& err) {
+    if (!ok) log::error("state_write_failed", {{"file", "rollback"}, {"error", err}});
+    if (done) done(ok, err);
+  });
+}
+
+void Server::rememberGood(const config::Config& cfg, std::string text) {
+  if (state_dir_ == nullptr || cfg.hash == last_good_hash_) return;
+  last_good_hash_ = cfg.hash;
+  state_dir_->writeLastGood(std::move(text), [](bool ok, const std::string& err) {
+    if (!ok) log::error("state_write_failed", {{"file", "last_good"}, {"error", err}});
+  });
 }
 
 // ---- views for the admin API ----------------------------------------------------------------
@@ -515,7 +625,31 @@ std::string Server::configYaml() const {
   appendJsonTimestamp(ts, loaded_at_ms_);
   out += "loaded_at: " + ts + "\n";
   out += "file: \"" + config_path_ + "\"\n";
-  out += std::string("rollback_active: ") + (rollback_ ? "true" : "false") + "\n";
+  out += std::string("rollback_active: ") + (rollback_.active ? "true" : "false") + "\n";
+  if (rollback_.active) {
+    std::string since;
+    appendJsonTimestamp(since, rollback_.since_s * 1000);
+    out = "# ROLLBACK ACTIVE since " + since.substr(1, since.size() - 2) + "\n" + out;
+    out += "rollback_since: " + since + "\n";
+    std::string actor, reason;
+    appendJsonString(actor, rollback_.actor);
+    appendJsonString(reason, rollback_.reason);
+    out += "rollback_actor: " + actor + "\n";
+    out += "rollback_reason: " + reason + "\n";
+  }
+  out += std::string("running_from: ") + (from_last_good_ ? "last_known_good" : "file") + "\n";
+  if (state_dir_ != nullptr) {
+    std::string dir;
+    appendJsonString(dir, state_dir_->dir());
+    out += "state_dir: " + dir + "\n";
+  } else {
+    out += "state_dir: null\n";
+  }
+  if (!state_dir_error_.empty()) {
+    std::string e;
+    appendJsonString(e, state_dir_error_);
+    out += "state_dir_error: " + e + "\n";
+  }
   if (last_reload_error_.empty()) {
     out += "last_reload_error: null\n";
   } else {
@@ -554,6 +688,15 @@ std::string Server::metricsText() const {
       g->Set(s == BreakerState::Open ? 2 : s == BreakerState::HalfOpen ? 1 : 0);
     }
   }
+  std::vector<std::vector<bool>> healthy(cfg.backends.size());
+  for (size_t b = 0; b < cfg.backends.size(); ++b) {
+    const auto& h = snapshot_->backends[b].health;
+    for (size_t e = 0; e < cfg.backends[b].endpoints.size(); ++e) {
+      healthy[b].push_back(!h || e >= h->size() || h->healthy(e));
+    }
+  }
+  metrics_->setEndpointHealth(cfg, healthy);
+  if (access_sink_) metrics_->setAccessLogDropped(access_sink_->dropped());
   return metrics_->serialize();
 }
 
@@ -565,19 +708,82 @@ void Server::onSignal(uv_signal_t* s, int signum) {
     self->reload("SIGHUP", [](const ReloadResult&) {});
     return;
   }
-  self->startDrain(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  const char* name = signum == SIGTERM ? "SIGTERM" : "SIGINT";
+  if (self->drain_signalled_) {
+    self->forceStop(name);  // the operator asked twice: no more waiting
+    return;
+  }
+  // Only a second signal forces: Kubernetes' SIGTERM after a preStop `POST /drain` is the first
+  // signal, and the drain that call started goes on.
+  self->drain_signalled_ = true;
+  if (self->draining_) {
+    log::info("drain_signal", {{"why", name}, {"action", "drain already running"}});
+    return;
+  }
+  self->startDrain(name);
 }
 
-void Server::startDrain(const char* why) {
+size_t Server::openConnections() const {
+  size_t n = 0;
+  for (const auto& w : workers_) n += w->openConnections();
+  return n;
+}
+
+void Server::startDrain(const char* why, int64_t delay_ms) {
   if (draining_) return;
-  draining_ = true;
+  draining_ = true;  // /ready answers 503 from now on
+  drain_phase_ = 1;
+  drain_started_ms_ = uv_now(&loop_);
   const config::Config& cfg = *snapshot_->config;
-  log::info("drain_started", {{"why", why}, {"timeout_ms", cfg.timeouts.drain.count()}});
-  for (auto& w : workers_) w->drain();
-  if (health_) health_->stop();
+  const uint64_t delay = delay_ms >= 0 ? static_cast<uint64_t>(delay_ms)
+                                       : static_cast<uint64_t>(cfg.timeouts.drain_delay.count());
+  metrics_->setDrainPhase(1);
+  log::info("drain_started", {{"why", why},
+                              {"phase", 1},
+                              {"delay_ms", delay},
+                              {"timeout_ms", cfg.timeouts.drain.count()},
+                              {"connections", openConnections()}});
   uv_timer_start(&check_, onCheck, 20, 20);
+  if (delay == 0) {
+    stopAccepting();
+    return;
+  }
+  // Load balancers still send new connections here until the endpoint removal reaches them: keep
+  // accepting and serving, one request per connection, so none is refused.
+  for (auto& w : workers_) w->drain();
+  uv_timer_start(&drain_delay_, onDrainDelay, delay, 0);
+}
+
+void Server::onDrainDelay(uv_timer_t* t) { static_cast<Server*>(t->data)->stopAccepting(); }
+
+void Server::stopAccepting() {
+  if (drain_phase_ >= 2) return;
+  drain_phase_ = 2;
+  const config::Config& cfg = *snapshot_->config;
+  metrics_->setDrainPhase(2);
+  log::info("drain_listeners_closed", {{"phase", 2},
+                                       {"after_ms", uv_now(&loop_) - drain_started_ms_},
+                                       {"timeout_ms", cfg.timeouts.drain.count()},
+                                       {"connections", openConnections()}});
+  for (auto& w : workers_) w->stopAccepting();
+  if (health_) health_->stop();
   uv_timer_start(&drain_deadline_, onDrainDeadline,
                  static_cast<uint64_t>(cfg.timeouts.drain.count()), 0);
+}
+
+void Server::forceStop(const char* why) {
+  if (drain_forced_) return;
+  drain_forced_ = true;
+  log::warn("drain_forced", {{"why", why},
+                             {"phase", drain_phase_},
+                             {"after_ms", uv_now(&loop_) - drain_started_ms_},
+                             {"connections", openConnections()}});
+  drain_phase_ = 2;
+  metrics_->setDrainPhase(2);
+  uv_timer_stop(&drain_delay_);
+  uv_timer_stop(&drain_deadline_);
+  if (health_) health_->stop();
+  for (auto& w : workers_) w->stopNow(true);
 }
 
 void Server::onCheck(uv_timer_t* t) {
@@ -585,15 +791,15 @@ void Server::onCheck(uv_timer_t* t) {
   for (auto& w : self->workers_) {
     if (!w->finished()) return;
   }
-  log::info("drained");
+  log::info("drained", {{"after_ms", uv_now(&self->loop_) - self->drain_started_ms_}});
   self->closeMainHandles();
 }
 
 void Server::closeMainHandles() {
   for (uv_handle_t* h :
        {reinterpret_cast<uv_handle_t*>(&check_), reinterpret_cast<uv_handle_t*>(&drain_deadline_),
-        reinterpret_cast<uv_handle_t*>(&sigterm_), reinterpret_cast<uv_handle_t*>(&sigint_),
-        reinterpret_cast<uv_handle_t*>(&sighup_)}) {
+        reinterpret_cast<uv_handle_t*>(&drain_delay_), reinterpret_cast<uv_handle_t*>(&sigterm_),
+        reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sighup_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
   if (admin_) admin_->close([] {});
@@ -611,8 +817,8 @@ void Server::onDnsChange() {
 
 void Server::onDrainDeadline(uv_timer_t* t) {
   auto* self = static_cast<Server*>(t->data);
-  log::warn("drain_timeout");
-  for (auto& w : self->workers_) w->stopNow();
+  log::warn("drain_timeout", {{"connections", self->openConnections()}});
+  for (auto& w : self->workers_) w->stopNow(false);
 }
 
 }  // namespace cutover

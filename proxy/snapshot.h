@@ -40,7 +40,8 @@ struct BackendRuntime {
 struct Snapshot {
   std::shared_ptr<const config::Config> config;
   uint64_t generation = 0;
-  bool rollback = false;  // every route forced to legacy (POST /rollback)
+  bool rollback = false;          // every route forced to its stable backend (POST /rollback)
+  int64_t rollback_since_ms = 0;  // unix time the rollback began
   // Chain before the router, in configured order.
   std::vector<std::unique_ptr<FilterFactory>> filters;
   std::vector<BackendRuntime> backends;            // parallel to config->backends

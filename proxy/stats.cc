@@ -36,6 +36,18 @@ void appendDouble(std::string& out, double v) {
   snprintf(buf, sizeof(buf), "%.3f", v);
   out += buf;
 }
+
+// `"key":ratio` of part/whole, or null without data.
+void appendRate(std::string& out, const char* key, uint64_t part, uint64_t whole) {
+  out += ",\"";
+  out += key;
+  out += "\":";
+  if (whole > 0) {
+    appendDouble(out, static_cast<double>(part) / static_cast<double>(whole));
+  } else {
+    out += "null";
+  }
+}
 }  // namespace
 
 int64_t StatsCell::bucketUpperUs(size_t i) { return bounds()[i]; }
@@ -50,7 +62,14 @@ void StatsCell::record(uint16_t status, int64_t duration_ns, bool rate_limited) 
   hist_[bucketFor(us)].fetch_add(1, std::memory_order_relaxed);
 }
 
+void StatsCell::recordAttempt(bool success) {
+  attempts_.fetch_add(1, std::memory_order_relaxed);
+  if (success) attempt_successes_.fetch_add(1, std::memory_order_relaxed);
+}
+
 void StatsCell::reset() {
+  attempts_.store(0, std::memory_order_relaxed);
+  attempt_successes_.store(0, std::memory_order_relaxed);
   requests_.store(0, std::memory_order_relaxed);
   successes_.store(0, std::memory_order_relaxed);
   rate_limited_.store(0, std::memory_order_relaxed);
@@ -63,6 +82,8 @@ StatsCell::Totals StatsCell::totals() const {
   t.requests = requests_.load(std::memory_order_relaxed);
   t.successes = successes_.load(std::memory_order_relaxed);
   t.rate_limited = rate_limited_.load(std::memory_order_relaxed);
+  t.attempts = attempts_.load(std::memory_order_relaxed);
+  t.attempt_successes = attempt_successes_.load(std::memory_order_relaxed);
   uint64_t sum = latency_sum_us_.load(std::memory_order_relaxed);
   uint64_t total = 0;
   std::array<uint64_t, kBuckets> h{};
@@ -95,6 +116,12 @@ void SnapshotStats::record(const StreamInfo& info) const {
                  : backends;
   int64_t d = info.end_ns > info.start_ns && info.start_ns > 0 ? info.end_ns - info.start_ns : 0;
   cells[r][b]->record(info.status, d, info.reason == Reason::RateLimited);
+}
+
+void SnapshotStats::recordAttempt(int route, uint32_t backend, bool success) const {
+  if (cells.empty() || route < 0 || static_cast<size_t>(route) + 1 >= cells.size()) return;
+  if (backend >= backends) return;
+  cells[static_cast<size_t>(route)][backend]->recordAttempt(success);
 }
 
 StatsCell* Stats::cell(const std::string& route, const std::string& backend) {
@@ -134,6 +161,12 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
   out += ",\"generation\":" + std::to_string(snap.generation);
   out += ",\"rollback\":";
   out += snap.rollback ? "true" : "false";
+  out += ",\"rollback_since\":";
+  if (snap.rollback) {
+    appendJsonTimestamp(out, snap.rollback_since_ms);
+  } else {
+    out += "null";
+  }
   out += ",\"routes\":[";
   std::vector<StatsCell::Totals> per_backend(cfg.backends.size());
   for (size_t r = 0; r < cfg.routes.size(); ++r) {
@@ -150,6 +183,8 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
       per_backend[b].requests += t.requests;
       per_backend[b].successes += t.successes;
       per_backend[b].rate_limited += t.rate_limited;
+      per_backend[b].attempts += t.attempts;
+      per_backend[b].attempt_successes += t.attempt_successes;
       if (i > 0) out += ",";
       out += "{\"name\":";
       appendJsonString(out, bname);
@@ -161,10 +196,23 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
       } else {
         out += "null";
       }
+      out += ",\"successes\":" + std::to_string(t.successes);
+      out += ",\"attempts\":" + std::to_string(t.attempts);
+      out += ",\"attempt_successes\":" + std::to_string(t.attempt_successes);
+      appendRate(out, "attempt_success_rate", t.attempt_successes, t.attempts);
+      // Without requests there is no latency: null, not a 0.000 that reads as "fast".
       out += ",\"avg_ms\":";
-      appendDouble(out, t.avg_ms);
+      if (t.requests > 0) {
+        appendDouble(out, t.avg_ms);
+      } else {
+        out += "null";
+      }
       out += ",\"p99_ms\":";
-      appendDouble(out, t.p99_ms);
+      if (t.requests > 0) {
+        appendDouble(out, t.p99_ms);
+      } else {
+        out += "null";
+      }
       out += "}";
     }
     auto none = cells_.find(route.name + "|" + kNone);
@@ -189,6 +237,9 @@ std::string Stats::json(const Snapshot& snap, int64_t now_ns) const {
     } else {
       out += "null";
     }
+    out += ",\"attempts\":" + std::to_string(per_backend[b].attempts);
+    appendRate(out, "attempt_success_rate", per_backend[b].attempt_successes,
+               per_backend[b].attempts);
     const auto& breaker = snap.backends[b].breaker;
     out += ",\"breaker\":";
     if (breaker) {

@@ -319,7 +319,7 @@ void Stream::onTimer(uv_timer_t* t) {
   auto* self = static_cast<Stream*>(t->data);
   if (self->phase_ == Phase::Done || self->phase_ == Phase::Tunnel) return;
   // Total request deadline passed (a pending backoff ends with the request).
-  self->router_.abandon();
+  self->router_.abandon(AttemptOutcome::Timeout);
   if (self->phase_ == Phase::Filters && self->next_filter_ > 0) {
     self->filters_[self->next_filter_ - 1]->onCancel();  // the filter that paused
   }
@@ -453,6 +453,7 @@ void Stream::writeAccessLog() {
   rec.rate_limited_dry_run = info_.rate_limited_dry_run;
   rec.failover = info_.failover;
   rec.retry_refused = info_.retry_refused;
+  rec.override_refused = info_.override_refused;
   rec.client_aborted = info_.client_aborted;
   log->appendUnfiltered(rec);
 }
@@ -507,6 +508,21 @@ void Stream::routerResponseCut(Reason reason) {
 }
 
 void Stream::tunnelClientClosed() { endTunnel(); }
+
+bool Stream::closeTunnelIfOffStable() {
+  if (phase_ != Phase::Tunnel || route_ == nullptr || !route_->stable || info_.backend < 0 ||
+      static_cast<uint32_t>(info_.backend) == *route_->stable) {
+    return false;
+  }
+  endTunnel();
+  return true;
+}
+
+void Stream::closeTunnel(Reason why) {
+  if (phase_ != Phase::Tunnel) return;
+  info_.reason = why;
+  endTunnel();
+}
 
 void Stream::endTunnel() {
   // Either side ending ends the tunnel: close the backend side, then the client's.

@@ -81,6 +81,11 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   // Tunnel: client bytes to the backend.
   void tunnelData(const char* data, size_t len);
   void tunnelClientClosed();
+  // A rollback asked to close tunnels: ends this one (backend side, then the client's) when it
+  // runs to a backend that is not its route's stable one. True when it did.
+  bool closeTunnelIfOffStable();
+  // The proxy ends the tunnel (drain): both sides are closed, the exchange is logged with `why`.
+  void closeTunnel(Reason why);
 
   // ---- FilterCallbacks ----
   RequestHead& request() override { return *req_; }

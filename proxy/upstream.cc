@@ -228,7 +228,8 @@ void UpstreamConnection::onTransportDrained() {
 void UpstreamConnection::release(bool reusable) {
   owner_ = nullptr;
   if (state_ == State::Closing) return;
-  if (!reusable || !complete_ || unusable_ || transport_->pendingBytes() > 0 || ctx_.draining()) {
+  if (!reusable || !complete_ || unusable_ || transport_->pendingBytes() > 0 ||
+      ctx_.poolsClosing()) {
     close();
     return;
   }

@@ -36,7 +36,9 @@ class UpstreamContext {
   // Reads land here and are consumed before the read callback returns.
   virtual char* readBuffer() = 0;
   virtual size_t readBufferSize() const = 0;
-  virtual bool draining() const = 0;
+  // The worker is past the first phase of a drain (its listeners are closed): a finished backend
+  // connection closes instead of going back to its pool. (While it still accepts, pools stay.)
+  virtual bool poolsClosing() const = 0;
   // The transport a new connection to `pool` uses, or nullptr for a TCP socket embedded in the
   // connection. A given transport belongs to the context and outlives the connection (it is not
   // reused before upstreamClosed() for that connection).

@@ -1,6 +1,8 @@
 #include "proxy/worker.h"
 
+#include <algorithm>
 #include <chrono>
+#include <vector>
 
 #include "http/http1_codec.h"
 #include "net/tcp_transport.h"
@@ -134,7 +136,7 @@ void Worker::closeListener(Listener* l) {
 void Worker::onAccept(uv_stream_t* server, int status) {
   auto* l = static_cast<Listener*>(server->data);
   Worker* w = l->worker;
-  if (status != 0 || w->draining_) return;
+  if (status != 0 || w->listeners_closed_) return;
   if (w->connections_ >= w->snapshot_->config->limits.max_connections_per_worker) {
     w->rejectConnection(server);
     return;
@@ -163,44 +165,128 @@ void Worker::rejectConnection(uv_stream_t* server) {
 }
 
 void Worker::drain() {
+  post([](Worker& w) { w.beginDrain(); });
+}
+
+void Worker::beginDrain() {
+  if (draining_) return;
+  draining_ = true;
+  // Only between requests: a connection reading a head or in an exchange closes after its answer,
+  // and one that has not sent a request yet is served first (it may have been accepted just now).
+  std::vector<DownstreamConnection*> idle;
+  for (DownstreamConnection* c = idle_list_.front(); c != nullptr; c = idle_list_.next(c)) {
+    if (c->state() == DownstreamConnection::State::Idle && c->served()) idle.push_back(c);
+  }
+  for (DownstreamConnection* c : idle) c->drain();
+  log::info(
+      "drain_worker",
+      {{"worker", id_}, {"phase", 1}, {"idle_closed", idle.size()}, {"connections", connections_}});
+}
+
+void Worker::closeListeners() {
+  listeners_closed_ = true;
+  for (auto& l : listeners_) {
+    if (!l->closing) closeListener(l.get());
+  }
+}
+
+void Worker::stopAccepting() {
   post([](Worker& w) {
-    if (w.draining_) return;
-    w.draining_ = true;
-    for (auto& l : w.listeners_) {
-      if (!l->closing) w.closeListener(l.get());
-    }
+    w.beginDrain();
+    if (w.listeners_closed_) return;
+    w.closeListeners();
     for (auto& [key, pool] : w.pools_) pool->closeIdle();
-    // Idle connections go now; the others finish their exchange with Connection: close.
-    while (DownstreamConnection* c = w.idle_list_.front()) {
-      w.idle_list_.remove(c);
-      c->list = static_cast<uint8_t>(ConnList::None);
-      c->abort();
+    // A connection accepted just before the listener closed may not have sent its request yet:
+    // it gets a short grace instead of its idle timeout (moved to the back keeps the list sorted).
+    const int64_t grace = w.nowMs() + kFreshGraceMs;
+    std::vector<DownstreamConnection*> fresh;
+    for (DownstreamConnection* c = w.idle_list_.front(); c != nullptr; c = w.idle_list_.next(c)) {
+      if (c->state() == DownstreamConnection::State::Idle) fresh.push_back(c);
     }
+    for (DownstreamConnection* c : fresh) {
+      c->deadline_ms = std::min(c->deadline_ms, grace);
+      w.moveConnection(c, ConnList::Idle);
+    }
+    size_t tunnels = 0;
+    for (DownstreamConnection* c = w.active_list_.front(); c != nullptr;
+         c = w.active_list_.next(c)) {
+      if (c->state() == DownstreamConnection::State::Tunnel) ++tunnels;
+    }
+    log::info("drain_worker",
+              {{"worker", w.id_},
+               {"phase", 2},
+               {"in_flight", w.header_list_.size() + w.active_list_.size() - tunnels},
+               {"tunnels", tunnels},
+               {"not_yet_sent", fresh.size()},
+               {"connections", w.connections_}});
     w.maybeFinish();
   });
 }
 
-void Worker::stopNow() {
-  post([](Worker& w) {
+void Worker::maybeCloseTunnels() {
+  if (closing_tunnels_ || !header_list_.empty() || active_list_.empty()) return;
+  std::vector<DownstreamConnection*> tunnels;
+  for (DownstreamConnection* c = active_list_.front(); c != nullptr; c = active_list_.next(c)) {
+    if (c->state() != DownstreamConnection::State::Tunnel) return;  // an exchange in flight
+    tunnels.push_back(c);
+  }
+  closing_tunnels_ = true;
+  for (DownstreamConnection* c : tunnels) c->closeTunnel();
+  closing_tunnels_ = false;
+  log::info("drain_tunnels_closed",
+            {{"worker", id_}, {"tunnels", tunnels.size()}, {"why", "nothing else in flight"}});
+}
+
+void Worker::stopNow(bool force) {
+  post([force](Worker& w) {
     w.draining_ = true;
     w.stopping_ = true;
-    for (auto& l : w.listeners_) {
-      if (!l->closing) w.closeListener(l.get());
-    }
+    w.closeListeners();
+    std::vector<DownstreamConnection*> tunnels;
+    size_t cut = 0;
     for (auto* list : {&w.header_list_, &w.idle_list_, &w.active_list_}) {
       while (DownstreamConnection* c = list->front()) {
         list->remove(c);
         c->list = static_cast<uint8_t>(ConnList::None);
+        if (!force && c->state() == DownstreamConnection::State::Tunnel) {
+          tunnels.push_back(c);  // closed politely below, once the lists are empty
+          continue;
+        }
+        if (c->state() == DownstreamConnection::State::ReadingHead ||
+            c->state() == DownstreamConnection::State::Active ||
+            c->state() == DownstreamConnection::State::Tunnel) {
+          ++cut;
+        }
         c->onDrainDeadline();  // an exchange in progress is logged with reason draining
       }
     }
+    for (DownstreamConnection* c : tunnels) c->closeTunnel();
+    log::warn("drain_worker_stopped",
+              {{"worker", w.id_}, {"cut", cut}, {"tunnels", tunnels.size()}, {"force", force}});
     for (auto& [key, pool] : w.pools_) pool->closeIdle();
     w.maybeFinish();
   });
 }
 
+void Worker::closeTunnelsOffStable() {
+  post([](Worker& w) {
+    // Collected first: closing moves a connection between lists (it is freed only later, in its
+    // transport's close callback).
+    std::vector<DownstreamConnection*> tunnels;
+    for (auto* list : {&w.header_list_, &w.idle_list_, &w.active_list_}) {
+      for (DownstreamConnection* c = list->front(); c != nullptr; c = list->next(c)) {
+        if (c->state() == DownstreamConnection::State::Tunnel) tunnels.push_back(c);
+      }
+    }
+    size_t closed = 0;
+    for (DownstreamConnection* c : tunnels) closed += c->closeTunnelIfOffStable() ? 1 : 0;
+    log::info("tunnels_closed", {{"worker", w.id_}, {"count", closed}, {"why", "rollback"}});
+  });
+}
+
 void Worker::maybeFinish() {
-  if (!draining_ || loop_closing_) return;
+  if (!listeners_closed_ || loop_closing_) return;
+  maybeCloseTunnels();
   if (!header_list_.empty() || !idle_list_.empty() || !active_list_.empty()) return;
   if (connections_ > 0) return;
   loop_closing_ = true;
@@ -265,12 +351,14 @@ void Worker::moveConnection(DownstreamConnection* c, ConnList to) {
 
 void Worker::connectionOpened() {
   ++connections_;
+  open_connections_.fetch_add(1, std::memory_order_relaxed);
   if (snapshot_->metrics) snapshot_->metrics->downstream_connections->Increment();
 }
 
 void Worker::connectionClosed(DownstreamConnection* c) {
   moveConnection(c, ConnList::None);
   --connections_;
+  open_connections_.fetch_sub(1, std::memory_order_relaxed);
   if (snapshot_->metrics) snapshot_->metrics->downstream_connections->Decrement();
   if (at_connection_limit_ &&
       connections_ + connections_ / 10 < snapshot_->config->limits.max_connections_per_worker) {

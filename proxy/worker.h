@@ -51,18 +51,33 @@ class Worker final : public ConnectionContext,
   // Adopt an already-bound listening socket (SO_REUSEPORT).
   void addListener(const std::string& name, int fd);
   void removeListener(const std::string& name);
-  // Stop accepting, close idle connections, finish in-flight ones with Connection: close, then
-  // exit the loop once nothing is left.
+  // Drain, phase 1 (timeouts.drain_delay): keep accepting; every answer says Connection: close
+  // and its connection closes after it; idle keep-alive connections that have served a request
+  // close now, politely (FIN, between requests). Logs `drain_worker` with counts.
   void drain();
-  // Close everything now (drain deadline passed).
-  void stopNow();
+  // Drain, phase 2: close the listeners; in-flight exchanges finish with Connection: close; a
+  // connection that has not sent a byte yet gets kFreshGraceMs to do so; once nothing else is in
+  // flight, WebSocket/upgrade tunnels are closed on both sides (FIN, counted and logged); the loop
+  // exits when nothing is left. Implies drain().
+  void stopAccepting();
+  // The drain deadline passed: exchanges still in flight are cut (reason draining), tunnels are
+  // closed politely. `force` (a second SIGTERM/SIGINT): everything is closed at once.
+  void stopNow(bool force);
+  // Rollback: close every upgrade tunnel to a backend that is not its route's stable one; logs
+  // `tunnels_closed` with the count.
+  void closeTunnelsOffStable();
   bool finished() const { return finished_.load(); }
+  // Open client connections (any thread; for log lines).
+  size_t openConnections() const { return open_connections_.load(std::memory_order_relaxed); }
 
   // ---- loop thread only ----
   uv_loop_t* loop() override { return &loop_; }
   uint32_t id() const { return id_; }
   const std::shared_ptr<const Snapshot>& snapshot() const override { return snapshot_; }
   bool draining() const override { return draining_; }
+  bool poolsClosing() const override { return listeners_closed_; }
+  // How long a connection accepted before the listeners closed may take to send its first byte.
+  static constexpr int64_t kFreshGraceMs = 1000;
   char* readBuffer() override { return read_buf_.get(); }
   static constexpr size_t kReadBufferSize = 64 * 1024;
   size_t readBufferSize() const override { return kReadBufferSize; }
@@ -113,6 +128,10 @@ class Worker final : public ConnectionContext,
   void run();
   void closeListener(Listener* l);
   void maybeFinish();
+  void closeListeners();
+  void beginDrain();
+  // Phase 2: when every exchange left is a tunnel, close the tunnels (once).
+  void maybeCloseTunnels();
   void rebuildPoolTable();
 
   uint32_t id_;
@@ -132,7 +151,10 @@ class Worker final : public ConnectionContext,
   std::unique_ptr<char[]> read_buf_;
   std::string scratch_;
   FastRng rng_;
-  bool draining_ = false;
+  bool draining_ = false;          // drain phase 1 or later: answers say Connection: close
+  bool listeners_closed_ = false;  // drain phase 2 or later
+  bool closing_tunnels_ = false;
+  std::atomic<size_t> open_connections_{0};
   bool stopping_ = false;
   bool loop_closing_ = false;
 

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git
   libuv1-dev libyaml-cpp-dev prometheus-cpp-dev libssl-dev doctest-dev node-llhttp
-  python3 curl openssl wrk haproxy nginx-light prometheus util-linux procps
+  python3 python3-yaml curl openssl wrk haproxy nginx-light prometheus util-linux procps
   clang libclang-rt-14-dev  # the fuzz targets: libFuzzer's runtime is in libclang-rt-14-dev
   clang-format              # tools/check_format.sh
 )

@@ -347,6 +347,7 @@ timeouts:
   downstream_idle: 30s
   upstream_idle: %dms
   drain: 5s
+  drain_delay: 0s  # the run ends with SIGTERM: no load balancer to wait for
 limits: { high_watermark: 256KiB }
 filters: [request_id, rate_limit, router]
 backends:

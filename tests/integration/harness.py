@@ -335,6 +335,19 @@ class Proxy:
 
     def stop(self):
         self.expect_exit = True
+        if self.proc.poll() is None:
+            # A first SIGTERM starts a drain that keeps accepting for timeouts.drain_delay (5 s by
+            # default), or joins one POST /drain started; a second one, once the first is seen,
+            # ends it at once.
+            def seen(px):
+                return ([e for e in px.find_events("drain_started") if e.get("why") == "SIGTERM"]
+                        or px.find_events("drain_signal") or px.find_events("drain_forced"))
+            try:
+                if not seen(self):
+                    self.proc.send_signal(signal.SIGTERM)
+                    self.wait_for(seen, 2.0)
+            except ProcessLookupError:
+                pass
         _kill(self.proc, grace=5.0)
         for t in self._threads:
             t.join(timeout=2)
@@ -356,7 +369,7 @@ def require_binary():
     return BINARY
 
 
-def start_proxy(config, workers=None, wait_admin=None, timeout=START_TIMEOUT):
+def start_proxy(config, workers=None, wait_admin=None, timeout=START_TIMEOUT, extra_args=()):
     """Writes `config` (a dict or YAML text) to a temp dir and starts `cutover --config FILE`.
 
     Waits until every listener of every worker logged "listening" (and the admin listener logged
@@ -378,8 +391,8 @@ def start_proxy(config, workers=None, wait_admin=None, timeout=START_TIMEOUT):
         n_listeners = 1
         workers = workers or 1
         wait_admin = bool(wait_admin)
-    proc = _spawn([binary, "--config", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                  stdin=subprocess.DEVNULL)
+    proc = _spawn([binary, "--config", path, *extra_args], stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     p = Proxy(proc, tmpdir, path)
     p.start_pumps()
 

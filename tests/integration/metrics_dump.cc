@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   }
   cutover::Metrics metrics("0.1.0");
   auto snap = metrics.forConfig(*r.config);
-  metrics.setWeights(*r.config, false);
+  metrics.setWeights(*r.config, *r.config, false);
   metrics.setConfigInfo(*r.config, 1);
   metrics.onReloadResult(true);
   cutover::StreamInfo info;

@@ -370,7 +370,8 @@ class AdminTest(h.ProxyTestCase):
 
         r = admin(p, "POST", "/rollback")
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.json(), {"ok": True, "rollback_active": True, "changed": True})
+        self.assertEqual({k: r.json()[k] for k in ("ok", "rollback_active", "changed", "actor")},
+                         {"ok": True, "rollback_active": True, "changed": True, "actor": "admin"})
         # Immediately: the very next requests on both routes go to legacy.
         self.assertEqual(self.send(p, 50, "/api/x"), {"new": 0, "legacy": 50})
         self.assertEqual(self.send(p, 50, "/"), {"new": 0, "legacy": 50})
@@ -399,7 +400,8 @@ class AdminTest(h.ProxyTestCase):
         self.assertEqual(self.send(p, 30, "/api/x"), {"new": 0, "legacy": 30})
 
         r = admin(p, "POST", "/rollback/clear")
-        self.assertEqual(r.json(), {"ok": True, "rollback_active": False, "changed": True})
+        self.assertEqual({k: r.json()[k] for k in ("ok", "rollback_active", "changed")},
+                         {"ok": True, "rollback_active": False, "changed": True})
         self.assertEqual(self.send(p, 20, "/api/x"), {"new": 20, "legacy": 0})
         self.assertRegex(admin(p, "GET", "/config").body.decode(), r"(?m)^rollback_active: false$")
         m = admin(p, "GET", "/metrics").body.decode()
@@ -408,19 +410,26 @@ class AdminTest(h.ProxyTestCase):
         self.assertEqual(metric(m, "cutover_route_weight_percent", route="web", backend="new"), 50)
         self.assertEqual(len(p.find_events("rollback_cleared")), 1)
 
-    def test_rollback_is_cleared_by_a_reload_whose_file_sets_new_weights(self):
+    def test_rollback_stays_when_a_reload_sets_new_weights_which_apply_underneath(self):
         p = self.watched_proxy(self.config(new=100, legacy=0))
         self.assertEqual(admin(p, "POST", "/rollback").status, 200)
         self.assertEqual(self.send(p, 20), {"new": 0, "legacy": 20})
 
         write_atomic(p.config_path, h.to_yaml(self.config(new=90, legacy=10)) + "\n")
         self.assertTrue(wait_events(p, "config_reloaded", 1, 3), p.log_tail())
-        cleared = p.find_events("rollback_cleared")
-        self.assertEqual(len(cleared), 1, p.log_tail())
-        self.assertEqual(cleared[0].get("trigger"), "file sets new weights")
-        self.assertRegex(admin(p, "GET", "/config").body.decode(), r"(?m)^rollback_active: false$")
+        self.assertEqual(p.find_events("rollback_cleared"), [], p.log_tail())
+        self.assertEqual(p.find_events("config_reloaded")[-1].get("rollback"),
+                         "applied under active rollback")
+        self.assertRegex(admin(p, "GET", "/config").body.decode(), r"(?m)^rollback_active: true$")
         m = admin(p, "GET", "/metrics").body.decode()
-        self.assertEqual(metric(m, "cutover_rollback_active"), 0)
+        self.assertEqual(metric(m, "cutover_rollback_active"), 1)
+        self.assertEqual(metric(m, "cutover_route_weight_percent", route="default", backend="new"),
+                         0)
+        self.assertEqual(self.send(p, 20), {"new": 0, "legacy": 20})
+
+        # Cleared: the file's new weights, applied underneath, take over.
+        self.assertEqual(admin(p, "POST", "/rollback/clear").json()["changed"], True)
+        m = admin(p, "GET", "/metrics").body.decode()
         self.assertEqual(metric(m, "cutover_route_weight_percent", route="default", backend="new"),
                          90)
         counts = self.send(p, 200)
@@ -439,7 +448,7 @@ class AdminTest(h.ProxyTestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         out = r.stdout.decode()
         self.assertEqual(r.returncode, 0, out + r.stderr.decode())
-        lines = [l.split() for l in out.splitlines() if l.strip()]
+        lines = [l.split() for l in out.splitlines()[1:] if l.strip()]  # after the caption
         self.assertEqual(lines[0][:4], ["ROUTE", "BACKEND", "WEIGHT", "REQUESTS"], out)
         rows = {tuple(l[:2]): l for l in lines[1:]}
         self.assertIn(("default", "new"), rows, out)

@@ -180,9 +180,20 @@ class CtlTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("does not split to 'new'", r.stderr)
         r = self.ctl("set-weight", "kibana", "101")
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 2)  # an argument error, as argparse reports them
         self.assertIn("0..100", r.stderr)
         self.assertEqual(self.read(), COMMENTED)
+
+    def test_options_after_the_command_and_a_percent_sign(self):
+        r = subprocess.run([sys.executable, ARGS.ctl, "set-weight", "kibana", "25%", "--config",
+                            self.path, "--binary", ARGS.binary],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        w = weights_of(self.read())
+        self.assertEqual((w[("kibana", "new")], w[("kibana", "legacy")]), (25, 75))
+        r = self.ctl("set-weight", "kibana", "25%%")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("expected a whole percent", r.stderr)
 
     def test_three_backend_split_is_refused(self):
         text = COMMENTED.replace(
@@ -262,8 +273,11 @@ class StatusTest(unittest.TestCase):
     def test_table_from_stats_and_config(self):
         stats = {
             "routes": [{"name": "kibana", "backends": [
-                {"name": "new", "requests": 120, "success_rate": 0.975, "p99_ms": 85.25},
-                {"name": "legacy", "requests": 1080, "success_rate": 1.0, "p99_ms": 310.0}]}],
+                {"name": "new", "requests": 120, "success_rate": 0.975, "p99_ms": 85.25,
+                 "attempts": 150, "attempt_success_rate": 0.78},
+                {"name": "legacy", "requests": 1080, "success_rate": 1.0, "p99_ms": 310.0},
+                {"name": "spare", "requests": 0, "success_rate": None, "p99_ms": None,
+                 "attempts": 0, "attempt_success_rate": None}]}],
             "backends": [{"name": "new", "breaker": "open", "trips": 2},
                          {"name": "legacy", "breaker": "closed", "trips": 0}],
         }
@@ -305,12 +319,77 @@ class StatusTest(unittest.TestCase):
             server.server_close()
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
-        self.assertTrue(lines[0].startswith("ROUTE"), r.stdout)
+        self.assertTrue(lines[0].startswith("since start"), r.stdout)
+        self.assertTrue(lines[1].startswith("ROUTE"), r.stdout)
+        self.assertNotIn("LAST RELOAD FAILED", r.stdout)
         new_row = [l for l in lines if l.startswith("kibana") and " new " in l][0].split()
-        self.assertEqual(new_row, ["kibana", "new", "25%", "120", "97.50%", "85.2", "open", "2"])
+        self.assertEqual(new_row, ["kibana", "new", "25%", "120", "97.50%", "150", "78.00%", "85.2",
+                                   "open", "2"])
         legacy_row = [l for l in lines if " legacy " in l][0].split()
-        self.assertEqual(legacy_row[2:4], ["75%", "1080"])
+        self.assertEqual(legacy_row[2:7], ["75%", "1080", "100.00%", "-", "-"])
+        # No data is "-", never "0.0" or "0.00%".
+        spare_row = [l for l in lines if " spare " in l][0].split()
+        self.assertEqual(spare_row[3:8], ["0", "-", "-", "-", "-"])
         self.assertEqual(seen_auth, ["Bearer tok123", "Bearer tok123"])
+
+    def serve(self, handler_stats, config_text):
+        """A stand-in admin API: /stats answers handler_stats(n) for the n-th call."""
+        calls = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/stats":
+                    calls.append(self.path)
+                    body = json.dumps(handler_stats(len(calls))).encode()
+                elif self.path == "/config":
+                    body = config_text.encode()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return "http://127.0.0.1:%d" % server.server_address[1]
+
+    def test_window_rates_come_from_the_difference_of_two_samples(self):
+        def stats(n):
+            # Since start new did fine (1000 of 1000); in the window it failed 30 of 100 attempts.
+            new = {"name": "new", "requests": 1000 + 100 * (n - 1), "successes": 1000 + 95 * (n - 1),
+                   "attempts": 1000 + 100 * (n - 1), "attempt_successes": 1000 + 70 * (n - 1),
+                   "success_rate": 0.99, "attempt_success_rate": 0.97, "p99_ms": 12.0}
+            idle = {"name": "legacy", "requests": 500, "successes": 500, "attempts": 500,
+                    "attempt_successes": 500, "success_rate": 1.0, "attempt_success_rate": 1.0,
+                    "p99_ms": 9.0}
+            return {"routes": [{"name": "kibana", "backends": [new, idle]}], "backends": []}
+        admin = self.serve(stats, COMMENTED)
+        # Options after the command name, too.
+        r = subprocess.run([sys.executable, ARGS.ctl, "status", "--window", "0.2", "--admin", admin],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("over the last 0.2 s", r.stdout)
+        new_row = [l for l in r.stdout.splitlines() if " new " in l][0].split()
+        self.assertEqual(new_row[3:8], ["100", "95.00%", "100", "70.00%", "-"])
+        legacy_row = [l for l in r.stdout.splitlines() if " legacy " in l][0].split()
+        self.assertEqual(legacy_row[3:7], ["0", "-", "-", "-"])  # no traffic in the window
+
+    def test_last_reload_error_is_shown(self):
+        config = COMMENTED + ("last_reload_error: |\n"
+                              "  cutover.yaml:14:7: routes[0].split.new: must be 0..100, got 140\n")
+        admin = self.serve(lambda n: {"routes": [], "backends": []}, config)
+        r = subprocess.run([sys.executable, ARGS.ctl, "--admin", admin, "status"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("LAST RELOAD FAILED (the running config stays):\n"
+                      "  cutover.yaml:14:7: routes[0].split.new: must be 0..100, got 140", r.stdout)
 
     def test_unreachable_admin_is_a_clear_error(self):
         r = subprocess.run([sys.executable, ARGS.ctl, "--admin", "http://127.0.0.1:9",

@@ -226,7 +226,9 @@ class DnsTest(h.ProxyTestCase):
         with open(os.path.join(self.dir, "hosts"), "a") as f:
             f.write("127.0.0.2 other.cutover.test\n")
         cfg = h.make_config({"app": [self.name], "other": ["other.cutover.test:%d" % self.port]},
-                            admin=True, timeouts={"connect": "500ms"})
+                            admin=True, timeouts={"connect": "500ms"},
+                            routes=[{"name": "default", "match": {"prefix": "/"},
+                                     "split": {"app": 100}}])
         cfg["backends"]["app"]["dns_refresh"] = "1h"
         with open(p.config_path + ".tmp", "w") as f:
             f.write(h.to_yaml(cfg) + "\n")

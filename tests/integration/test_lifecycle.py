@@ -26,12 +26,15 @@ def connect_refused(port):
 
 
 class DrainTest(h.ProxyTestCase):
+    """Phase 2 of a drain on its own (`drain_delay: 0s`, the behaviour before the delay existed);
+    the delay itself is tested in test_drain.py."""
+
     def setUp(self):
         self.legacy = self.backend("legacy")
 
     def test_sigterm_finishes_in_flight_slow_request_refuses_new_connections_and_exits_0(self):
         p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
-                                     timeouts={"drain": "5s"}))
+                                     timeouts={"drain": "5s", "drain_delay": "0s"}))
         result = {}
 
         def slow_request():
@@ -74,7 +77,7 @@ class DrainTest(h.ProxyTestCase):
 
     def test_sigterm_closes_idle_keepalive_connections_and_exits_promptly(self):
         p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
-                                     timeouts={"drain": "5s"}))
+                                     timeouts={"drain": "5s", "drain_delay": "0s"}))
         idle = h.Client(p.port)
         self.addCleanup(idle.close)
         self.assertEqual(idle.request("GET", "/").status, 200)
@@ -89,7 +92,7 @@ class DrainTest(h.ProxyTestCase):
 
     def test_drain_timeout_bounds_exit_when_a_request_outlasts_it(self):
         p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100},
-                                     timeouts={"drain": "1s"}))
+                                     timeouts={"drain": "1s", "drain_delay": "0s"}))
         c = h.Client(p.port, timeout=10)
         self.addCleanup(c.close)
         c.send(h.build_request("GET", "/slow?ms=8000"))
@@ -104,7 +107,7 @@ class DrainTest(h.ProxyTestCase):
     def test_a_request_cut_by_the_drain_deadline_is_logged_with_reason_draining(self):
         # POST /drain (the preStop hook) with a 500 ms deadline; the backend takes 8 s.
         p = self.proxy(h.make_config({"legacy": self.legacy}, split={"legacy": 100}, admin=True,
-                                     timeouts={"drain": "500ms"}))
+                                     timeouts={"drain": "500ms", "drain_delay": "0s"}))
         c = h.Client(p.port, timeout=10)
         self.addCleanup(c.close)
         c.send(h.build_request("GET", "/slow?ms=8000"))

@@ -173,6 +173,31 @@ class RateLimitTest(h.ProxyTestCase):
                 self.assertEqual(r.header("x-cutover-backend"), "legacy")
         self.assertEqual(new.stats()["requests"], 4)
 
+    def test_backend_over_its_limit_sends_the_request_to_the_route_fallback(self):
+        # A promoted route (new: 100) whose new backend has a 4/min limit: over it, users are
+        # served by the fallback (legacy) instead of a 429, and the move is counted as a failover.
+        legacy = self.backend("legacy")
+        new = self.backend("new")
+        routes = [{"name": "promoted", "match": {"prefix": "/p"}, "split": {"new": 100},
+                   "fallback": "legacy"},
+                  {"name": "default", "match": {"prefix": "/"}, "split": {"new": 100}}]
+        cfg = h.make_config({"legacy": legacy, "new": new}, routes=routes, admin=True)
+        cfg["backends"]["new"]["rate_limit"] = {"rate": "4/min"}
+        cfg["backends"]["legacy"]["rate_limit"] = {"rate": "3/min"}
+        p = self.proxy(cfg)
+        with Session(p.port) as c:
+            served = [c.request("GET", "/p").header("x-cutover-backend") for _ in range(7)]
+            self.assertEqual(served, ["new"] * 4 + ["legacy"] * 3)
+            # Both over their limits: 429, said by the backend the split chose.
+            r = c.request("GET", "/p")
+            self.assertLocalReply(r, 429, "rate_limited")
+            # A route without a fallback answers 429 as before.
+            self.assertLocalReply(c.request("GET", "/other"), 429, "rate_limited")
+        self.assertEqual((new.stats()["requests"], legacy.stats()["requests"]), (4, 3))
+        text = h.admin(p, "GET", "/metrics").body.decode()
+        self.assertEqual(h.metric(text, "cutover_failovers_total", route="promoted", **{
+            "from": "new", "to": "legacy"}), 3.0)
+
     def test_two_workers_and_16_connections_admit_exactly_the_burst_once(self):
         legacy = self.backend("legacy")
         routes = [limited_route("limited", "/", {"rate": "20/min", "burst": 20,

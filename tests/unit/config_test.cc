@@ -237,6 +237,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(config->timeouts.downstream_idle == seconds(60));
   CHECK(config->timeouts.upstream_idle == seconds(60));
   CHECK(config->timeouts.drain == seconds(20));
+  CHECK(config->timeouts.drain_delay == seconds(5));
   CHECK(config->limits.max_header_bytes == 65536);
   CHECK(config->limits.max_uri_bytes == 8192);
   CHECK(config->limits.max_response_header_bytes == 65536);
@@ -289,6 +290,7 @@ timeouts:
   downstream_idle: 1h
   upstream_idle: 45s
   drain: 0s
+  drain_delay: 0s
 limits:
   max_header_bytes: 32KiB
   max_uri_bytes: 4096
@@ -380,6 +382,7 @@ void checkFull(const Config& config) {
   CHECK(config.timeouts.downstream_idle == hours(1));
   CHECK(config.timeouts.upstream_idle == seconds(45));
   CHECK(config.timeouts.drain == milliseconds(0));
+  CHECK(config.timeouts.drain_delay == milliseconds(0));
   CHECK(config.limits.max_header_bytes == 32 * 1024);
   CHECK(config.limits.max_uri_bytes == 4096);
   CHECK(config.limits.max_response_header_bytes == 1024 * 1024);
@@ -539,6 +542,7 @@ TEST_CASE("dumpYaml writes every default and loads back to the same config") {
   INFO(minimal_dump);
   // Defaults are explicit, including sections that are off.
   CHECK(minimal_dump.find("drain: 20s") != std::string::npos);
+  CHECK(minimal_dump.find("drain_delay: 5s") != std::string::npos);
   CHECK(minimal_dump.find("high_watermark: 1048576") != std::string::npos);
   CHECK(minimal_dump.find("override_header: ~") != std::string::npos);
   CHECK(minimal_dump.find("enabled: false") != std::string::npos);
@@ -646,6 +650,12 @@ TEST_CASE("errors carry the exact file:line:col and key path") {
               "cutover.yaml:6:12: timeouts.request: expected a duration like 250ms, 15s, 1m or "
               "1h, got '1.5s'",
               "cutover.yaml:7:10: timeouts.drain: must be 0s..1h, got 2h"});
+    CHECK(errorsOf(kListeners + "timeouts:\n  drain_delay: 20m\n  drain_dealy: 1s\n" + kBackends +
+                   kRoutes) ==
+          std::vector<std::string>{
+              "cutover.yaml:5:16: timeouts.drain_delay: must be 0s..10m, got 20m",
+              "cutover.yaml:6:3: timeouts: unknown key 'drain_dealy' (did you mean "
+              "'drain_delay'?)"});
   }
   SUBCASE("an unknown backend in a split and as fallback") {
     CHECK(errorsOf(kListeners + kBackends +
@@ -1298,4 +1308,94 @@ TEST_CASE("DNS endpoint errors name file, line and key") {
   CHECK(errorsOf("listeners:\n  - name: public\n    address: db.internal:8080\n" + kBackends +
                  kRoutes)
             .size() == 1);
+}
+
+// ---- rollback roles ---------------------------------------------------------------------------
+
+namespace {
+const std::string kFastapiBackends =
+    "backends:\n"
+    "  fastapi-v1: { endpoints: [\"127.0.0.1:9001\"] }\n"
+    "  fastapi-v2: { endpoints: [\"127.0.0.1:9002\"] }\n";
+}  // namespace
+
+TEST_CASE("stable: a route's own, else defaults.stable, else the backend named legacy") {
+  auto own = loadOk(kListeners + kFastapiBackends +
+                    "routes:\n"
+                    "  - name: a\n"
+                    "    match: { prefix: / }\n"
+                    "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n"
+                    "    stable: fastapi-v1\n");
+  REQUIRE(own->routes[0].stable);
+  CHECK(own->backends[*own->routes[0].stable].name == "fastapi-v1");
+
+  auto defaulted = loadOk(kListeners + kFastapiBackends +
+                          "defaults: { stable: fastapi-v2 }\n"
+                          "routes:\n"
+                          "  - name: a\n"
+                          "    match: { prefix: /a }\n"
+                          "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n"
+                          "  - name: b\n"
+                          "    match: { prefix: / }\n"
+                          "    split: { fastapi-v1: 50, fastapi-v2: 50 }\n"
+                          "    stable: fastapi-v1\n");
+  CHECK(defaulted->backends[*defaulted->routes[0].stable].name == "fastapi-v2");
+  CHECK(defaulted->backends[*defaulted->routes[1].stable].name == "fastapi-v1");
+
+  auto legacy = loadOk(kListeners + kBackends + kRoutes);
+  REQUIRE(legacy->routes[0].stable);
+  CHECK(legacy->backends[*legacy->routes[0].stable].name == "legacy");
+
+  // One backend and no role anywhere: nothing to roll back, not an error.
+  auto single = loadOk(kListeners + kFastapiBackends +
+                       "routes:\n"
+                       "  - name: a\n"
+                       "    match: { prefix: / }\n"
+                       "    split: { fastapi-v2: 100 }\n");
+  CHECK_FALSE(single->routes[0].stable);
+}
+
+TEST_CASE("a route splitting over two backends without a rollback target is refused, with line") {
+  CHECK(errorsOf(kListeners + kFastapiBackends +
+                 "routes:\n"
+                 "  - name: a\n"
+                 "    match: { prefix: / }\n"
+                 "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n") ==
+        std::vector<std::string>{
+            "cutover.yaml:8:5: routes[0].stable: route splits over fastapi-v1, fastapi-v2 but has "
+            "no rollback target: set 'stable: <backend>' on the route or 'defaults: {stable: "
+            "<backend>}' (a backend named 'legacy' is the default)"});
+  CHECK(errorsOf(kListeners + kFastapiBackends +
+                 "routes:\n"
+                 "  - name: a\n"
+                 "    match: { prefix: / }\n"
+                 "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n"
+                 "    stable: fastapi-v3\n") ==
+        std::vector<std::string>{"cutover.yaml:11:13: routes[0].stable: unknown backend "
+                                 "'fastapi-v3' (backends: fastapi-v1, fastapi-v2)"});
+  CHECK(errorsOf(kListeners + kFastapiBackends + "defaults: { stabel: fastapi-v1 }\n" +
+                 "routes:\n"
+                 "  - name: a\n"
+                 "    match: { prefix: / }\n"
+                 "    split: { fastapi-v1: 100 }\n")
+            .front()
+            .starts_with("cutover.yaml:7:13: defaults: unknown key 'stabel' (did you mean"));
+}
+
+TEST_CASE("state_dir and stable roles survive the dump round trip") {
+  auto config = loadOk(kListeners + kFastapiBackends +
+                       "defaults: { stable: fastapi-v1 }\n"
+                       "state_dir: /var/lib/cutover\n"
+                       "routes:\n"
+                       "  - name: a\n"
+                       "    match: { prefix: / }\n"
+                       "    split: { fastapi-v1: 90, fastapi-v2: 10 }\n");
+  CHECK(config->state_dir == "/var/lib/cutover");
+  std::string dumped = dumpYaml(*config);
+  CHECK(dumped.find("stable: fastapi-v1") != std::string::npos);
+  auto again = loadOk(dumped);
+  CHECK(dumpYaml(*again) == dumped);
+  CHECK(again->state_dir == "/var/lib/cutover");
+  CHECK(*again->default_stable == *config->default_stable);
+  CHECK(loadOk(kListeners + kBackends + kRoutes)->state_dir.empty());
 }

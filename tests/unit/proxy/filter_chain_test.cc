@@ -171,7 +171,7 @@ struct Harness {
     worker->addListener("p", fd);
   }
   ~Harness() {
-    worker->stopNow();
+    worker->stopNow(/*force=*/true);
     worker->join();
   }
 

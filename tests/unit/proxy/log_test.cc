@@ -272,6 +272,7 @@ TEST_CASE("a writer that falls behind drops lines past the backlog bound and cou
   const int total = 5000;
   for (int i = 0; i < total; ++i) access.append(record(200));
   CHECK(access.dropped() > 0);
+  CHECK(sink->dropped() == access.dropped());  // the process-wide total the scrape exports
   CHECK(access.buffered() <= options.max_backlog);
   bool closed = false;
   access.close([&] { closed = true; });

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/loader.h"
+#include "proxy/config_diff.h"
 
 using namespace cutover;
 
@@ -62,7 +63,7 @@ TEST_CASE("every family is exported with its name, type and help") {
   auto cfg = load(kConfig);
   auto snap = metrics.forConfig(*cfg);
   REQUIRE(snap != nullptr);
-  metrics.setWeights(*cfg, false);
+  metrics.setWeights(*cfg, *cfg, false);
   metrics.setConfigInfo(*cfg, 1);
   std::string text = metrics.serialize();
   const std::vector<std::pair<std::string, std::string>> families = {
@@ -84,6 +85,9 @@ TEST_CASE("every family is exported with its name, type and help") {
       {"cutover_config_info", "gauge"},
       {"cutover_build_info", "gauge"},
       {"cutover_rollback_active", "gauge"},
+      {"cutover_rollback_since_seconds", "gauge"},
+      {"cutover_config_last_load_success", "gauge"},
+      {"cutover_override_refused_total", "counter"},
   };
   for (const auto& [name, type] : families) {
     INFO(name);
@@ -209,17 +213,17 @@ TEST_CASE("label values come only from the config, and a reload keeps existing s
   CHECK(series == 3 * 3 * kCodeClassCount);
 }
 
-TEST_CASE("weights: configured split, rollback sends new's share to legacy, stale routes vanish") {
+TEST_CASE("weights: configured split, the effective split in a rollback, stale routes vanish") {
   Metrics metrics("test");
   auto cfg = load(kConfig);
-  metrics.setWeights(*cfg, false);
+  metrics.setWeights(*cfg, *cfg, false);
   std::string text = metrics.serialize();
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="new",route="kibana"})m") == "10");
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="legacy",route="kibana"})m") == "90");
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="legacy",route="health"})m") == "100");
   CHECK(value(text, "cutover_rollback_active") == "0");
 
-  metrics.setWeights(*cfg, true);
+  metrics.setWeights(*cfg, *withRollback(*cfg), true);
   text = metrics.serialize();
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="new",route="kibana"})m") == "0");
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="legacy",route="kibana"})m") == "100");
@@ -228,7 +232,7 @@ TEST_CASE("weights: configured split, rollback sends new's share to legacy, stal
   std::string renamed = kConfig;
   renamed.replace(renamed.find("name: kibana"), 12, "name: kb");
   auto cfg2 = load(renamed);
-  metrics.setWeights(*cfg2, false);
+  metrics.setWeights(*cfg2, *cfg2, false);
   text = metrics.serialize();
   CHECK(line(text, R"m(cutover_route_weight_percent{backend="new",route="kibana"})m").empty());
   CHECK(value(text, R"m(cutover_route_weight_percent{backend="new",route="kb"})m") == "10");
@@ -280,4 +284,63 @@ TEST_CASE("duration histogram is exact under concurrent observers") {
   CHECK(codeClassIndex(101) == 0);
   CHECK(codeClassIndex(599) == 4);
   CHECK(codeClassIndex(600) == 5);
+}
+
+TEST_CASE("configured and effective weights part during a rollback") {
+  Metrics metrics("test");
+  auto cfg = load(kConfig);
+  metrics.setWeights(*cfg, *withRollback(*cfg), true);
+  std::string text = metrics.serialize();
+  CHECK(value(text, R"m(cutover_route_configured_weight_percent{backend="new",route="kibana"})m") ==
+        "10");
+  CHECK(value(text, R"m(cutover_route_effective_weight_percent{backend="new",route="kibana"})m") ==
+        "0");
+  CHECK(
+      value(text, R"m(cutover_route_effective_weight_percent{backend="legacy",route="kibana"})m") ==
+      "100");
+}
+
+TEST_CASE("attempt series exist at zero for every outcome; failovers only between a route's own") {
+  Metrics metrics("test");
+  auto cfg = load(kConfig);
+  auto m = metrics.forConfig(*cfg);
+  std::string text = metrics.serialize();
+  for (const char* o : {"1xx", "2xx", "3xx", "4xx", "5xx", "connect_error", "timeout", "reset",
+                        "bad_response", "cancelled"}) {
+    CHECK(value(text, std::string("cutover_upstream_attempts_total{backend=\"new\",outcome=\"") +
+                          o + "\",route=\"kibana\"}") == "0");
+  }
+  CHECK(value(text, R"m(cutover_failovers_total{from="new",route="kibana",to="legacy"})m") == "0");
+  // health splits to legacy alone: nothing to move between, no series.
+  CHECK(line(text, R"m(cutover_failovers_total{from="new",route="health",to="legacy"})m").empty());
+  // No attempt is ever made without a route or a backend.
+  CHECK(text.find("cutover_upstream_attempts_total{backend=\"(none)\"") == std::string::npos);
+  CHECK(text.find("outcome=\"2xx\",route=\"(none)\"}") == std::string::npos);
+  m->recordAttempt(0, static_cast<uint32_t>(cfg->backendIndex("new")), AttemptOutcome::Status5xx);
+  text = metrics.serialize();
+  CHECK(value(text,
+              R"m(cutover_upstream_attempts_total{backend="new",outcome="5xx",route="kibana"})m") ==
+        "1");
+}
+
+TEST_CASE("process metrics, endpoint health and access-log drops are exported at scrape") {
+  Metrics metrics("test");
+  auto cfg = load(kConfig);
+  metrics.setEndpointHealth(*cfg, {{true}, {false}});
+  metrics.setAccessLogDropped(7);
+  metrics.setAccessLogDropped(7);  // a total, not a delta: unchanged
+  std::string text = metrics.serialize();
+  CHECK(value(text, R"m(cutover_endpoint_healthy{backend="legacy",endpoint="127.0.0.1:9001"})m") ==
+        "1");
+  CHECK(value(text, R"m(cutover_endpoint_healthy{backend="new",endpoint="127.0.0.1:9002"})m") ==
+        "0");
+  CHECK(value(text, "cutover_access_log_dropped_total") == "7");
+  CHECK(std::stod(value(text, "process_resident_memory_bytes")) > 1 << 20);
+  CHECK(std::stod(value(text, "process_open_fds")) >= 3);
+  CHECK(std::stod(value(text, "process_max_fds")) >= 64);
+  CHECK(std::stod(value(text, "process_cpu_seconds_total")) >= 0);
+  const double start = std::stod(value(text, "process_start_time_seconds"));
+  CHECK(start > 1.6e9);
+  CHECK(start <= static_cast<double>(time(nullptr)) + 1);
+  CHECK(text.find("# TYPE process_cpu_seconds_total counter") != std::string::npos);
 }

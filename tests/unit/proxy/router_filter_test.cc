@@ -13,6 +13,8 @@
 #include "common/clock.h"
 #include "policy/circuit_breaker.h"
 #include "policy/retry_budget.h"
+#include "proxy/config_diff.h"
+#include "proxy/metrics.h"
 #include "proxy/router.h"
 #include "tests/unit/proxy/test_snapshot.h"
 
@@ -305,4 +307,178 @@ TEST_CASE("body bytes arriving while a dead pooled connection is replaced are he
   CHECK(again == "hello");
   f.router->onRequestBody(" world", 6);
   CHECK(f.attempt.body_started);  // from now on straight to the attempt
+}
+
+namespace {
+// The snapshot a rollback builds: the effective config with every route on its stable backend.
+void rollBack(Fixture& f) {
+  f.snap.config = withRollback(*f.snap.config);
+  f.snap.rollback = true;
+}
+}  // namespace
+
+TEST_CASE("in a rollback the override header cannot pick a rolled-back backend: ignored, flagged") {
+  SUBCASE("names the rolled-back backend") {
+    Fixture f("");  // stable: legacy (the default)
+    rollBack(f);
+    f.req.headers.add("x-backend", "new");
+    f.start();
+    REQUIRE(f.attempt.started.size() == 1);
+    CHECK(f.attempt.started[0] == f.backend("legacy"));
+    CHECK(f.info.override_refused);
+  }
+  SUBCASE("names the stable backend") {
+    Fixture f("");
+    rollBack(f);
+    f.req.headers.add("x-backend", "legacy");
+    f.start();
+    REQUIRE(f.attempt.started.size() == 1);
+    CHECK(f.attempt.started[0] == f.backend("legacy"));
+    CHECK_FALSE(f.info.override_refused);
+  }
+}
+
+TEST_CASE("in a rollback an open stable backend does not fail over to a rolled-back fallback") {
+  const std::string breaker = ", circuit_breaker: {consecutive_failures: 1, failure_on: [5xx]}";
+  Fixture f("    stable: new\n    fallback: legacy\n", breaker);
+  rollBack(f);
+  f.snap.backends[f.backend("new")].breaker->onFailure(monotonicNs());
+  f.start();
+  CHECK(f.attempt.started.empty());
+  REQUIRE(f.stream.local_replies.size() == 1);
+  CHECK(f.stream.local_replies[0] == std::pair<int, Reason>{503, Reason::CircuitOpen});
+  CHECK_FALSE(f.info.failover);
+  f.router->reset();
+  f.checkReleased();
+}
+
+TEST_CASE("in a rollback a retry_on_other_backend retry stays on the stable backend") {
+  Fixture f(
+      "    stable: new\n"
+      "    retry: {attempts: 2, backoff_base: 5ms, backoff_max: 5ms, retry_on_other_backend: "
+      "true}\n");
+  rollBack(f);
+  f.start();
+  REQUIRE(f.attempt.started.size() == 1);
+  CHECK(f.attempt.started[0] == f.backend("new"));
+  f.answer(503);
+  uv_run(&f.loop, UV_RUN_DEFAULT);  // the backoff
+  REQUIRE(f.attempt.started.size() == 2);
+  CHECK(f.attempt.started[1] == f.backend("new"));
+  f.answer(200);
+  f.router->onAttemptComplete();
+  f.router->reset();
+  f.checkReleased();
+}
+
+namespace {
+// The router's Fixture with metrics on: cutover_upstream_attempts_total and failovers readable.
+struct MeteredFixture : Fixture {
+  Metrics metrics{"test"};
+  explicit MeteredFixture(const std::string& route_extra, const std::string& breaker = "")
+      : Fixture(route_extra, breaker) {
+    snap.metrics = metrics.forConfig(*snap.config);
+    info.route = 0;
+  }
+  double attempts(const std::string& backend_name, AttemptOutcome o) const {
+    return snap.metrics->routes[0].attempts[backend(backend_name)][static_cast<size_t>(o)]->Value();
+  }
+  double total(const std::string& backend_name) const {
+    double n = 0;
+    for (size_t o = 0; o < kAttemptOutcomeCount; ++o) {
+      n += snap.metrics->routes[0].attempts[backend(backend_name)][o]->Value();
+    }
+    return n;
+  }
+  double failovers(const std::string& from, const std::string& to) const {
+    const size_t n = snap.config->backends.size();
+    return snap.metrics->routes[0].failovers[backend(from) * n + backend(to)]->Value();
+  }
+};
+}  // namespace
+
+TEST_CASE("a 503 retried on legacy counts a 5xx attempt for new, a 2xx for legacy, one failover") {
+  MeteredFixture f(
+      "    retry: {attempts: 2, backoff_base: 5ms, backoff_max: 5ms, retry_on_other_backend: "
+      "true}\n");
+  f.start();
+  f.answer(503);
+  uv_run(&f.loop, UV_RUN_DEFAULT);
+  f.answer(200);
+  CHECK(f.total("legacy") == 0);  // counted when the attempt ends, not at its head
+  f.router->onAttemptComplete();
+  f.router->reset();
+  CHECK(f.attempts("new", AttemptOutcome::Status5xx) == 1);
+  CHECK(f.total("new") == 1);
+  CHECK(f.attempts("legacy", AttemptOutcome::Status2xx) == 1);
+  CHECK(f.total("legacy") == 1);
+  CHECK(f.failovers("new", "legacy") == 1);
+  CHECK(f.failovers("legacy", "new") == 0);
+}
+
+TEST_CASE("each way an attempt ends is counted once under its outcome") {
+  using F = UpstreamCallbacks::Failure;
+  for (auto [failure, outcome] :
+       {std::pair{F::Connect, AttemptOutcome::ConnectError},
+        std::pair{F::Timeout, AttemptOutcome::Timeout}, std::pair{F::Reset, AttemptOutcome::Reset},
+        std::pair{F::BadResponse, AttemptOutcome::BadResponse}}) {
+    MeteredFixture f("");
+    f.start();
+    f.router->onAttemptFailed(failure);
+    f.router->reset();
+    CHECK(f.attempts("new", outcome) == 1);
+    CHECK(f.total("new") == 1);
+  }
+  SUBCASE("a reset after a 200 head is a reset, not a 2xx") {
+    MeteredFixture f("");
+    f.start();
+    f.answer(200);
+    f.router->onAttemptFailed(F::Reset);
+    f.router->reset();
+    CHECK(f.attempts("new", AttemptOutcome::Reset) == 1);
+    CHECK(f.total("new") == 1);
+  }
+  SUBCASE("the client going away is cancelled; the request deadline is a timeout") {
+    MeteredFixture f("");
+    f.start();
+    f.router->abandon();
+    f.router->reset();
+    CHECK(f.attempts("new", AttemptOutcome::Cancelled) == 1);
+    MeteredFixture g("");
+    g.start();
+    g.router->abandon(AttemptOutcome::Timeout);
+    g.router->reset();
+    CHECK(g.attempts("new", AttemptOutcome::Timeout) == 1);
+    CHECK(g.total("new") == 1);
+  }
+  SUBCASE("an unrequested 101 is a bad response") {
+    MeteredFixture f("");
+    f.start();
+    f.answer(101);
+    f.router->reset();
+    CHECK(f.attempts("new", AttemptOutcome::BadResponse) == 1);
+    CHECK(f.total("new") == 1);
+  }
+}
+
+TEST_CASE("refusals are not attempts: a connection limit at start, an open breaker's failover") {
+  SUBCASE("limit") {
+    MeteredFixture f("");
+    f.attempt.next = Reason::MaxConnections;
+    f.start();
+    f.router->reset();
+    CHECK(f.total("new") == 0);
+  }
+  SUBCASE("breaker open: the fallback takes the attempt, and a failover is counted") {
+    MeteredFixture f("    fallback: legacy\n",
+                     ", circuit_breaker: {consecutive_failures: 1, failure_on: [5xx]}");
+    f.snap.backends[f.backend("new")].breaker->onFailure(monotonicNs());
+    f.start();
+    f.answer(200);
+    f.router->onAttemptComplete();
+    f.router->reset();
+    CHECK(f.total("new") == 0);
+    CHECK(f.attempts("legacy", AttemptOutcome::Status2xx) == 1);
+    CHECK(f.failovers("new", "legacy") == 1);
+  }
 }

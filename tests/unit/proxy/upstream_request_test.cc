@@ -171,7 +171,7 @@ struct Fixture final : UpstreamContext, UpstreamRequestContext, UpstreamRequestC
   uv_loop_t* loop() override { return &loop_; }
   char* readBuffer() override { return read_buf; }
   size_t readBufferSize() const override { return sizeof(read_buf); }
-  bool draining() const override { return draining_; }
+  bool poolsClosing() const override { return draining_; }
   Transport* upstreamTransport(UpstreamPool& p) override {
     CHECK(&p == pool_.get());
     transports.emplace_back();
