@@ -8,6 +8,7 @@ deploy/prometheus/alerts.yml must fire for new at 100% weight, and stay silent f
 """
 
 import json
+import math
 import os
 import re
 import shutil
@@ -252,8 +253,11 @@ class ObservabilityTest(h.ProxyTestCase):
         ratio = ('sum by (job) (rate(cutover_upstream_attempts_total{backend="new",'
                  'outcome=~"1xx|2xx|3xx|4xx"}[10m])) / sum by (job) (rate('
                  'cutover_upstream_attempts_total{backend="new",outcome!="cancelled"}[10m]))')
-        values = wait_until(lambda: (lambda v: v if v and len(v) == 2 else None)(query(ratio)),
-                            10, "the success ratio of both proxies")
+        # NaN (0/0) until a scrape after the traffic has reached Prometheus: wait past it.
+        values = wait_until(
+            lambda: (lambda v: v if v and len(v) == 2 and not any(math.isnan(x) for x in
+                                                                   v.values()) else None)(
+                query(ratio)), 20, "the success ratio of both proxies")
         self.assertEqual(values, {"failing": 0.0, "healthy": 1.0})
         self.assertEqual([a["job"] for a in firing()], ["failing"])
         self.assertLess(time.monotonic() - started, 60)
