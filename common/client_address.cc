@@ -70,6 +70,12 @@ bool parseCidr(std::string_view text, Cidr& out) {
     }
     if (prefix > max) return false;
   }
+  // An IPv4-mapped IPv6 range (::ffff:10.0.0.0/104) is the IPv4 range it maps: peers are
+  // compared as IPv4 (Cidr::contains unmaps them).
+  if (c.base.family == 6 && prefix >= 96 && unmapped(c.base).family == 4) {
+    c.base = unmapped(c.base);
+    prefix -= 96;
+  }
   c.prefix = static_cast<uint8_t>(prefix);
   IpAddress masked{};
   masked.family = c.base.family;
@@ -155,7 +161,8 @@ ClientAddress resolveClientAddress(std::string_view peer, const HeaderMap& heade
     return out;
   }
   // Hops: the peer is the last trusted proxy; the client is the hops-th entry from the right.
-  out.peer_trusted = true;
+  // With fewer entries than trusted hops the request did not come through them: nothing of it is
+  // trusted (not even its X-Forwarded-Proto).
   uint32_t seen = 0;
   std::string_view found;
   forEachXffFromRight(headers, [&](std::string_view entry) {
@@ -167,6 +174,7 @@ ClientAddress resolveClientAddress(std::string_view peer, const HeaderMap& heade
   if (!found.empty() && parseIp(found, a)) {
     out.address = found;
     out.from_xff = true;
+    out.peer_trusted = true;
   }
   return out;
 }

@@ -117,6 +117,15 @@ bool CircuitBreaker::allowRequest(int64_t now_ns) {
   return allowed;
 }
 
+void CircuitBreaker::releaseProbe() {
+  if (!cfg_.enabled || published_.load(std::memory_order_acquire) != BreakerState::HalfOpen) return;
+  std::lock_guard lock(mu_);
+  if (state_ == BreakerState::HalfOpen &&
+      probes_left_ < std::max<uint32_t>(1, cfg_.half_open_probes)) {
+    ++probes_left_;
+  }
+}
+
 void CircuitBreaker::onSuccess(int64_t now_ns) {
   if (!cfg_.enabled) return;
   // Closed with no failure counted: nothing to reset, no lock. (A failure racing with this

@@ -53,6 +53,9 @@ class CircuitBreaker {
   // Closed: true. Open: false until the cool-down has elapsed, then HalfOpen. HalfOpen: true for
   // up to half_open_probes requests, false after. Always true when the breaker is disabled.
   bool allowRequest(int64_t now_ns);
+  // A request allowRequest admitted was not sent after all (it went to another backend, or was
+  // refused by a later check): in HalfOpen its probe is given back, so recovery is not delayed.
+  void releaseProbe();
   void onSuccess(int64_t now_ns);
   void onFailure(int64_t now_ns);
   // Current state; an Open breaker whose cool-down has elapsed becomes HalfOpen here too.

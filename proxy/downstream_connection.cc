@@ -84,8 +84,7 @@ void DownstreamConnection::onProxyHeaderData(const char* data, size_t len) {
   }
   if (r != ProxyParse::Done) {
     // Not HTTP's to answer: the balancer (or whoever connected) did not speak PROXY protocol.
-    const Snapshot& snap = *ctx_.snapshot();
-    if (snap.metrics) snap.metrics->proxy_protocol_errors->Increment();
+    countProxyHeaderError();
     abort();
     return;
   }
@@ -247,6 +246,9 @@ void DownstreamConnection::resumeReading() {
 
 void DownstreamConnection::onTransportEof() {
   peer_eof_ = true;
+  // Closed in the middle of a PROXY header is an error; closed before any byte is a balancer's
+  // TCP health check.
+  if (state_ == State::ProxyHeader && pending_) countProxyHeaderError();
   if (state_ == State::Closing) {
     transport_.close();
     return;
@@ -358,7 +360,13 @@ void DownstreamConnection::closeConnection() {
   ctx_.moveConnection(this, ConnectionContext::List::Idle);
 }
 
+void DownstreamConnection::countProxyHeaderError() {
+  const Snapshot& snap = *ctx_.snapshot();
+  if (snap.metrics) snap.metrics->proxy_protocol_errors->Increment();
+}
+
 void DownstreamConnection::onDeadline() {
+  if (state_ == State::ProxyHeader) countProxyHeaderError();  // no valid header in time
   if (state_ == State::ReadingHead && stream_ == nullptr) {
     rejectAndClose(408, Reason::HeaderTimeout, "header_timeout");
     return;

@@ -126,6 +126,7 @@ class DownstreamConnection final : public ListHook,
   void onRequestComplete() override;
 
   void onProxyHeaderData(const char* data, size_t len);
+  void countProxyHeaderError();
   void process(const char* data, size_t len);
   void processPending();
   void becomeIdle();

@@ -58,6 +58,10 @@ void Router::localReply(int status, Reason reason, std::string_view extra) {
   cb_.routerLocalReply(status, reason, extra);
 }
 
+void Router::unadmit(const Snapshot& snap, uint32_t b) {
+  if (snap.backends[b].breaker) snap.backends[b].breaker->releaseProbe();
+}
+
 bool Router::takeBackendLimit(const Snapshot& snap, uint32_t b, int64_t now, StreamInfo& info,
                               uint32_t& retry_after_s) {
   const BackendRuntime& rt = snap.backends[b];
@@ -125,6 +129,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
     chosen = static_cast<int>(route_->split[pickSplit(*route_, bucket)].backend);
   }
   uint32_t b = static_cast<uint32_t>(chosen);
+  const uint32_t split_choice = b;
   int64_t now = monotonicNs();
   Reason why = admitBackend(snap, b, now);
   // During a rollback only the stable backend serves, so no failover away from it.
@@ -133,9 +138,7 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   if (why != Reason::None && may_fail_over && *route_->fallback != b) {
     // Failover: the split's choice is open or has no healthy endpoint.
     if (admitBackend(snap, *route_->fallback, now) == Reason::None) {
-      if (snap.metrics) snap.metrics->recordFailover(info.route, b, *route_->fallback);
       b = *route_->fallback;
-      info.failover = true;
       why = Reason::None;
     }
   }
@@ -146,29 +149,37 @@ void Router::start(const config::Route* route, RequestHead& req, StreamInfo& inf
   }
   // The backend's own rate limit. Over it, the request goes to the route's fallback when that one
   // is admitted and has room (a promoted new: 50/s must not turn users away while legacy can
-  // serve them), else 429.
+  // serve them), else 429. A backend admitted but then not used gives its half-open probe back.
   uint32_t retry_after_s = 0;
   if (!takeBackendLimit(snap, b, now, info, retry_after_s)) {
-    uint32_t fb = may_fail_over ? *route_->fallback : b;
+    const uint32_t fb = may_fail_over ? *route_->fallback : b;
     uint32_t unused = 0;
-    if (fb != b && admitBackend(snap, fb, now) == Reason::None &&
-        takeBackendLimit(snap, fb, now, info, unused)) {
-      if (snap.metrics) snap.metrics->recordFailover(info.route, b, fb);
-      b = fb;
-      info.failover = true;
-    } else {
+    bool moved = false;
+    if (fb != b && admitBackend(snap, fb, now) == Reason::None) {
+      moved = takeBackendLimit(snap, fb, now, info, unused);
+      if (!moved) unadmit(snap, fb);
+    }
+    unadmit(snap, b);
+    if (!moved) {
       info.backend = static_cast<int>(b);
       std::string extra = "Retry-After: " + std::to_string(retry_after_s) + "\r\n";
       localReply(429, Reason::RateLimited, extra);
       return;
     }
+    b = fb;
   }
   const BackendRuntime& rt = snap.backends[b];
   Reason r = lease_.admit(rt);
   if (r != Reason::None) {
+    unadmit(snap, b);
     info.backend = static_cast<int>(b);
     localReply(503, r);
     return;
+  }
+  if (b != split_choice) {
+    // Counted once the request is placed (a failover that ends in a refusal is not one).
+    if (snap.metrics) snap.metrics->recordFailover(info.route, split_choice, b);
+    info.failover = true;
   }
   backend_ = b;
   if (req.expect_continue && !cb_.requestComplete()) {

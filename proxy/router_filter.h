@@ -108,6 +108,9 @@ class Router final : public UpstreamRequestCallbacks {
  private:
   enum class State : uint8_t { Idle, Connecting, Sending, Backoff, Responding, Done };
 
+  // Backend `b` passed admission but the request goes elsewhere (or nowhere): its half-open probe,
+  // if it took one, is given back.
+  void unadmit(const Snapshot& snap, uint32_t b);
   // Takes a token from backend `b`'s own rate limit: true when allowed (or only counted, in
   // dry-run mode), false with the Retry-After seconds when over it.
   bool takeBackendLimit(const Snapshot& snap, uint32_t b, int64_t now, StreamInfo& info,

@@ -98,8 +98,20 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
     client_address_ = std::string_view(client_buf_, n);
   }
   forwarded_proto_ = "http";
-  if (client.peer_trusted && iequals(head.headers.get("x-forwarded-proto"), "https")) {
-    forwarded_proto_ = "https";
+  if (client.peer_trusted) {
+    // The trusted proxy's value is the last one (a client's own line comes before it); of a
+    // list, the last element.
+    std::string_view proto;
+    for (size_t i = 0; i < head.headers.size(); ++i) {
+      if (!head.headers.removed(i) && tokenIs(head.headers.name(i), "x-forwarded-proto")) {
+        proto = head.headers.value(i);
+      }
+    }
+    size_t comma = proto.rfind(',');
+    if (comma != std::string_view::npos) proto.remove_prefix(comma + 1);
+    while (!proto.empty() && (proto.front() == ' ' || proto.front() == '\t'))
+      proto.remove_prefix(1);
+    if (iequals(proto, "https")) forwarded_proto_ = "https";
   }
   // Routes, filters and the backend all see the normalised path (common/path_normalize.h).
   if (normalizePath(head.target, cfg.http) == PathStatus::Invalid) {

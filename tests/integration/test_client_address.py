@@ -63,6 +63,20 @@ class ClientAddressTest(h.ProxyTestCase):
         self.assertEqual(clients, ["198.51.100.7"] * 3 + ["203.0.113.9"] * 2 + ["198.51.100.7"],
                          clients)
 
+    def test_hops_without_enough_entries_trust_nothing_not_even_the_proto(self):
+        # A client that reached cutover without passing the balancer (no X-Forwarded-For).
+        p = self.start(http={"xff_num_trusted_hops": 1})
+        with h.Client(p.port) as c:
+            _, hdrs = self.echo(c, [("X-Forwarded-Proto", "https")])
+            self.assertEqual(hdrs["x-forwarded-proto"], "http")
+            # Through the balancer, whose line comes last: kept; a client's earlier line is not.
+            _, hdrs = self.echo(c, [("X-Forwarded-For", "198.51.100.7"),
+                                    ("X-Forwarded-Proto", "http"), ("X-Forwarded-Proto", "https")])
+            self.assertEqual(hdrs["x-forwarded-proto"], "https")
+            _, hdrs = self.echo(c, [("X-Forwarded-For", "198.51.100.7"),
+                                    ("X-Forwarded-Proto", "https"), ("X-Forwarded-Proto", "http")])
+            self.assertEqual(hdrs["x-forwarded-proto"], "http")
+
     def test_untrusted_peer_forwarded_headers_change_nothing(self):
         p = self.start(rate_limit={"rate": "2/min", "key": "client_ip"})
         with h.Client(p.port) as c:

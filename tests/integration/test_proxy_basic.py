@@ -126,7 +126,9 @@ class ProxyBasicTest(h.ProxyTestCase):
         p = self.proxy(h.make_config({"legacy": self.legacy}, routes=routes,
                                      extra={"http": {"xff_num_trusted_hops": 1}}))
         with h.Client(p.port) as c:
-            r = c.request("GET", "/", [("X-Forwarded-Proto", "https")])
+            # Through the trusted balancer (it appended the client to X-Forwarded-For).
+            r = c.request("GET", "/", [("X-Forwarded-For", "198.51.100.7"),
+                                       ("X-Forwarded-Proto", "https")])
             self.assertRegex(r.header("set-cookie"),
                              r"^cb=[0-9a-f]{16}; Path=/; Max-Age=2592000; HttpOnly; "
                              r"SameSite=Lax; Secure$")

@@ -55,6 +55,9 @@ TEST_CASE("hops: the N-th entry from the right, across header lines") {
   CHECK(client("10.0.0.5", h, hops(3)) == "198.51.100.1");
   // Fewer entries than trusted hops: somebody bypassed a proxy; the peer is all we know.
   CHECK(client("10.0.0.5", h, hops(4)) == "10.0.0.5");
+  // ... and nothing of it is trusted, not even its X-Forwarded-Proto.
+  CHECK_FALSE(resolveClientAddress("10.0.0.5", h, hops(4)).peer_trusted);
+  CHECK_FALSE(resolveClientAddress("10.0.0.5", xff({}), hops(1)).peer_trusted);
   CHECK(client("10.0.0.5", xff({}), hops(1)) == "10.0.0.5");
   CHECK(resolveClientAddress("10.0.0.5", h, hops(1)).peer_trusted);
 }
@@ -104,6 +107,13 @@ TEST_CASE("parseCidr: prefixes, bare addresses, host bits and garbage") {
   REQUIRE(parseIp("10.16.0.0", a));
   CHECK_FALSE(c.contains(a));
   REQUIRE(parseIp("::ffff:10.1.0.0", a));
+  CHECK(c.contains(a));
+  // An IPv4-mapped range is the IPv4 range it maps.
+  REQUIRE(parseCidr("::ffff:10.0.0.0/104", c));
+  CHECK(formatCidr(c) == "10.0.0.0/8");
+  REQUIRE(parseIp("10.9.8.7", a));
+  CHECK(c.contains(a));
+  REQUIRE(parseIp("::ffff:10.9.8.7", a));
   CHECK(c.contains(a));
   CHECK_FALSE(parseCidr("10.1.0.0/8", c));  // host bits set
   CHECK_FALSE(parseCidr("10.0.0.0/33", c));

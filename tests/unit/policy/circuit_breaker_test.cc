@@ -83,6 +83,24 @@ TEST_CASE("half-open admits exactly half_open_probes requests") {
   CHECK(admitted == 3);
 }
 
+TEST_CASE("a probe admitted but not sent is given back; never more than half_open_probes") {
+  ManualClock clock;
+  auto cfg = breakerConfig();
+  cfg.half_open_probes = 1;
+  CircuitBreaker b(cfg, 1);
+  b.releaseProbe();  // closed: nothing to give back
+  trip(b, clock);
+  clock.advance(60s);
+  CHECK(b.allowRequest(clock.nowNs()));
+  CHECK_FALSE(b.allowRequest(clock.nowNs()));
+  b.releaseProbe();  // the router sent that request elsewhere
+  CHECK(b.allowRequest(clock.nowNs()));
+  b.releaseProbe();
+  b.releaseProbe();  // a second give-back does not make two probes
+  CHECK(b.allowRequest(clock.nowNs()));
+  CHECK_FALSE(b.allowRequest(clock.nowNs()));
+}
+
 TEST_CASE("failed probes grow the cool-down 60 → 90 → 135 … capped at max, success resets it") {
   ManualClock clock;
   CircuitBreaker b(breakerConfig(), 1);

@@ -482,3 +482,45 @@ TEST_CASE("refusals are not attempts: a connection limit at start, an open break
     CHECK(f.failovers("new", "legacy") == 1);
   }
 }
+
+TEST_CASE(
+    "a backend over its own rate limit sends the request to the fallback, counted once placed") {
+  MeteredFixture f("    fallback: legacy\n", ", rate_limit: {rate: 1/min}");
+  f.start();
+  REQUIRE(f.attempt.started.size() == 1);
+  CHECK(f.attempt.started[0] == f.backend("new"));
+  f.answer(200);
+  f.router->onAttemptComplete();
+  f.router->reset();
+  f.info = StreamInfo{};
+  f.info.route = 0;
+  f.router->bind(f.snap);  // as the stream does for each request
+  f.start();               // new's one token is gone
+  REQUIRE(f.attempt.started.size() == 2);
+  CHECK(f.attempt.started[1] == f.backend("legacy"));
+  CHECK(f.info.failover);
+  CHECK(f.failovers("new", "legacy") == 1);
+  CHECK(f.stream.local_replies.empty());
+  f.answer(200);
+  f.router->onAttemptComplete();
+  f.router->reset();
+  f.checkReleased();
+}
+
+TEST_CASE("over its rate limit without a fallback: 429, and no failover is counted") {
+  MeteredFixture f("", ", rate_limit: {rate: 1/min}");
+  f.start();
+  f.answer(200);
+  f.router->onAttemptComplete();
+  f.router->reset();
+  f.info = StreamInfo{};
+  f.info.route = 0;
+  f.router->bind(f.snap);
+  f.start();
+  REQUIRE(f.stream.local_replies.size() == 1);
+  CHECK(f.stream.local_replies[0].first == 429);
+  CHECK_FALSE(f.info.failover);
+  CHECK(f.failovers("new", "legacy") == 0);
+  f.router->reset();
+  f.checkReleased();
+}

@@ -1,6 +1,6 @@
 // A Snapshot built from YAML for proxy unit tests: the config loaded (its errors reported), and per
-// backend a retry budget and concurrency limits, plus a breaker where the config enables one. No
-// metrics, stats, health or filters.
+// backend a retry budget and concurrency limits, plus a breaker and a rate limiter where the config
+// has one. No metrics, stats, health or filters.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -11,6 +11,7 @@
 #include "config/loader.h"
 #include "policy/circuit_breaker.h"
 #include "policy/retry_budget.h"
+#include "policy/token_bucket.h"
 #include "proxy/snapshot.h"
 
 namespace cutover::testing {
@@ -27,6 +28,8 @@ inline void loadSnapshot(Snapshot& snap, const std::string& yaml) {
     rt.budget = std::make_shared<RetryBudget>();
     rt.limits = std::make_shared<ConcurrencyLimits>(cb);
     if (cb.enabled) rt.breaker = std::make_shared<CircuitBreaker>(cb, 1);
+    const auto& limit = r.config->backends[i].rate_limit;
+    if (limit) rt.limiter = std::make_shared<TokenBucket>(*limit);
   }
 }
 
