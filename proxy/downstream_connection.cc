@@ -1,5 +1,7 @@
 #include "proxy/downstream_connection.h"
 
+#include <algorithm>
+
 #include "http/http1_writer.h"
 #include "net/proxy_protocol.h"
 #include "proxy/log.h"
@@ -101,6 +103,10 @@ void DownstreamConnection::becomeIdle() {
   }
   const config::Config& cfg = *ctx_.snapshot()->config;
   deadline_ms = ctx_.nowMs() + cfg.timeouts.downstream_idle.count();
+  if (!served_ && ctx_.listenersClosed()) {
+    // Its PROXY header arrived after the listeners closed: the grace the others got.
+    deadline_ms = std::min(deadline_ms, ctx_.nowMs() + ConnectionContext::kFreshGraceMs);
+  }
   ctx_.moveConnection(this, ConnectionContext::List::Idle);
   if (!read_paused_) transport_.readStart();
   // Draining: no keep-alive, but a connection that has not sent its first request yet (accepted

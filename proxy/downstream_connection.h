@@ -45,6 +45,10 @@ class ConnectionContext {
   virtual int64_t nowMs() const = 0;
   virtual const std::shared_ptr<const Snapshot>& snapshot() const = 0;
   virtual bool draining() const = 0;
+  // Drain phase 2: the listeners are closed; a connection that has not been served gets a short
+  // grace to send its request instead of its idle timeout.
+  virtual bool listenersClosed() const = 0;
+  static constexpr int64_t kFreshGraceMs = 1000;
   virtual std::string& scratch() = 0;
   // Null when the worker's loop is not running.
   virtual AccessLog* accessLog() = 0;

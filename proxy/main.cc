@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <string>
 
 #include "config/loader.h"
@@ -24,6 +25,11 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // libuv's thread pool (4 threads by default) runs DNS lookups, access-log writes, config reads
+  // and state-dir fsyncs for the whole process; a lookup stuck on a dead DNS server holds a thread
+  // for the resolver's timeout. More threads keep the others moving. Set before any pool use; an
+  // operator's own UV_THREADPOOL_SIZE wins.
+  setenv("UV_THREADPOOL_SIZE", "16", 0);
   std::string config_path;
   std::string state_dir;
   bool check = false;

@@ -76,8 +76,8 @@ class Worker final : public ConnectionContext,
   const std::shared_ptr<const Snapshot>& snapshot() const override { return snapshot_; }
   bool draining() const override { return draining_; }
   bool poolsClosing() const override { return listeners_closed_; }
+  bool listenersClosed() const override { return listeners_closed_; }
   // How long a connection accepted before the listeners closed may take to send its first byte.
-  static constexpr int64_t kFreshGraceMs = 1000;
   char* readBuffer() override { return read_buf_.get(); }
   static constexpr size_t kReadBufferSize = 64 * 1024;
   size_t readBufferSize() const override { return kReadBufferSize; }
