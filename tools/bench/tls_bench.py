@@ -176,7 +176,7 @@ def negotiated(port, ca):
     text = (r.stdout + r.stderr).decode(errors="replace")
     out = {}
     for key, label in (("protocol", "Protocol version"), ("cipher", "Ciphersuite"),
-                       ("peer_key", "Peer Temp Key"), ("verification", "Verification")):
+                       ("key_exchange", "(?:Peer|Server) Temp Key"), ("verification", "Verification")):
         m = re.search(rf"^{label}:\s*(.+)$", text, re.M)
         if m:
             out[key] = m.group(1).strip()
@@ -289,6 +289,11 @@ def print_handshakes(summary, kinds, rounds):
                   f"{rng:>13} {run._fmt(e['resumed_frac'], '7.3f')}"
                   + (f"  ({e['short_reads']} runs with short reads)" if e["short_reads"] else ""))
     print("kinds: " + "; ".join(f"{k[0]} = {k[2]}" for k in kinds))
+    for name in summary:
+        for tname, e in summary[name].items():
+            if e["resumed_frac"] is not None and e["resumed_frac"] < 0.9:
+                print(f"warning: {tname} resumed only {e['resumed_frac']:.1%} of {name} "
+                      f"connections: its row is mostly full handshakes")
 
 
 # ---------------------------------------------------------------------------------------------
