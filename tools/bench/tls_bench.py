@@ -176,7 +176,8 @@ def negotiated(port, ca):
     text = (r.stdout + r.stderr).decode(errors="replace")
     out = {}
     for key, label in (("protocol", "Protocol version"), ("cipher", "Ciphersuite"),
-                       ("key_exchange", "(?:Peer|Server) Temp Key"), ("verification", "Verification")):
+                       ("key_exchange", "(?:Peer|Server) Temp Key"),
+                       ("verification", "Verification")):
         m = re.search(rf"^{label}:\s*(.+)$", text, re.M)
         if m:
             out[key] = m.group(1).strip()
