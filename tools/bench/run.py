@@ -152,7 +152,9 @@ def print_summary(title, summary, reference, rounds):
 # ---------------------------------------------------------------------------------------------
 # Memory per idle keep-alive connection
 
-def idle_memory(target, count):
+def idle_memory(target, count, connect=None):
+    """connect(port) -> a connected blocking socket (default: plain TCP)."""
+    connect = connect or (lambda port: socket.create_connection(("127.0.0.1", port), timeout=10))
     pids = target.proc.pids()
     time.sleep(0.5)
     before = bl.rss_bytes(pids)
@@ -161,7 +163,7 @@ def idle_memory(target, count):
     error = None
     try:
         for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+            s = connect(target.port)
             socks.append(s)
             status, _, body = bl.http_get(s, "/small")
             if status != 200 or len(body) != bl.SIZES["small"]:
@@ -185,12 +187,12 @@ def idle_memory(target, count):
     }
 
 
-def print_memory(memory, reference):
+def print_memory(memory, reference, title="memory per idle keep-alive connection"):
     ref = [m["bytes_per_conn"] for n, m in memory.items() if n in reference and
            m["bytes_per_conn"] is not None]
     best = min(ref) if ref else None
     print()
-    print("== memory per idle keep-alive connection: (RssAnon after - before) / connections ==")
+    print(f"== {title}: (RssAnon after - before) / connections ==")
     print(f"{'target':>20} {'conns':>6} {'anon before':>12} {'anon after':>12} {'B/conn':>8} "
           f"{'x best':>7} {'VmRSS B/conn':>13}")
     for name, m in memory.items():
