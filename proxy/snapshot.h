@@ -22,6 +22,8 @@ class HealthState;
 class TokenBucket;
 struct SnapshotMetrics;
 struct SnapshotStats;
+struct SnapshotTlsMetrics;
+class TlsServerContext;
 }  // namespace cutover
 
 namespace cutover {
@@ -46,6 +48,10 @@ struct Snapshot {
   std::vector<BackendRuntime> backends;            // parallel to config->backends
   std::shared_ptr<const SnapshotMetrics> metrics;  // null = metrics off
   std::shared_ptr<const SnapshotStats> stats;
+  // TLS listeners (proxy/listener_tls.h): contexts by listener index, null for plain ones. A
+  // connection keeps the context it was accepted with.
+  std::vector<std::shared_ptr<const TlsServerContext>> listener_tls;
+  std::shared_ptr<const SnapshotTlsMetrics> tls_metrics;  // null = metrics off
 };
 
 }  // namespace cutover

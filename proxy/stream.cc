@@ -49,6 +49,10 @@ const config::Route& Stream::route() const { return *route_; }
 
 std::string_view Stream::clientAddress() const { return client_address_; }
 
+std::string_view Stream::clientCertSubject() const {
+  return conn_ != nullptr ? std::string_view(conn_->clientCertSubject()) : std::string_view();
+}
+
 void Stream::reset() {
   conn_ = nullptr;
   req_ = nullptr;
@@ -98,8 +102,16 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
     client_address_ = std::string_view(client_buf_, n);
   }
   forwarded_proto_ = "http";
-  if (client.peer_trusted && iequals(head.headers.get("x-forwarded-proto"), "https")) {
+  if (conn_->secure() ||
+      (client.peer_trusted && iequals(head.headers.get("x-forwarded-proto"), "https"))) {
     forwarded_proto_ = "https";
+  }
+  if (const config::ListenerTls* tls = conn_->tlsConfig(); tls != nullptr) {
+    // Only we say who the client certificate belongs to: the client's own header never passes.
+    head.headers.remove(tls->client_subject_header);
+    if (!conn_->clientCertSubject().empty()) {
+      head.headers.add(tls->client_subject_header, conn_->clientCertSubject());
+    }
   }
   // Routes, filters and the backend all see the normalised path (common/path_normalize.h).
   if (normalizePath(head.target, cfg.http) == PathStatus::Invalid) {
