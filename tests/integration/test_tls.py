@@ -386,5 +386,37 @@ class CheckAndRotationTest(TlsCase):
         self.assertTrue(self.p.find_events("config_reloaded"))
 
 
+class TestsslTest(TlsCase):
+    # testssl.sh's severities, lowest first; WARN/DEBUG are about the scan itself (e.g. the local
+    # openssl has no RC4 or GOST to test with), not findings about the server.
+    FINDING_LEVELS = ["INFO", "OK", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+
+    def test_testssl_finds_nothing_above_low_in_protocols_ciphers_and_vulnerabilities(self):
+        testssl = shutil.which("testssl") or shutil.which("testssl.sh")
+        self.assertIsNotNone(testssl, "testssl.sh is not installed: run tools/install_deps.sh")
+        self.start({"certificates": [{"cert": self.f("a.pem"), "key": self.f("a.key")}]},
+                   admin=False)
+        out = os.path.join(self.pki, "testssl-%d.json" % self.p.port)
+        # --std: the cipher categories (testssl 3.0 has no --ciphers); --fast keeps it ~30 s.
+        r = subprocess.run([testssl, "--protocols", "--std", "--server-preference",
+                            "--vulnerable", "--quiet", "--fast", "--warnings", "off",
+                            "--color", "0", "--jsonfile", out, "--ip", "127.0.0.1",
+                            "https://a.test:%d" % self.p.port],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240)
+        text = r.stdout.decode(errors="replace")
+        import json
+        with open(out) as f:
+            findings = json.load(f)
+        self.assertGreater(len(findings), 20, text)
+        ids = {x["id"] for x in findings}
+        for must in ("TLS1_2", "TLS1_3", "heartbleed", "BEAST", "LOGJAM", "secure_renego"):
+            self.assertIn(must, ids, text)
+        above_low = [x for x in findings if x["severity"] in ("MEDIUM", "HIGH", "CRITICAL")]
+        self.assertEqual(above_low, [], text)
+        offered = {x["id"]: x["finding"] for x in findings}
+        self.assertEqual(offered["TLS1_1"], "not offered")
+        self.assertEqual(offered["TLS1"], "not offered")
+
+
 if __name__ == "__main__":
     h.main()
