@@ -442,6 +442,7 @@ void Stream::writeAccessLog() {
   AccessRecord rec;
   rec.request_id = req_->headers.get("x-request-id");
   rec.client = client_address_.empty() ? std::string_view(conn_->peer()) : client_address_;
+  rec.client_cert = conn_->clientCertSubject();
   rec.method = req_->method;
   rec.path = req_->target;
   if (route_ != nullptr) rec.route = route_->name;

@@ -287,8 +287,12 @@ class ClientCertTest(TlsCase):
             self.assertEqual(r.status, 200, r)
             hdrs = r.json()["headers"]
         values = [v for k, v in hdrs if k.lower() == "x-client-cert-subject"]
-        self.assertEqual(values, ["O=Example,CN=client-one; "
-                                  "SAN=DNS:client.example,URI:spiffe://example/c1"])
+        subject = "O=Example,CN=client-one; SAN=DNS:client.example,URI:spiffe://example/c1"
+        self.assertEqual(values, [subject])
+        # and the access log names it
+        self.assertTrue(self.p.wait_for(
+            lambda px: [e for e in px.events if e.get("client_cert") == subject], 5),
+            self.p.log_tail())
 
     def test_optional_client_cert_allows_none_and_strips_the_forged_header(self):
         self.start_mtls("optional")
