@@ -301,6 +301,38 @@ class ClientCertTest(TlsCase):
             self.assertEqual(r.status, 200, r)
             self.assertNotIn("x-client-cert-subject", echo_headers(r))
 
+    def test_rate_limit_keyed_on_client_cert_counts_per_certificate(self):
+        routes = [{"name": "default", "match": {"prefix": "/"}, "split": {"legacy": 100},
+                   "rate_limit": {"rate": "1/min", "burst": 1, "key": "client_cert"}}]
+        self.start({"certificates": [{"cert": self.f("a.pem"), "key": self.f("a.key")}],
+                    "client_ca": self.f("ca.pem"), "client_cert": "optional"}, routes=routes)
+        with self.client(cert="client") as c:
+            self.assertEqual(c.request("GET", "/").status, 200)
+            self.assertLocalReply(c.request("GET", "/"), 429, "rate_limited")
+        # Same address, no certificate: another key (the client address), so its own bucket.
+        with self.client() as c:
+            self.assertEqual(c.request("GET", "/").status, 200)
+            self.assertLocalReply(c.request("GET", "/"), 429, "rate_limited")
+
+
+class ProxyProtocolTlsTest(TlsCase):
+    def test_proxy_header_in_clear_then_tls_and_its_source_is_the_client(self):
+        self.legacy = self.backend("legacy")
+        tls = {"certificates": [{"cert": self.f("a.pem"), "key": self.f("a.key")}]}
+        self.p = self.proxy(h.make_config(
+            {"legacy": self.legacy}, split={"legacy": 100},
+            listeners=[{"name": "public", "address": "127.0.0.1:0", "proxy_protocol": True,
+                        "tls": tls}]))
+        raw = socket.create_connection(("127.0.0.1", self.p.port), timeout=h.IO_TIMEOUT)
+        raw.sendall(b"PROXY TCP4 198.51.100.7 127.0.0.1 51234 443\r\n")
+        c = TlsClient.__new__(TlsClient)
+        c.sock, c.buf, c.eof, c.port = self.ctx().wrap_socket(raw, server_hostname="a.test"), \
+            bytearray(), False, self.p.port
+        with c:
+            hdrs = echo_headers(c.request("GET", "/echo"))
+        self.assertEqual(hdrs["x-forwarded-for"], "198.51.100.7")
+        self.assertEqual(hdrs["x-forwarded-proto"], "https")
+
 
 class CheckAndRotationTest(TlsCase):
     def config_text(self, cert, key):
