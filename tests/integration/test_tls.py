@@ -255,6 +255,33 @@ class TlsListenerTest(TlsCase):
         sys.stderr.write("[tls 64 MiB each way: proxy peak RSS %d KiB] " % peak)
         self.assertLess(peak, RSS_LIMIT_KIB)
 
+    def test_sessions_resume_with_tickets_for_13_and_12_and_across_a_reload(self):
+        self.start()
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = self.ctx(version=version)
+
+            def connect(session=None):
+                raw = socket.create_connection(("127.0.0.1", self.p.port), timeout=5)
+                c = TlsClient.__new__(TlsClient)
+                c.sock = ctx.wrap_socket(raw, server_hostname="a.test", session=session)
+                c.buf, c.eof, c.port = bytearray(), False, self.p.port
+                return c
+
+            with connect() as c:
+                self.assertEqual(c.request("GET", "/").status, 200)  # reads the 1.3 tickets
+                self.assertFalse(c.sock.session_reused)
+                session = c.sock.session
+            with connect(session) as c:
+                self.assertTrue(c.sock.session_reused, version)
+                self.assertEqual(c.request("GET", "/").status, 200)
+                session = c.sock.session
+            # A reload builds new contexts; the ticket keys are the process's, so tickets issued
+            # before it still resume.
+            self.assertEqual(h.admin(self.p, "POST", "/reload").status, 200)
+            with connect(session) as c:
+                self.assertTrue(c.sock.session_reused, version)
+                self.assertEqual(c.request("GET", "/").status, 200)
+
     def test_certificate_expiry_gauge_per_certificate(self):
         self.start()
         out = subprocess.run(["openssl", "x509", "-in", self.f("b.pem"), "-noout", "-enddate"],
