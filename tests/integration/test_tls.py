@@ -49,6 +49,8 @@ def make_pki(d):
     leaf("old", "/CN=old.test", "DNS:old.test", days=-1)
     leaf("rsa", "/CN=a.test", "DNS:a.test", key="-newkey rsa:2048 -nodes")
     sh("openssl genpkey -algorithm ec -pkeyopt ec_paramgen_curve:P-256 -out stray.key", d)
+    # A client certificate from a CA the listener does not trust.
+    sh("openssl req -x509 %s -days 3 -subj /CN=rogue -keyout rogue.key -out rogue.pem" % ec, d)
 
 
 class TlsCase(h.ProxyTestCase):
@@ -307,6 +309,14 @@ class ClientCertTest(TlsCase):
         self.wait_metric("cutover_tls_handshake_failures_total", 1, listener="public",
                          reason="no_client_cert")
 
+    def test_client_cert_from_an_untrusted_ca_is_refused_as_bad_certificate(self):
+        self.start_mtls("optional")
+        with self.assertRaises((ssl.SSLError, ConnectionError, h.HttpError, OSError)):
+            with self.client(cert="rogue") as c:
+                c.request("GET", "/")
+        self.wait_metric("cutover_tls_handshake_failures_total", 1, listener="public",
+                         reason="bad_certificate")
+
     def test_verified_client_subject_reaches_the_backend_and_a_forged_one_does_not(self):
         self.start_mtls("require")
         with self.client(cert="client") as c:
@@ -411,6 +421,9 @@ class CheckAndRotationTest(TlsCase):
                 return dict(x[0] for x in c.sock.getpeercert()["subject"])
 
         self.assertNotIn("organizationName", subject())
+        kept = self.client()  # open across the rotation: keeps the context it started with
+        self.addCleanup(kept.close)
+        self.assertEqual(kept.request("GET", "/").status, 200)
         stop = threading.Event()
         results = {"ok": 0, "failed": []}
 
@@ -445,6 +458,8 @@ class CheckAndRotationTest(TlsCase):
                 t.join(10)
         self.assertEqual(subject().get("organizationName"), "rotated")
         self.assertEqual(results["failed"], [])
+        self.assertEqual(kept.request("GET", "/").status, 200)
+        self.assertNotIn("organizationName", dict(x[0] for x in kept.sock.getpeercert()["subject"]))
         self.assertGreater(results["ok"], 20)
         self.assertTrue(self.p.find_events("config_reloaded"))
 
