@@ -154,6 +154,13 @@ class TlsListenerTest(TlsCase):
         self.wait_metric("cutover_tls_handshake_failures_total", 1, listener="public",
                          reason="protocol_version")
 
+    def test_a_client_with_only_cbc_rsa_suites_gets_no_shared_cipher(self):
+        self.start()
+        rc, out = self.s_client("-tls1_2", "-cipher", "AES128-SHA", "-servername", "a.test")
+        self.assertNotEqual(rc, 0, out)
+        self.wait_metric("cutover_tls_handshake_failures_total", 1, listener="public",
+                         reason="no_shared_cipher")
+
     def test_sni_selects_the_certificate_and_unknown_names_get_the_default(self):
         self.start()
         for sni, cn in (("a.test", "a.test"), ("b.test", "b.test"), ("other.test", "a.test")):
