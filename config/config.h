@@ -47,6 +47,32 @@ struct DnsName {
   bool operator==(const DnsName&) const = default;
 };
 
+// Where a value was written (for errors found after loading, e.g. a certificate that has expired).
+struct SourcePos {
+  int line = 0;  // 1-based; 0 unknown
+  int column = 0;
+};
+
+enum class ClientCertMode : uint8_t { None, Optional, Require };
+
+// listeners[].tls: TLS termination (net/tls_context.h builds the OpenSSL side from these paths).
+struct TlsCertificate {
+  std::string cert;  // PEM chain, leaf first
+  std::string key;
+  SourcePos cert_at, key_at;
+};
+struct ListenerTls {
+  std::vector<TlsCertificate> certificates;  // first is the default; others chosen by SNI
+  int min_version = 12;                      // 12 or 13 (TLS 1.2 / 1.3)
+  std::string client_ca;                     // required unless client_cert is none
+  SourcePos client_ca_at;
+  ClientCertMode client_cert = ClientCertMode::None;
+  // Carries the verified client certificate's subject and SAN to the backend (always removed
+  // from the client's request first). Lower case.
+  std::string client_subject_header = "x-client-cert-subject";
+  Duration handshake_timeout{std::chrono::seconds(10)};
+};
+
 struct Listener {
   std::string name;
   SocketAddress address;
@@ -54,6 +80,7 @@ struct Listener {
   // L4 load balancer; its source address becomes the connection's peer. A connection without a
   // valid one is closed.
   bool proxy_protocol = false;
+  std::optional<ListenerTls> tls;
 };
 
 struct Timeouts {
@@ -86,7 +113,9 @@ struct Limits {
 
 // Token-bucket limit: `rate` tokens per `per`, bucket capacity `burst` (default = rate).
 struct RateLimit {
-  enum class Key { Route, ClientIp, Header };
+  // ClientCert: the verified client certificate's subject on a TLS listener (client_cert:
+  // optional|require); requests without one are keyed by client address.
+  enum class Key { Route, ClientIp, Header, ClientCert };
   enum class Mode { Enforce, DryRun };
   uint32_t rate = 0;
   Duration per{std::chrono::seconds(1)};

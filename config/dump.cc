@@ -39,6 +39,9 @@ void emitRateLimit(YAML::Emitter& out, const RateLimit& limit) {
     case RateLimit::Key::Route:
       out << "route";
       break;
+    case RateLimit::Key::ClientCert:
+      out << "client_cert";
+      break;
     case RateLimit::Key::Header:
       out << YAML::Flow << YAML::BeginMap << YAML::Key << "header" << YAML::Value << limit.header
           << YAML::EndMap;
@@ -228,6 +231,24 @@ std::string dumpYaml(const Config& config) {
     out << YAML::BeginMap << YAML::Key << "name" << YAML::Value << listener.name << YAML::Key
         << "address" << YAML::Value << listener.address.text;
     if (listener.proxy_protocol) out << YAML::Key << "proxy_protocol" << YAML::Value << true;
+    if (listener.tls) {
+      const ListenerTls& t = *listener.tls;
+      out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+      out << YAML::Key << "certificates" << YAML::Value << YAML::BeginSeq;
+      for (const TlsCertificate& c : t.certificates) {
+        out << YAML::BeginMap << YAML::Key << "cert" << YAML::Value << c.cert << YAML::Key << "key"
+            << YAML::Value << c.key << YAML::EndMap;
+      }
+      out << YAML::EndSeq;
+      out << YAML::Key << "min_version" << YAML::Value << YAML::DoubleQuoted
+          << (t.min_version == 13 ? "1.3" : "1.2");
+      static const char* kModes[] = {"none", "optional", "require"};
+      out << YAML::Key << "client_cert" << YAML::Value << kModes[static_cast<int>(t.client_cert)];
+      if (!t.client_ca.empty()) out << YAML::Key << "client_ca" << YAML::Value << t.client_ca;
+      out << YAML::Key << "client_subject_header" << YAML::Value << t.client_subject_header;
+      emitDuration(out, "handshake_timeout", t.handshake_timeout);
+      out << YAML::EndMap;
+    }
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;

@@ -97,7 +97,7 @@ void Loader::loadListeners(const MapReader& top) {
   }
   for (size_t i = 0; i < list.size(); ++i) {
     std::string path = indexPath("listeners", i);
-    MapReader map(errors_, list[i], path, {"name", "address", "proxy_protocol"});
+    MapReader map(errors_, list[i], path, {"name", "address", "proxy_protocol", "tls"});
     if (!map.ok()) continue;
     Listener listener;
     bool named = map.require("name") && map.getString("name", listener.name);
@@ -124,8 +124,84 @@ void Loader::loadListeners(const MapReader& top) {
       }
     }
     map.getBool("proxy_protocol", listener.proxy_protocol);
+    if (map.has("tls")) {
+      listener.tls.emplace();
+      loadListenerTls(map.value("tls"), map.path("tls"), *listener.tls);
+    }
     config_.listeners.push_back(std::move(listener));
   }
+}
+
+void Loader::loadListenerTls(const YAML::Node& node, const std::string& path, ListenerTls& out) {
+  MapReader map(errors_, node, path,
+                {"certificates", "min_version", "client_ca", "client_cert", "client_subject_header",
+                 "handshake_timeout"});
+  if (!map.ok()) return;
+  auto pos = [](const YAML::Node& n) { return SourcePos{n.Mark().line + 1, n.Mark().column + 1}; };
+  if (map.require("certificates")) {
+    const YAML::Node& list = map.value("certificates");
+    if (!list.IsSequence() || list.size() == 0) {
+      errors_.add(list, map.path("certificates"),
+                  "expected a sequence of at least one {cert, key}, got " + describe(list));
+    } else {
+      for (size_t i = 0; i < list.size(); ++i) {
+        MapReader c(errors_, list[i], indexPath(map.path("certificates"), i), {"cert", "key"});
+        if (!c.ok()) continue;
+        TlsCertificate cert;
+        bool ok = c.require("cert") && c.getString("cert", cert.cert);
+        ok = c.require("key") && c.getString("key", cert.key) && ok;
+        if (!ok) continue;
+        cert.cert_at = pos(c.value("cert"));
+        cert.key_at = pos(c.value("key"));
+        out.certificates.push_back(std::move(cert));
+      }
+    }
+  }
+  if (map.has("min_version")) {
+    std::string v;
+    if (map.getString("min_version", v)) {
+      if (v == "1.2") {
+        out.min_version = 12;
+      } else if (v == "1.3") {
+        out.min_version = 13;
+      } else {
+        errors_.add(map.value("min_version"), map.path("min_version"),
+                    "must be \"1.2\" or \"1.3\", got " + quoted(v));
+      }
+    }
+  }
+  if (map.has("client_cert")) {
+    std::string v;
+    if (map.getString("client_cert", v)) {
+      if (v == "none") {
+        out.client_cert = ClientCertMode::None;
+      } else if (v == "optional") {
+        out.client_cert = ClientCertMode::Optional;
+      } else if (v == "require") {
+        out.client_cert = ClientCertMode::Require;
+      } else {
+        errors_.add(map.value("client_cert"), map.path("client_cert"),
+                    "must be none, optional or require, got " + quoted(v));
+      }
+    }
+  }
+  if (map.has("client_ca") && map.getString("client_ca", out.client_ca)) {
+    out.client_ca_at = pos(map.value("client_ca"));
+  }
+  if (out.client_cert != ClientCertMode::None && out.client_ca.empty()) {
+    errors_.add(map.has("client_cert") ? map.value("client_cert") : node, map.path("client_ca"),
+                "required when client_cert is optional or require");
+  }
+  if (map.has("client_subject_header") &&
+      map.getString("client_subject_header", out.client_subject_header)) {
+    if (!isToken(out.client_subject_header)) {
+      errors_.add(map.value("client_subject_header"), map.path("client_subject_header"),
+                  "must be a header name, got " + quoted(out.client_subject_header));
+    }
+    out.client_subject_header = lowerCase(out.client_subject_header);
+  }
+  map.getDuration("handshake_timeout", kMinDuration, std::chrono::minutes(5),
+                  out.handshake_timeout);
 }
 
 void Loader::loadWorkers(const MapReader& top) {

@@ -38,6 +38,7 @@ class Loader {
 
  private:
   void loadListeners(const MapReader& top);
+  void loadListenerTls(const YAML::Node& node, const std::string& path, ListenerTls& out);
   void loadWorkers(const MapReader& top);
   void loadTimeouts(const MapReader& top);
   void loadLimits(const MapReader& top);

@@ -37,9 +37,11 @@ bool Loader::loadRateLimit(const YAML::Node& node, const std::string& path, Rate
       limit.key = RateLimit::Key::ClientIp;
     } else if (key.IsScalar() && key.Scalar() == "route") {
       limit.key = RateLimit::Key::Route;
+    } else if (key.IsScalar() && key.Scalar() == "client_cert") {
+      limit.key = RateLimit::Key::ClientCert;
     } else {
       errors_.add(key, map.path("key"),
-                  "expected client_ip, route or {header: NAME}, got " + describe(key));
+                  "expected client_ip, route, client_cert or {header: NAME}, got " + describe(key));
     }
   }
   if (map.has("mode")) {

@@ -52,6 +52,8 @@ class FilterCallbacks {
   virtual const config::Route& route() const = 0;
   // Client address as text without port ("127.0.0.1", "::1").
   virtual std::string_view clientAddress() const = 0;
+  // The verified TLS client certificate ("subject; SAN=..."), empty without one.
+  virtual std::string_view clientCertSubject() const { return {}; }
   virtual StreamInfo& info() = 0;
   virtual uv_loop_t* loop() = 0;
   // Answers the client; `reason` appears in x-cutover-reason, the access log and metrics.

@@ -75,6 +75,10 @@ FilterStatus RateLimitFilter::onRequest(FilterCallbacks& cb) {
     case config::RateLimit::Key::Route:
       key = {};  // one bucket in this route's table
       break;
+    case config::RateLimit::Key::ClientCert:
+      key = cb.clientCertSubject();
+      if (key.empty()) key = cb.clientAddress();
+      break;
   }
 
   const TokenBucket::Decision d = rl->table->take(key, factory_.clock().nowNs());

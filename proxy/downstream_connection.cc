@@ -8,6 +8,7 @@
 #include "proxy/metrics.h"
 #include "proxy/stats.h"
 #include "proxy/stream.h"
+#include "proxy/tls_metrics.h"
 
 namespace cutover {
 
@@ -44,29 +45,40 @@ constexpr int64_t kLingerMs = 2000;
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(ConnectionContext& ctx) : ctx_(ctx) {
-  transport_.setCallbacks(this);
+  tcp_.setCallbacks(this);
 }
 
 DownstreamConnection::~DownstreamConnection() {
   if (decoder_ != nullptr) ctx_.releaseDecoder(decoder_);
 }
 
-void DownstreamConnection::start(uv_stream_t* server, bool proxy_protocol) {
-  int rc = transport_.accept(ctx_.loop(), server, ctx_.readBuffer(), ctx_.readBufferSize());
+void DownstreamConnection::start(uv_stream_t* server, bool proxy_protocol, int listener) {
+  int rc = tcp_.accept(ctx_.loop(), server, ctx_.readBuffer(), ctx_.readBufferSize());
   if (rc != 0) {
     abort();
     return;
   }
-  peer_ = transport_.peerAddress();
+  peer_ = tcp_.peerAddress();
+  const std::shared_ptr<const Snapshot>& snap = ctx_.snapshot();
+  if (listener >= 0 && static_cast<size_t>(listener) < snap->listener_tls.size() &&
+      snap->listener_tls[listener] != nullptr) {
+    tls_snap_ = snap;
+    tls_cfg_ = &*snap->config->listeners[listener].tls;
+    listener_ = listener;
+  }
   if (!proxy_protocol) {
-    becomeIdle();
+    if (tls_cfg_ != nullptr) {
+      startTls(nullptr, 0);
+    } else {
+      becomeIdle();
+    }
     return;
   }
   // The balancer's header comes first, within the head timeout like a request head would.
   state_ = State::ProxyHeader;
   deadline_ms = ctx_.nowMs() + ctx_.snapshot()->config->timeouts.header_read.count();
   ctx_.moveConnection(this, ConnectionContext::List::Header);
-  transport_.readStart();
+  transport_->readStart();
 }
 
 void DownstreamConnection::onProxyHeaderData(const char* data, size_t len) {
@@ -91,8 +103,46 @@ void DownstreamConnection::onProxyHeaderData(const char* data, size_t len) {
     return;
   }
   if (!header.source.empty()) peer_ = std::move(header.source);
+  if (tls_cfg_ != nullptr) {
+    // The PROXY header is plaintext; the ClientHello follows it (maybe in this same read).
+    startTls(data + used, len - used);
+    return;
+  }
   becomeIdle();
   if (used < len && state_ == State::Idle) process(data + used, len - used);
+}
+
+void DownstreamConnection::startTls(const char* early, size_t early_len) {
+  tls_ = std::make_unique<TlsTransport>(ctx_.loop(), tcp_, tls_snap_->listener_tls[listener_]);
+  tls_->setCallbacks(this);
+  tls_->setHandshakeCallbacks(this);
+  transport_ = tls_.get();
+  state_ = State::TlsHandshake;
+  deadline_ms = ctx_.nowMs() + tls_cfg_->handshake_timeout.count();
+  ctx_.moveConnection(this, ConnectionContext::List::Header);
+  transport_->readStart();
+  // Inside the TCP read callback here, so the TLS transport may call back at once.
+  if (early_len > 0) tls_->receive(early, early_len);
+}
+
+const std::string& DownstreamConnection::clientCertSubject() const {
+  static const std::string kNone;
+  return tls_ ? tls_->peerSubject() : kNone;
+}
+
+void DownstreamConnection::onTlsHandshakeDone() {
+  const Snapshot& snap = *tls_snap_;
+  if (snap.tls_metrics) snap.tls_metrics->listeners[listener_].handshake(tls_->version());
+  becomeIdle();
+}
+
+void DownstreamConnection::onTlsHandshakeFailed(TlsFailure reason, const std::string& detail) {
+  const Snapshot& snap = *tls_snap_;
+  if (snap.tls_metrics) snap.tls_metrics->listeners[listener_].failure(reason);
+  log::debug("tls_handshake_failed", {{"listener", snap.config->listeners[listener_].name},
+                                      {"client", peer_},
+                                      {"reason", tlsFailureName(reason)},
+                                      {"detail", detail}});
 }
 
 void DownstreamConnection::becomeIdle() {
@@ -108,7 +158,7 @@ void DownstreamConnection::becomeIdle() {
     deadline_ms = std::min(deadline_ms, ctx_.nowMs() + ConnectionContext::kFreshGraceMs);
   }
   ctx_.moveConnection(this, ConnectionContext::List::Idle);
-  if (!read_paused_) transport_.readStart();
+  if (!read_paused_) transport_->readStart();
   // Draining: no keep-alive, but a connection that has not sent its first request yet (accepted
   // while the listeners still accept) is served once.
   if (ctx_.draining() && served_) closeConnection();
@@ -122,6 +172,7 @@ void DownstreamConnection::onTransportData(const char* data, size_t len) {
       onProxyHeaderData(data, len);
       return;
     case State::Closing:
+    case State::TlsHandshake:
       return;  // lingering: discard
     case State::Tunnel:
       if (stream_ != nullptr) stream_->tunnelData(data, len);
@@ -240,12 +291,12 @@ void DownstreamConnection::processPending() {
 
 void DownstreamConnection::pauseReading() {
   read_paused_ = true;
-  transport_.readStop();
+  transport_->readStop();
 }
 
 void DownstreamConnection::resumeReading() {
   read_paused_ = false;
-  if (state_ != State::Closing) transport_.readStart();
+  if (state_ != State::Closing) transport_->readStart();
 }
 
 // ---- transport events -----------------------------------------------------------------------
@@ -256,7 +307,7 @@ void DownstreamConnection::onTransportEof() {
   // TCP health check.
   if (state_ == State::ProxyHeader && pending_) countProxyHeaderError();
   if (state_ == State::Closing) {
-    transport_.close();
+    transport_->close();
     return;
   }
   if (state_ == State::Tunnel) {
@@ -318,7 +369,7 @@ void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string
   out.clear();
   writeLocalReplyStart(out, status, reasonName(reason), {});
   writeLocalReplyEnd(out, status, reasonName(reason), {}, true, false);
-  transport_.write(out);
+  transport_->write(out);
 
   // Counted and logged like every local reply: operators see attacks and client errors.
   StreamInfo info;
@@ -344,24 +395,24 @@ void DownstreamConnection::rejectAndClose(int status, Reason reason, std::string
 }
 
 void DownstreamConnection::closeConnection() {
-  if (transport_.isClosing()) return;
+  if (transport_->isClosing()) return;
   state_ = State::Closing;
-  if (!transport_.initialized()) {
+  if (!transport_->initialized()) {
     ctx_.connectionClosed(this);  // never opened: no close callback will come
     return;
   }
-  if (transport_.pendingBytes() > 0) {
+  if (transport_->pendingBytes() > 0) {
     close_after_write_ = true;  // onTransportDrained comes back here
     return;
   }
   if (peer_eof_ || lingering_) {
-    transport_.close();
+    transport_->close();
     return;
   }
   // Lingering close: FIN now, keep reading (and discarding) briefly, close on EOF or deadline.
   lingering_ = true;
-  transport_.shutdownWrite();
-  transport_.readStart();
+  transport_->shutdownWrite();
+  transport_->readStart();
   deadline_ms = ctx_.nowMs() + kLingerMs;
   ctx_.moveConnection(this, ConnectionContext::List::Idle);
 }
@@ -373,6 +424,11 @@ void DownstreamConnection::countProxyHeaderError() {
 
 void DownstreamConnection::onDeadline() {
   if (state_ == State::ProxyHeader) countProxyHeaderError();  // no valid header in time
+  if (state_ == State::TlsHandshake) {
+    onTlsHandshakeFailed(TlsFailure::Timeout, "handshake_timeout");
+    abort();
+    return;
+  }
   if (state_ == State::ReadingHead && stream_ == nullptr) {
     rejectAndClose(408, Reason::HeaderTimeout, "header_timeout");
     return;
@@ -389,11 +445,11 @@ void DownstreamConnection::onDrainDeadline() {
 
 void DownstreamConnection::abort() {
   state_ = State::Closing;
-  if (!transport_.initialized()) {
+  if (!transport_->initialized()) {
     ctx_.connectionClosed(this);  // never opened: no close callback will come
     return;
   }
-  transport_.close();
+  transport_->close();
 }
 
 void DownstreamConnection::drain() {

@@ -19,6 +19,7 @@
 #include "filters/filter.h"
 #include "http/http1_codec.h"
 #include "net/tcp_transport.h"
+#include "net/tls_transport.h"
 
 namespace cutover {
 
@@ -68,18 +69,36 @@ class ConnectionContext {
 
 class DownstreamConnection final : public ListHook,
                                    public TransportCallbacks,
+                                   public TlsHandshakeCallbacks,
                                    public RequestDecoderCallbacks {
  public:
-  enum class State : uint8_t { ProxyHeader, Idle, ReadingHead, Active, Tunnel, Closing };
+  // TlsHandshake: on a TLS listener, after the PROXY header if any, until the handshake is done
+  // (within the listener's tls.handshake_timeout, on the Header list); then Idle.
+  enum class State : uint8_t {
+    ProxyHeader,
+    TlsHandshake,
+    Idle,
+    ReadingHead,
+    Active,
+    Tunnel,
+    Closing
+  };
 
   explicit DownstreamConnection(ConnectionContext& ctx);
   ~DownstreamConnection() override;
   // Accepts from the listening socket and starts reading. On failure the connection closes.
   // With `proxy_protocol`, the first bytes must be a PROXY protocol header (within
   // timeouts.header_read); its source address becomes peer().
-  void start(uv_stream_t* server, bool proxy_protocol = false);
+  // `listener` indexes the snapshot's listeners (TLS settings and context; -1 = plain).
+  void start(uv_stream_t* server, bool proxy_protocol = false, int listener = -1);
 
-  Transport& transport() { return transport_; }
+  Transport& transport() { return *transport_; }
+  // True on a TLS listener (X-Forwarded-Proto: https).
+  bool secure() const { return tls_ != nullptr; }
+  // The verified client certificate ("subject; SAN=..."), empty without one.
+  const std::string& clientCertSubject() const;
+  // The listener's TLS settings, or null.
+  const config::ListenerTls* tlsConfig() const { return tls_cfg_; }
   State state() const { return state_; }
   int64_t deadline_ms = 0;  // for the worker's sweep of its timeout lists
   uint8_t list = 0;         // ConnectionContext::List it is in
@@ -124,6 +143,9 @@ class DownstreamConnection final : public ListHook,
   void onTransportError(int err) override;
   void onTransportDrained() override;
   void onTransportClosed() override;
+  // TlsHandshakeCallbacks
+  void onTlsHandshakeDone() override;
+  void onTlsHandshakeFailed(TlsFailure reason, const std::string& detail) override;
   // RequestDecoderCallbacks
   void onRequestHead(RequestHead& head) override;
   void onRequestBody(const char* data, size_t len) override;
@@ -131,13 +153,21 @@ class DownstreamConnection final : public ListHook,
 
   void onProxyHeaderData(const char* data, size_t len);
   void countProxyHeaderError();
+  // Wraps the TCP transport in TLS and waits for the handshake; `early` = bytes already read.
+  void startTls(const char* early, size_t early_len);
   void process(const char* data, size_t len);
   void processPending();
   void becomeIdle();
   void closeConnection();
 
   ConnectionContext& ctx_;
-  TcpTransport transport_;
+  TcpTransport tcp_;
+  std::unique_ptr<TlsTransport> tls_;  // on a TLS listener; wraps tcp_
+  Transport* transport_ = &tcp_;       // what the connection reads and writes: tls_ or tcp_
+  // Captured at start from the snapshot of the time (the config and context stay alive with it).
+  std::shared_ptr<const Snapshot> tls_snap_;
+  const config::ListenerTls* tls_cfg_ = nullptr;
+  int listener_ = -1;
   RequestDecoder* decoder_ = nullptr;
   Stream* stream_ = nullptr;
   UpstreamConnection* tunnel_ = nullptr;

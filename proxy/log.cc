@@ -242,6 +242,10 @@ void formatAccessRecord(std::string& out, const AccessRecord& r) {
   appendJsonString(out, r.request_id);
   out += ",\"client\":";
   appendJsonString(out, r.client);
+  if (!r.client_cert.empty()) {
+    out += ",\"client_cert\":";
+    appendJsonString(out, r.client_cert);
+  }
   out += ",\"method\":";
   appendJsonString(out, r.method);
   out += ",\"path\":";

@@ -117,6 +117,7 @@ struct AccessRecord {
   int64_t ts_ms = 0;  // wall clock, Unix ms; 0 = now
   std::string_view request_id;
   std::string_view client;
+  std::string_view client_cert;  // verified TLS client certificate; printed only when set
   std::string_view method;
   std::string_view path;
   std::string_view route;

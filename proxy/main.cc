@@ -4,11 +4,12 @@
 //   cutover --check FILE     validate FILE, print every error, exit non-zero if any
 #include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "config/loader.h"
+#include "proxy/listener_tls.h"
 #include "proxy/server.h"
 
 namespace {
@@ -56,6 +57,13 @@ int main(int argc, char** argv) {
   }
   if (check) {
     cutover::config::LoadResult res = cutover::config::loadFile(config_path);
+    if (res.ok()) {
+      // Certificates and keys are read and checked like the server does at load.
+      std::vector<cutover::config::Error> errors;
+      cutover::buildListenerTls(*res.config, config_path,
+                                std::make_shared<cutover::TlsTicketKeys>(), errors);
+      for (auto& e : errors) res.errors.push_back(std::move(e));
+    }
     for (const auto& e : res.errors) fprintf(stderr, "%s\n", e.str().c_str());
     if (!res.ok()) {
       fprintf(stderr, "%zu error(s) in %s\n", res.errors.size(), config_path.c_str());

@@ -26,6 +26,7 @@
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/stats.h"
+#include "proxy/tls_metrics.h"
 #include "proxy/worker.h"
 
 namespace cutover {
@@ -71,6 +72,8 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
   snap->metrics = metrics_->forConfig(*snap->config);
   snap->stats = stats_->forConfig(*snap->config);
   if (dns_) snap->dns_nudge = dns_->nudge();
+  snap->listener_tls = tls_;
+  if (metrics_->enabled()) snap->tls_metrics = tls_metrics_->forConfig(*snap->config);
   for (const std::string& name : snap->config->filters) {
     if (name == "router") continue;
     auto f = makeFilterFactory(name, *snap->config, *state_, SteadyClock::instance());
@@ -188,6 +191,7 @@ int Server::run() {
   auto failEarly = [this] {
     watcher_->close([] {});
     if (dns_) dns_->close();  // created once the config loaded
+    for (auto& [path, w] : tls_watchers_) w->close([] {});
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
     return 1;
@@ -201,12 +205,17 @@ int Server::run() {
   } else {
     watcher_->prime(text);
     res = config::loadString(text, config_path_);
+    tls_ = loadTls(res);
   }
   if (!res.ok()) {
     for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
     // A restart must not crash-loop on a broken file when a good one is remembered.
     res = loadLastGood(text);
-    if (!res.ok()) return failEarly();
+    tls_ = loadTls(res);
+    if (!res.ok()) {
+      for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
+      return failEarly();
+    }
   } else {
     openStateDir(res.config->state_dir);
   }
@@ -215,6 +224,9 @@ int Server::run() {
   metrics_ = std::make_unique<Metrics>(CUTOVER_VERSION, cfg.metrics_enabled);
   stats_ = std::make_unique<Stats>();
   state_ = std::make_unique<StateStore>();
+  tls_metrics_ = std::make_unique<TlsMetrics>(metrics_->registry());
+  tls_metrics_->setCertificates(*file_config_, tls_);
+  watchTlsFiles();
   // Lookups start now, on the thread pool; their answers arrive once the loop runs.
   dns_ = std::make_unique<DnsResolver>(&loop_, metrics_->registry(), [this] { onDnsChange(); });
   dns_->track(*file_config_);
@@ -354,6 +366,7 @@ struct Server::PendingLoad {
   std::string trigger;
   std::function<void(const ReloadResult&)> done;
   config::LoadResult result;
+  ListenerTlsContexts tls;
 };
 
 void Server::loadThenApply(std::string text, std::string trigger,
@@ -377,6 +390,7 @@ void Server::startNextLoad() {
       [](uv_work_t* w) {
         auto* load = static_cast<PendingLoad*>(w->data);
         load->result = config::loadString(load->text, load->path);
+        load->tls = load->server->loadTls(load->result);  // reads certificate files
       },
       [](uv_work_t* w, int status) {
         Server* self = static_cast<PendingLoad*>(w->data)->server;
@@ -385,7 +399,7 @@ void Server::startNextLoad() {
         self->load_in_flight_ = false;
         if (status != 0) load->result.errors.push_back({"", 0, 0, "", "reload cancelled"});
         ReloadResult r = self->applyLoaded(std::move(load->result), std::move(load->text),
-                                           load->trigger.c_str());
+                                           load->trigger.c_str(), std::move(load->tls));
         if (load->done) load->done(r);
         self->startNextLoad();
       });
@@ -394,15 +408,45 @@ void Server::startNextLoad() {
     std::unique_ptr<PendingLoad> load = std::move(loads_.front());
     loads_.pop_front();
     load_in_flight_ = false;
-    ReloadResult r = applyLoaded(config::loadString(load->text, load->path), std::move(load->text),
-                                 load->trigger.c_str());
+    config::LoadResult res = config::loadString(load->text, load->path);
+    ListenerTlsContexts tls = loadTls(res);
+    ReloadResult r =
+        applyLoaded(std::move(res), std::move(load->text), load->trigger.c_str(), std::move(tls));
     if (load->done) load->done(r);
     startNextLoad();
   }
 }
 
+ListenerTlsContexts Server::loadTls(config::LoadResult& res) const {
+  if (!res.ok()) return {};
+  std::vector<config::Error> errors;
+  ListenerTlsContexts tls = buildListenerTls(*res.config, config_path_, ticket_keys_, errors);
+  if (errors.empty()) return tls;
+  for (auto& e : errors) res.errors.push_back(std::move(e));
+  res.config = nullptr;
+  return {};
+}
+
+void Server::watchTlsFiles() {
+  for (const std::string& path : listenerTlsFiles(*file_config_)) {
+    if (tls_watchers_.count(path) != 0) continue;
+    // Kubernetes secrets and cert-manager swap the `..data` symlink; ConfigWatcher handles that
+    // and debounces. A change re-reads the whole config: the new snapshot gets new contexts.
+    auto w = std::make_unique<ConfigWatcher>(
+        &loop_, path, [this](std::string) { reload("tls_file_change", {}); },
+        [path](int uv_err, const std::string&) {
+          log::warn("tls_watch_error", {{"file", path}, {"error", readErrorText(uv_err)}});
+        });
+    if (int rc = w->start(); rc != 0) {
+      log::warn("tls_watch_error", {{"file", path}, {"error", uv_strerror(rc)}});
+      w->close([] {});
+    }
+    tls_watchers_.emplace(path, std::move(w));
+  }
+}
+
 Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string text,
-                                         const char* trigger) {
+                                         const char* trigger, ListenerTlsContexts tls) {
   ReloadResult r;
   if (draining_) {
     r.errors.push_back("draining: reload ignored");
@@ -439,7 +483,10 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string tex
     admin_token_ = res.config->admin.token;  // a rotated token file or secret takes effect now
     log::info("admin_token_changed", {{"trigger", trigger}});
   }
+  tls_ = std::move(tls);
   swapIn(res.config);
+  tls_metrics_->setCertificates(*file_config_, tls_);
+  watchTlsFiles();
   last_reload_error_.clear();
   from_last_good_ = false;
   metrics_->onReloadResult(true);
@@ -805,6 +852,7 @@ void Server::closeMainHandles() {
   if (admin_) admin_->close([] {});
   if (watcher_) watcher_->close([] {});
   if (dns_) dns_->close();
+  for (auto& [path, w] : tls_watchers_) w->close([] {});
 }
 
 bool Server::ready() const { return ready_ && !draining_ && (!dns_ || dns_->settled()); }

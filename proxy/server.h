@@ -36,6 +36,7 @@
 
 #include "config/config.h"
 #include "config/loader.h"
+#include "proxy/listener_tls.h"
 #include "proxy/snapshot.h"
 #include "proxy/state_dir.h"
 
@@ -52,6 +53,7 @@ class AccessLogSink;
 struct AdminRequest;
 class AdminResponder;
 class DnsResolver;
+class TlsMetrics;
 
 class Server {
  public:
@@ -114,7 +116,13 @@ class Server {
   void loadThenApply(std::string text, std::string trigger,
                      std::function<void(const ReloadResult&)> done);
   void startNextLoad();
-  ReloadResult applyLoaded(config::LoadResult res, std::string text, const char* trigger);
+  ReloadResult applyLoaded(config::LoadResult res, std::string text, const char* trigger,
+                           ListenerTlsContexts tls);
+  // Builds the TLS contexts of a loaded config (reads the files: startup or thread pool); errors
+  // go into `res`, which then no longer holds a config.
+  ListenerTlsContexts loadTls(config::LoadResult& res) const;
+  // Watches every certificate, key and CA file the running config names (a change reloads).
+  void watchTlsFiles();
   // Startup when the file does not load: the state dir's last-known-good, or null (logged).
   config::LoadResult loadLastGood(const std::string& file_text);
   // Opens the state dir (flag, else the config's) and restores a persisted rollback.
@@ -152,6 +160,10 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<ConfigWatcher> watcher_;
   std::unique_ptr<DnsResolver> dns_;  // backend endpoints given as DNS names
+  std::map<std::string, std::unique_ptr<ConfigWatcher>> tls_watchers_;  // by path, never shrinks
+  std::shared_ptr<TlsTicketKeys> ticket_keys_ = std::make_shared<TlsTicketKeys>();
+  ListenerTlsContexts tls_;  // of file_config_
+  std::unique_ptr<TlsMetrics> tls_metrics_;
   std::shared_ptr<AccessLogSink> access_sink_;
   std::shared_ptr<const config::Config> file_config_;  // as the file says
   std::shared_ptr<const Snapshot> snapshot_;

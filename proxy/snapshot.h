@@ -23,6 +23,8 @@ class TokenBucket;
 class DnsNudge;
 struct SnapshotMetrics;
 struct SnapshotStats;
+struct SnapshotTlsMetrics;
+class TlsServerContext;
 }  // namespace cutover
 
 namespace cutover {
@@ -49,6 +51,10 @@ struct Snapshot {
   std::shared_ptr<const SnapshotStats> stats;
   // Wakes the DNS resolver when a connect to an address resolved from a name fails (thread-safe).
   std::shared_ptr<DnsNudge> dns_nudge;
+  // TLS listeners (proxy/listener_tls.h): contexts by listener index, null for plain ones. A
+  // connection keeps the context it was accepted with.
+  std::vector<std::shared_ptr<const TlsServerContext>> listener_tls;
+  std::shared_ptr<const SnapshotTlsMetrics> tls_metrics;  // null = metrics off
 };
 
 }  // namespace cutover

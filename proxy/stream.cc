@@ -49,6 +49,10 @@ const config::Route& Stream::route() const { return *route_; }
 
 std::string_view Stream::clientAddress() const { return client_address_; }
 
+std::string_view Stream::clientCertSubject() const {
+  return conn_ != nullptr ? std::string_view(conn_->clientCertSubject()) : std::string_view();
+}
+
 void Stream::reset() {
   conn_ = nullptr;
   req_ = nullptr;
@@ -98,7 +102,9 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
     client_address_ = std::string_view(client_buf_, n);
   }
   forwarded_proto_ = "http";
-  if (client.peer_trusted) {
+  if (conn_->secure()) {
+    forwarded_proto_ = "https";
+  } else if (client.peer_trusted) {
     // The trusted proxy's value is the last one (a client's own line comes before it); of a
     // list, the last element.
     std::string_view proto;
@@ -112,6 +118,13 @@ void Stream::start(DownstreamConnection* conn, RequestHead& head) {
     while (!proto.empty() && (proto.front() == ' ' || proto.front() == '\t'))
       proto.remove_prefix(1);
     if (iequals(proto, "https")) forwarded_proto_ = "https";
+  }
+  if (const config::ListenerTls* tls = conn_->tlsConfig(); tls != nullptr) {
+    // Only we say who the client certificate belongs to: the client's own header never passes.
+    head.headers.remove(tls->client_subject_header);
+    if (!conn_->clientCertSubject().empty()) {
+      head.headers.add(tls->client_subject_header, conn_->clientCertSubject());
+    }
   }
   // Routes, filters and the backend all see the normalised path (common/path_normalize.h).
   if (normalizePath(head.target, cfg.http) == PathStatus::Invalid) {
@@ -442,6 +455,7 @@ void Stream::writeAccessLog() {
   AccessRecord rec;
   rec.request_id = req_->headers.get("x-request-id");
   rec.client = client_address_.empty() ? std::string_view(conn_->peer()) : client_address_;
+  rec.client_cert = conn_->clientCertSubject();
   rec.method = req_->method;
   rec.path = req_->target;
   if (route_ != nullptr) rec.route = route_->name;

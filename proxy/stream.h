@@ -91,6 +91,7 @@ class Stream final : public FilterCallbacks, public RouterCallbacks {
   RequestHead& request() override { return *req_; }
   const config::Route& route() const override;
   std::string_view clientAddress() const override;
+  std::string_view clientCertSubject() const override;
   StreamInfo& info() override { return info_; }
   uv_loop_t* loop() override;
   void localReply(int status, Reason reason, std::string_view extra_headers = {},

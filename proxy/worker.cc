@@ -143,12 +143,16 @@ void Worker::onAccept(uv_stream_t* server, int status) {
   }
   // The listener's settings from the running config, by name (a reload may have changed them).
   bool proxy_protocol = false;
-  for (const config::Listener& cl : w->snapshot_->config->listeners) {
-    if (cl.name == l->name) proxy_protocol = cl.proxy_protocol;
+  int index = -1;
+  const auto& listeners = w->snapshot_->config->listeners;
+  for (size_t i = 0; i < listeners.size(); ++i) {
+    if (listeners[i].name != l->name) continue;
+    proxy_protocol = listeners[i].proxy_protocol;
+    index = static_cast<int>(i);
   }
   auto* c = new DownstreamConnection(*w);
   w->connectionOpened();
-  c->start(server, proxy_protocol);
+  c->start(server, proxy_protocol, index);
 }
 
 // Accepts and closes at once: leaving the connection in the kernel's queue would only delay the

@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   libuv1-dev libyaml-cpp-dev prometheus-cpp-dev libssl-dev doctest-dev node-llhttp
   python3 python3-yaml curl openssl wrk haproxy nginx-light prometheus util-linux procps
+  testssl.sh                # tests/integration/test_tls.py
   clang libclang-rt-14-dev  # the fuzz targets: libFuzzer's runtime is in libclang-rt-14-dev
   clang-format              # tools/check_format.sh
 )

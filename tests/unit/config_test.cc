@@ -1399,3 +1399,58 @@ TEST_CASE("state_dir and stable roles survive the dump round trip") {
   CHECK(*again->default_stable == *config->default_stable);
   CHECK(loadOk(kListeners + kBackends + kRoutes)->state_dir.empty());
 }
+
+TEST_CASE("listeners[].tls: defaults, every key read, positions of the paths kept") {
+  auto cfg = loadOk(kListeners +
+                    "    tls:\n"
+                    "      certificates:\n"
+                    "        - { cert: /c/a.pem, key: /c/a.key }\n"
+                    "        - { cert: /c/b.pem, key: /c/b.key }\n"
+                    "      min_version: \"1.3\"\n"
+                    "      client_cert: require\n"
+                    "      client_ca: /c/ca.pem\n"
+                    "      client_subject_header: X-Peer\n"
+                    "      handshake_timeout: 2s\n" +
+                    kBackends + kRoutes);
+  REQUIRE(cfg->listeners[0].tls);
+  const ListenerTls& t = *cfg->listeners[0].tls;
+  REQUIRE(t.certificates.size() == 2);
+  CHECK(t.certificates[1].key == "/c/b.key");
+  CHECK(t.certificates[0].cert_at.line == 6);
+  CHECK(t.min_version == 13);
+  CHECK(t.client_cert == ClientCertMode::Require);
+  CHECK(t.client_subject_header == "x-peer");
+  CHECK(t.handshake_timeout == seconds(2));
+  auto plain = loadOk(kListeners + kBackends + kRoutes);
+  CHECK_FALSE(plain->listeners[0].tls);
+  auto dflt = loadOk(kListeners + "    tls: { certificates: [{ cert: a, key: b }] }\n" + kBackends +
+                     kRoutes);
+  CHECK(dflt->listeners[0].tls->min_version == 12);
+  CHECK(dflt->listeners[0].tls->client_cert == ClientCertMode::None);
+  CHECK(dflt->listeners[0].tls->client_subject_header == "x-client-cert-subject");
+  CHECK(dflt->listeners[0].tls->handshake_timeout == seconds(10));
+}
+
+TEST_CASE("listeners[].tls: unknown keys, bad versions and modes, a missing client_ca fail") {
+  auto errs = errorsOf(kListeners +
+                       "    tls:\n"
+                       "      certificates: [{ cert: a, key: b, chain: c }]\n"
+                       "      min_version: \"1.1\"\n"
+                       "      client_cert: maybe\n"
+                       "      ciphers: ALL\n" +
+                       kBackends + kRoutes);
+  REQUIRE(errs.size() == 4);
+  CHECK(errs[0].find("listeners[0].tls.certificates[0]") != std::string::npos);
+  CHECK(errs[0].find("chain") != std::string::npos);
+  CHECK(errs[1].find("listeners[0].tls.min_version: must be \"1.2\" or \"1.3\"") !=
+        std::string::npos);
+  CHECK(errs[2].find("client_cert: must be none, optional or require") != std::string::npos);
+  CHECK(errs[3].find("ciphers") != std::string::npos);
+  auto no_ca = errorsOf(kListeners + "    tls: { certificates: [{ cert: a, key: b }], " +
+                        "client_cert: optional }\n" + kBackends + kRoutes);
+  REQUIRE(no_ca.size() == 1);
+  CHECK(no_ca[0].find("listeners[0].tls.client_ca: required") != std::string::npos);
+  auto no_certs = errorsOf(kListeners + "    tls: { certificates: [] }\n" + kBackends + kRoutes);
+  REQUIRE(no_certs.size() == 1);
+  CHECK(no_certs[0].find("listeners[0].tls.certificates") != std::string::npos);
+}
