@@ -9,6 +9,7 @@ PACKAGES=(
   python3 python3-yaml curl openssl wrk haproxy nginx-light prometheus util-linux procps
   clang libclang-rt-14-dev  # the fuzz targets: libFuzzer's runtime is in libclang-rt-14-dev
   clang-format              # tools/check_format.sh
+  libhiredis-dev redis-server  # fleet mode: Redis client (libuv adapter) and the server the tests start
 )
 
 missing=()
