@@ -26,8 +26,8 @@ bool parseHostPort(const std::string& text, std::string& host, uint16_t& port) {
   }
   if (h.size() > 253) return false;
   for (char c : h) {
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          c == '.' || c == '-' || c == ':')) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '-' || c == ':')) {
       return false;
     }
   }
@@ -51,7 +51,8 @@ void Loader::loadFleet(const MapReader& top) {
   Fleet f;
   f.enabled = true;
   std::string addr;
-  if (map.require("redis") && map.getString("redis", addr) && !parseHostPort(addr, f.host, f.port)) {
+  if (map.require("redis") && map.getString("redis", addr) &&
+      !parseHostPort(addr, f.host, f.port)) {
     errors_.add(map.value("redis"), map.path("redis"),
                 "expected host:port (e.g. 127.0.0.1:6379 or redis:6379), got " + quoted(addr));
   }
@@ -71,14 +72,13 @@ void Loader::loadFleet(const MapReader& top) {
     const bool printable = std::all_of(f.key_prefix.begin(), f.key_prefix.end(),
                                        [](char c) { return c > ' ' && c < 127; });
     if (f.key_prefix.empty() || f.key_prefix.size() > 200 || !printable) {
-      errors_.add(map.value("key_prefix"), map.path("key_prefix"),
-                  "expected 1..200 printable characters without spaces, got " +
-                      quoted(f.key_prefix));
+      errors_.add(
+          map.value("key_prefix"), map.path("key_prefix"),
+          "expected 1..200 printable characters without spaces, got " + quoted(f.key_prefix));
     }
   }
   map.getDuration("timeout", std::chrono::milliseconds(1), std::chrono::seconds(10), f.timeout);
-  if (map.getString("replica_id", f.replica_id) && !f.replica_id.empty() &&
-      !isName(f.replica_id)) {
+  if (map.getString("replica_id", f.replica_id) && !f.replica_id.empty() && !isName(f.replica_id)) {
     errors_.add(map.value("replica_id"), map.path("replica_id"),
                 "must be 1..64 letters, digits, '_', '-' or '.', got " + quoted(f.replica_id));
   }

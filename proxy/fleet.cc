@@ -94,8 +94,7 @@ bool configSkew(const std::vector<ReplicaRecord>& replicas) {
 
 // ---- Fleet --------------------------------------------------------------------------------------
 
-Fleet::Fleet(uv_loop_t* loop, const config::Fleet& cfg, prometheus::Registry& registry,
-             Hooks hooks)
+Fleet::Fleet(uv_loop_t* loop, const config::Fleet& cfg, prometheus::Registry& registry, Hooks hooks)
     : loop_(loop),
       cfg_(cfg),
       keys_(cfg.key_prefix),
@@ -187,7 +186,7 @@ void Fleet::readRollback() {
     return;
   }
   const bool sent = control_->command({"GET", keys_.rollback}, [this](bool ok,
-                                                                     const RedisClient::Reply& r) {
+                                                                      const RedisClient::Reply& r) {
     settled_ = true;
     if (!ok) {
       errors_->Increment();
@@ -248,7 +247,7 @@ void Fleet::onMessage(const std::string& text) {
     log::warn("fleet_message_ignored", {{"why", "not a fleet rollback message"}});
     return;
   }
-  if (origin == id_) return;  // our own change, applied when it was posted
+  if (origin == id_) return;   // our own change, applied when it was posted
   if (write_pending_) return;  // ours is newer and goes to Redis once it is back
   hooks_.apply_rollback(state);
   const RollbackState now = hooks_.local_rollback();
@@ -268,52 +267,49 @@ void Fleet::heartbeat() {
   auto done = [this](bool ok, const RedisClient::Reply&) {
     if (!ok) errors_->Increment();
   };
-  control_->command({"SET", keys_.replica(id_), encodeReplica(rec), "PX",
-                     std::to_string(kReplicaTtlMs)},
-                    done);
+  control_->command(
+      {"SET", keys_.replica(id_), encodeReplica(rec), "PX", std::to_string(kReplicaTtlMs)}, done);
   control_->command({"SADD", keys_.replicas, id_}, done);
 }
 
 void Fleet::readRegistry() {
-  const bool sent = control_->command({"SMEMBERS", keys_.replicas}, [this](
-                                                                       bool ok,
-                                                                       const RedisClient::Reply&
-                                                                           r) {
-    if (!ok || r.kind != RedisClient::Reply::Kind::Array) {
-      errors_->Increment();
-      return;
-    }
-    std::vector<std::string> ids;
-    std::vector<std::string> argv{"MGET"};
-    for (const auto& e : r.elements) {
-      ids.push_back(e.str);
-      argv.push_back(keys_.replica(e.str));
-    }
-    if (ids.empty()) return;
-    control_->command(std::move(argv), [this, ids](bool ok2, const RedisClient::Reply& values) {
-      if (!ok2 || values.kind != RedisClient::Reply::Kind::Array ||
-          values.elements.size() != ids.size()) {
-        errors_->Increment();
-        return;
-      }
-      std::vector<ReplicaRecord> live;
-      std::vector<std::string> srem{"SREM", keys_.replicas};
-      for (size_t i = 0; i < ids.size(); ++i) {
-        ReplicaRecord rec;
-        if (values.elements[i].kind == RedisClient::Reply::Kind::String &&
-            decodeReplica(values.elements[i].str, rec)) {
-          live.push_back(std::move(rec));
-        } else {
-          srem.push_back(ids[i]);  // its heartbeat key expired: gone
+  const bool sent =
+      control_->command({"SMEMBERS", keys_.replicas}, [this](bool ok, const RedisClient::Reply& r) {
+        if (!ok || r.kind != RedisClient::Reply::Kind::Array) {
+          errors_->Increment();
+          return;
         }
-      }
-      if (srem.size() > 2) control_->command(std::move(srem), {});
-      replicas_ = std::move(live);
-      registry_read_ms_ = wallClockMs();
-      replicas_gauge_->Set(static_cast<double>(replicas_.size()));
-      skew_gauge_->Set(configSkew(replicas_) ? 1 : 0);
-    });
-  });
+        std::vector<std::string> ids;
+        std::vector<std::string> argv{"MGET"};
+        for (const auto& e : r.elements) {
+          ids.push_back(e.str);
+          argv.push_back(keys_.replica(e.str));
+        }
+        if (ids.empty()) return;
+        control_->command(std::move(argv), [this, ids](bool ok2, const RedisClient::Reply& values) {
+          if (!ok2 || values.kind != RedisClient::Reply::Kind::Array ||
+              values.elements.size() != ids.size()) {
+            errors_->Increment();
+            return;
+          }
+          std::vector<ReplicaRecord> live;
+          std::vector<std::string> srem{"SREM", keys_.replicas};
+          for (size_t i = 0; i < ids.size(); ++i) {
+            ReplicaRecord rec;
+            if (values.elements[i].kind == RedisClient::Reply::Kind::String &&
+                decodeReplica(values.elements[i].str, rec)) {
+              live.push_back(std::move(rec));
+            } else {
+              srem.push_back(ids[i]);  // its heartbeat key expired: gone
+            }
+          }
+          if (srem.size() > 2) control_->command(std::move(srem), {});
+          replicas_ = std::move(live);
+          registry_read_ms_ = wallClockMs();
+          replicas_gauge_->Set(static_cast<double>(replicas_.size()));
+          skew_gauge_->Set(configSkew(replicas_) ? 1 : 0);
+        });
+      });
   if (!sent) return;
 }
 

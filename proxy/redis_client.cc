@@ -172,21 +172,21 @@ void RedisClient::onConnected() {
   }
   state_ = State::Authenticating;
   uint64_t id = next_id_++;
-  pending_[id] = Pending{static_cast<int64_t>(uv_now(loop_)) + std::max<int64_t>(
-                                                                    opt_.timeout_ms, 1000),
-                         [this](bool ok, const Reply& r) {
-                           if (ok && r.kind != Reply::Kind::Error) {
-                             onReady();
-                             return;
-                           }
-                           // A wrong password is retried with backoff (it may be rotated in
-                           // Redis first), and said clearly every time.
-                           log::error("fleet_redis_auth_failed",
-                                      {{"connection", opt_.name},
-                                       {"redis", opt_.host + ":" + std::to_string(opt_.port)},
-                                       {"error", r.str}});
-                           fail("AUTH failed: " + r.str);
-                         }};
+  pending_[id] =
+      Pending{static_cast<int64_t>(uv_now(loop_)) + std::max<int64_t>(opt_.timeout_ms, 1000),
+              [this](bool ok, const Reply& r) {
+                if (ok && r.kind != Reply::Kind::Error) {
+                  onReady();
+                  return;
+                }
+                // A wrong password is retried with backoff (it may be rotated in
+                // Redis first), and said clearly every time.
+                log::error("fleet_redis_auth_failed",
+                           {{"connection", opt_.name},
+                            {"redis", opt_.host + ":" + std::to_string(opt_.port)},
+                            {"error", r.str}});
+                fail("AUTH failed: " + r.str);
+              }};
   if (!send({"AUTH", opt_.password}, id)) return;
   armTimeoutTimer();
 }
@@ -276,8 +276,8 @@ void RedisClient::onDisconnectCb(const redisAsyncContext* cac, int) {
   auto* self = static_cast<RedisClient*>(cac->data);
   if (self == nullptr || cac != self->ac_) return;  // a context we dropped ourselves
   // hiredis frees the context once this returns.
-  std::string why = cac->err != 0 ? std::string("disconnected: ") + cac->errstr
-                                  : std::string("disconnected");
+  std::string why =
+      cac->err != 0 ? std::string("disconnected: ") + cac->errstr : std::string("disconnected");
   self->ac_ = nullptr;
   self->fail(why);
 }
@@ -291,8 +291,8 @@ void RedisClient::armTimeoutTimer() {
     return;
   }
   const int64_t now = static_cast<int64_t>(uv_now(loop_));
-  uv_timer_start(&timeout_timer_, onTimer, static_cast<uint64_t>(std::max<int64_t>(0, earliest - now)),
-                 0);
+  uv_timer_start(&timeout_timer_, onTimer,
+                 static_cast<uint64_t>(std::max<int64_t>(0, earliest - now)), 0);
 }
 
 void RedisClient::onTimer(uv_timer_t* t) {

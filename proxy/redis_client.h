@@ -112,7 +112,7 @@ class RedisClient {
   std::function<void(const std::string&)> on_message_;
   bool reported_up_ = false;
   bool reported_down_ = false;  // the first failure, and each loss after being up, are reported
-  std::string last_error_;  // logged once per distinct error while retrying
+  std::string last_error_;      // logged once per distinct error while retrying
   int open_handles_ = 0;
   std::function<void()> closed_;
 };
