@@ -188,6 +188,17 @@ class FleetTest(h.ProxyTestCase):
         self.assertEqual(metric(self.metrics(b), "cutover_fleet_rollback_active"), 1)
         cfg = admin(b, "GET", "/config").body.decode()
         self.assertIn("rollback_source: fleet", cfg)
+        # cutoverctl status says where the rollback came from, and lists the fleet.
+        ctl = os.path.join(h.REPO, "tools", "cutoverctl")
+        a_id = self.stats(a)["fleet"]["replica_id"]
+        self.assertTrue(poll(lambda: len(self.stats(b)["fleet"]["replicas"]) == 2, 5))
+        out = subprocess.run([sys.executable, ctl, "--admin", "http://127.0.0.1:%d" % b.admin_port,
+                              "status"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=20).stdout.decode()
+        self.assertIn("ROLLBACK ACTIVE", out)
+        self.assertIn("from the fleet: posted to replica %s" % a_id, out)
+        self.assertRegex(out, r"FLEET replica \S+, Redis 127\.0\.0\.1:\d+ up, 2 live replica")
+        self.assertIn("%s  hash" % a_id, out)
 
     def test_redis_killed_fails_no_request_and_restarted_resumes_control(self):
         ps = [self.replica() for _ in range(2)]
@@ -229,6 +240,27 @@ class FleetTest(h.ProxyTestCase):
         self.assertGreater(count[0], 50)
         self.assertEqual(failures, [], "requests failed while Redis was down")
         self.assertGreaterEqual(metric(self.metrics(ps[0]), "cutover_fleet_errors_total"), 1)
+
+    def test_paused_redis_times_out_marks_down_and_traffic_never_waits(self):
+        p = self.replica()
+        self.wait_fleet_up([p])
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            # The next heartbeat outlives fleet.timeout (200ms here): the connection is dropped.
+            self.assertTrue(poll(lambda: metric(self.metrics(p), "cutover_fleet_redis_up") == 0,
+                                 5), p.log_tail())
+            ev = p.find_events("fleet_redis_error")
+            self.assertTrue(any("timeout" in e.get("error", "") for e in ev), ev)
+            for _ in range(20):
+                t0 = time.monotonic()
+                self.assertEqual(h.get(p.port, "/x").status, 200)
+                self.assertLess(time.monotonic() - t0, 1.0)  # never the paused Redis
+            self.assertEqual(admin(p, "POST", "/rollback").status, 200)  # local, at once
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        self.wait_fleet_up([p], timeout=15)
+        self.assertTrue(poll(lambda: b"rollback_active 1" in self.redis.command(
+            "GET", "cutover:test:rollback"), 5), p.log_tail())
 
     def test_registry_lists_replicas_and_flags_config_skew(self):
         ps = [self.replica() for _ in range(2)]

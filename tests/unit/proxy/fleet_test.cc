@@ -24,8 +24,8 @@ TEST_CASE("default replica id is hostname-pid with only name characters") {
   const std::string id = defaultReplicaId();
   CHECK(id.ends_with("-" + std::to_string(getpid())));
   for (char c : id) {
-    CHECK(((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.'));
+    CHECK(((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.'));
   }
 }
 
@@ -76,7 +76,7 @@ TEST_CASE("replica record round-trips; skew is more than one config hash") {
 TEST_CASE("reconnect backoff: 1 s × 1.5 up to 30 s, each within ±20%, reset to 1 s") {
   for (uint64_t seed = 0; seed < 100; ++seed) {
     GrowingBackoff b = RedisClient::reconnectBackoff(seed);
-    const std::vector<int64_t> nominal_ms = {1000,  1500,  2250,  3375,  5063,  7594,
+    const std::vector<int64_t> nominal_ms = {1000,  1500,  2250,  3375,  5063, 7594,
                                              11391, 17086, 25629, 30000, 30000};
     for (int64_t n : nominal_ms) {
       CHECK(b.nominal().count() == n);
