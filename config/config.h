@@ -250,6 +250,7 @@ struct Fleet {
   std::string key_prefix = "cutover:";              // every key and channel starts with it
   Duration timeout{std::chrono::milliseconds(20)};  // per Redis command
   std::string replica_id;                           // empty = hostname-pid, chosen at start
+  bool operator==(const Fleet&) const = default;
 };
 
 struct AccessLog {

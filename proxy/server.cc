@@ -437,6 +437,9 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string tex
   if (res.config->state_dir != file_config_->state_dir) {
     log::warn("config_needs_restart", {{"key", "state_dir"}});
   }
+  if (!(res.config->fleet == file_config_->fleet)) {
+    log::warn("config_needs_restart", {{"key", "fleet"}});
+  }
   if (res.config->admin.token != admin_token_ && admin_) {
     admin_token_ = res.config->admin.token;  // a rotated token file or secret takes effect now
     log::info("admin_token_changed", {{"trigger", trigger}});

@@ -274,8 +274,9 @@ class FleetTest(h.ProxyTestCase):
         self.assertTrue(poll(lambda: metric(self.metrics(ps[0]), "cutover_fleet_replicas") == 3,
                              5), ps[0].log_tail())
         self.assertEqual(metric(self.metrics(ps[0]), "cutover_fleet_config_skew"), 1)
+        # Each replica reads the registry on its own 1 s tick.
+        self.assertTrue(poll(lambda: self.stats(ps[1])["fleet"]["config_skew"], 3))
         st = self.stats(ps[1])
-        self.assertTrue(st["fleet"]["config_skew"])
         self.assertEqual(len({r["config_hash"] for r in st["fleet"]["replicas"]}), 2)
         self.assertIn("new=10", [r for r in st["fleet"]["replicas"]
                                  if r["id"] == self.stats(ps[2])["fleet"]["replica_id"]][0]
@@ -285,6 +286,17 @@ class FleetTest(h.ProxyTestCase):
         self.assertTrue(poll(lambda: metric(self.metrics(ps[0]), "cutover_fleet_replicas") == 2,
                              6), ps[0].log_tail())
         self.assertEqual(metric(self.metrics(ps[0]), "cutover_fleet_config_skew"), 0)
+
+    def test_reload_that_changes_the_fleet_section_says_a_restart_is_needed(self):
+        p = self.replica()
+        with open(p.config_path, "w") as f:
+            f.write(h.to_yaml(self.config(prefix="cutover:other:")) + "\n")
+        r = admin(p, "POST", "/reload")
+        self.assertEqual(r.status, 200, r.body)
+        ev = p.wait_for(lambda px: [e for e in px.find_events("config_needs_restart")
+                                    if e.get("key") == "fleet"], 5)
+        self.assertTrue(ev, p.log_tail())
+        self.assertEqual(self.stats(p)["fleet"]["key_prefix"], "cutover:test:")
 
 
 @unittest.skipIf(REDIS is None, "redis-server is not installed (tools/install_deps.sh)")
