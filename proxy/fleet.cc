@@ -86,6 +86,18 @@ bool decodeReplica(const std::string& text, ReplicaRecord& out) {
   return true;
 }
 
+Reconcile reconcileRollback(const RollbackState& local, bool remote_present,
+                            const RollbackState& remote, const std::string& origin,
+                            const std::string& id) {
+  if (!remote_present) return local.active ? Reconcile::WriteLocal : Reconcile::Nothing;
+  if (remote.active) {
+    return !local.active && origin != id ? Reconcile::Adopt : Reconcile::Nothing;
+  }
+  if (!local.active) return Reconcile::Nothing;
+  // A tombstone: the clear wins over a rollback that began no later than it.
+  return local.since_s <= remote.since_s ? Reconcile::Clear : Reconcile::WriteLocal;
+}
+
 bool configSkew(const std::vector<ReplicaRecord>& replicas) {
   std::set<std::string> hashes;
   for (const auto& r : replicas) hashes.insert(r.config_hash);
@@ -142,6 +154,8 @@ Fleet::Fleet(uv_loop_t* loop, const config::Fleet& cfg, prometheus::Registry& re
     if (!up) {
       errors_->Increment();
       settled_ = true;  // Redis is not there: start on local state, catch up once it is
+      // The subscriber sends nothing, so it would not notice an unresponsive Redis itself.
+      subscriber_->reconnect("the control connection lost Redis");
     }
     setUpGauge();
     if (up) onControlUp();
@@ -192,16 +206,24 @@ void Fleet::readRollback() {
       errors_->Increment();
       return;
     }
-    RollbackState local = hooks_.local_rollback();
+    const RollbackState local = hooks_.local_rollback();
     RollbackState remote;
     std::string origin;
-    if (r.kind == RedisClient::Reply::Kind::String && decodeFleetRollback(r.str, remote, origin) &&
-        remote.active) {
-      if (!local.active && origin != id_) hooks_.apply_rollback(remote);
-    } else if (local.active && !local.origin.empty()) {
-      hooks_.apply_rollback(RollbackState{});  // cleared in the fleet while we were away
-    } else if (local.active) {
-      writeRollback(local);  // posted here while Redis was unreachable (or restored from disk)
+    const bool present =
+        r.kind == RedisClient::Reply::Kind::String && decodeFleetRollback(r.str, remote, origin);
+    switch (reconcileRollback(local, present, remote, origin, id_)) {
+      case Reconcile::Nothing:
+        break;
+      case Reconcile::Adopt:
+      case Reconcile::Clear:
+        hooks_.apply_rollback(remote);
+        break;
+      case Reconcile::WriteLocal:
+        log::warn("fleet_rollback_rewritten",
+                  {{"replica_id", id_},
+                   {"why", present ? "older than this replica's rollback" : "not in Redis"}});
+        writeRollback(local);
+        break;
     }
     fleet_rollback_->Set(hooks_.local_rollback().active && !hooks_.local_rollback().origin.empty());
   });
@@ -221,7 +243,9 @@ void Fleet::publishRollback(const RollbackState& state) {
 }
 
 void Fleet::writeRollback(const RollbackState& state) {
-  const std::string text = encodeFleetRollback(state, id_);
+  RollbackState s = state;
+  if (!s.active) s.since_s = wallClockMs() / 1000;  // the tombstone records when it was cleared
+  const std::string text = encodeFleetRollback(s, state.origin.empty() ? id_ : state.origin);
   auto done = [this](bool ok, const RedisClient::Reply& r) {
     if (ok) return;
     write_pending_ = true;
@@ -231,8 +255,7 @@ void Fleet::writeRollback(const RollbackState& state) {
   write_pending_ = false;
   // Pipelined on one connection: Redis runs them in order, so a reader that gets the message
   // finds the key already written.
-  bool sent = state.active ? control_->command({"SET", keys_.rollback, text}, done)
-                           : control_->command({"DEL", keys_.rollback}, done);
+  bool sent = control_->command({"SET", keys_.rollback, text}, done);
   sent = sent && control_->command({"PUBLISH", keys_.control, text}, done);
   if (!sent) {
     write_pending_ = true;

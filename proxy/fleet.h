@@ -2,16 +2,18 @@
 // (config `fleet:`). Absent that section nothing here exists and each process is on its own.
 //
 // Keys (all under fleet.key_prefix, so two migrations can share one Redis):
-//   <prefix>rollback        the fleet rollback (absent = none): "origin <id>\n" + rollback.state
+//   <prefix>rollback        the fleet rollback: "origin <id>\n" + rollback.state; a clear writes
+//                           an inactive state whose `since` is the clear time (a tombstone)
 //   <prefix>control         pub/sub channel: the same text on every rollback change
 //   <prefix>replica:<id>    one replica's heartbeat record, SET with PX kReplicaTtlMs
 //   <prefix>replicas        set of replica ids (stale members are removed when their key expired)
 //
 // Two connections on the main loop: `control` (commands) and `subscriber` (SUBSCRIBE control).
 // A rollback posted to any replica is applied there at once, then written and published; every
-// other replica applies it when the message arrives. On every (re)connect the key is read first:
-// a replica that missed messages catches up, and a local rollback Redis does not know of (posted
-// while Redis was unreachable) is written to the fleet (rollback is the safe direction).
+// other replica applies it when the message arrives. On every (re)connect the key is read first
+// and reconciled (reconcileRollback): a replica that missed messages catches up; a local rollback
+// Redis does not know of (posted while Redis was unreachable, or Redis lost its data) is written
+// to the fleet, since rolling back is the safe direction; one older than a clear is cleared.
 #pragma once
 
 #include <uv.h>
@@ -55,6 +57,18 @@ std::string defaultReplicaId();
 // "origin <id>\n" followed by formatRollbackState(state) (inactive = cleared).
 std::string encodeFleetRollback(const RollbackState& state, const std::string& origin);
 bool decodeFleetRollback(const std::string& text, RollbackState& state, std::string& origin);
+
+// What a replica does with the fleet rollback key it read on (re)connect.
+enum class Reconcile {
+  Nothing,    // in agreement
+  Adopt,      // a fleet rollback this replica does not have: apply it
+  Clear,      // the fleet cleared after this replica's rollback began: clear it
+  WriteLocal  // Redis lacks this replica's rollback (or has an older clear): write it
+};
+// `remote_present`: the key held a valid record (`remote`, its `origin`); `id`: this replica.
+Reconcile reconcileRollback(const RollbackState& local, bool remote_present,
+                            const RollbackState& remote, const std::string& origin,
+                            const std::string& id);
 
 struct ReplicaRecord {
   std::string id;

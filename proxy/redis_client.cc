@@ -187,7 +187,10 @@ void RedisClient::onConnected() {
                             {"error", r.str}});
                 fail("AUTH failed: " + r.str);
               }};
-  if (!send({"AUTH", opt_.password}, id)) return;
+  if (!send({"AUTH", opt_.password}, id)) {
+    failSoon("AUTH could not be sent");
+    return;
+  }
   armTimeoutTimer();
 }
 
@@ -197,7 +200,7 @@ void RedisClient::onReady() {
     const char* argv[] = {"SUBSCRIBE", channel_.c_str()};
     size_t lens[] = {9, channel_.size()};
     if (redisAsyncCommandArgv(ac_, onSubscribeCb, nullptr, 2, argv, lens) != REDIS_OK) {
-      fail("SUBSCRIBE could not be sent");
+      failSoon("SUBSCRIBE could not be sent");
     }
     return;
   }
@@ -299,7 +302,7 @@ void RedisClient::onTimer(uv_timer_t* t) {
   auto* self = static_cast<RedisClient*>(t->data);
   const int64_t now = static_cast<int64_t>(uv_now(self->loop_));
   if (self->connect_deadline_ms_ != 0 && now >= self->connect_deadline_ms_) {
-    self->fail("connect timeout");
+    self->fail(self->deferred_error_.empty() ? "connect timeout" : self->deferred_error_);
     return;
   }
   for (const auto& [id, p] : self->pending_) {
@@ -312,8 +315,23 @@ void RedisClient::onTimer(uv_timer_t* t) {
   self->armTimeoutTimer();
 }
 
+void RedisClient::failSoon(const std::string& why) {
+  // Inside hiredis' connect callback the context must not be freed (hiredis goes on using it
+  // after the callback returns): the failure is handled on the next loop turn instead.
+  deferred_error_ = why;
+  connect_deadline_ms_ = static_cast<int64_t>(uv_now(loop_));
+  armTimeoutTimer();
+}
+
+void RedisClient::reconnect(const std::string& why) {
+  if (state_ == State::Up || state_ == State::Authenticating || state_ == State::Connecting) {
+    fail(why);
+  }
+}
+
 void RedisClient::fail(const std::string& why) {
   if (state_ == State::Closed) return;
+  deferred_error_.clear();
   const bool was_up = reported_up_;
   connect_deadline_ms_ = 0;
   if (ac_ != nullptr) {

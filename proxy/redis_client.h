@@ -63,6 +63,10 @@ class RedisClient {
   // Subscriber mode (set before start()): SUBSCRIBE `channel` on every connect; each published
   // message goes to `on_message`. Such a connection sends no other commands.
   void setSubscription(std::string channel, std::function<void(const std::string&)> on_message);
+  // Drops a live connection (if any) and reconnects after the backoff: for a subscriber whose
+  // sibling command connection found Redis unresponsive (a subscriber sends nothing, so a dead
+  // peer would go unnoticed).
+  void reconnect(const std::string& why);
   // Drops the connection and pending callbacks (never called), closes the timers; `done` runs
   // once everything is closed. The object may be destroyed after that.
   void close(std::function<void()> done);
@@ -83,6 +87,8 @@ class RedisClient {
   void markUp();
   // Drops the connection, fails what is pending, arms the backoff timer.
   void fail(const std::string& why);
+  // fail() on the next loop turn (from inside hiredis' connect callback).
+  void failSoon(const std::string& why);
   void failPending(const std::string& why);
   void armTimeoutTimer();
   bool send(const std::vector<std::string>& argv, uint64_t id);
@@ -110,6 +116,7 @@ class RedisClient {
   std::map<uint64_t, Pending> pending_;  // by id = send order
   std::string channel_;
   std::function<void(const std::string&)> on_message_;
+  std::string deferred_error_;  // failSoon()'s reason
   bool reported_up_ = false;
   bool reported_down_ = false;  // the first failure, and each loss after being up, are reported
   std::string last_error_;      // logged once per distinct error while retrying

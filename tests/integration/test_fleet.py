@@ -240,6 +240,17 @@ class FleetTest(h.ProxyTestCase):
         self.assertGreater(count[0], 50)
         self.assertEqual(failures, [], "requests failed while Redis was down")
         self.assertGreaterEqual(metric(self.metrics(ps[0]), "cutover_fleet_errors_total"), 1)
+        # A fleet rollback survives a Redis that comes back empty: it is never cleared by the
+        # loss, and the replicas write it back.
+        self.assertEqual(admin(ps[0], "POST", "/rollback").status, 200)
+        self.assertTrue(poll(lambda: self.stats(ps[1])["rollback"], 2))
+        self.redis.kill()
+        self.redis.start()
+        self.wait_fleet_up(ps, timeout=15)
+        self.assertTrue(poll(lambda: b"rollback_active 1" in self.redis.command(
+            "GET", "cutover:test:rollback"), 5))
+        for p in ps:
+            self.assertTrue(self.stats(p)["rollback"], p.log_tail())
 
     def test_paused_redis_times_out_marks_down_and_traffic_never_waits(self):
         p = self.replica()

@@ -88,3 +88,29 @@ TEST_CASE("reconnect backoff: 1 s × 1.5 up to 30 s, each within ±20%, reset to
     CHECK(b.nominal().count() == 1000);
   }
 }
+
+TEST_CASE("reconcile on (re)connect: adopt, clear by tombstone, rewrite what Redis lacks") {
+  RollbackState none;
+  RollbackState local;
+  local.active = true;
+  local.since_s = 1000;
+  RollbackState fleet = local;
+  fleet.origin = "pod-2";
+  RollbackState tomb_after;  // cleared at 1000 (same second counts as after)
+  tomb_after.since_s = 1000;
+  RollbackState tomb_before;
+  tomb_before.since_s = 999;
+  using R = Reconcile;
+  // Key absent (never written, or Redis lost its data): a local rollback is written back.
+  CHECK(reconcileRollback(none, false, none, "", "me") == R::Nothing);
+  CHECK(reconcileRollback(local, false, none, "", "me") == R::WriteLocal);
+  CHECK(reconcileRollback(fleet, false, none, "", "me") == R::WriteLocal);
+  // An active fleet rollback is adopted unless this replica already has one, or wrote it.
+  CHECK(reconcileRollback(none, true, fleet, "pod-2", "me") == R::Adopt);
+  CHECK(reconcileRollback(local, true, fleet, "pod-2", "me") == R::Nothing);
+  CHECK(reconcileRollback(none, true, fleet, "me", "me") == R::Nothing);
+  // A clear (tombstone) wins over a rollback that began no later; a newer rollback is written.
+  CHECK(reconcileRollback(none, true, tomb_after, "pod-2", "me") == R::Nothing);
+  CHECK(reconcileRollback(fleet, true, tomb_after, "pod-3", "me") == R::Clear);
+  CHECK(reconcileRollback(local, true, tomb_before, "pod-3", "me") == R::WriteLocal);
+}
