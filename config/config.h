@@ -267,6 +267,21 @@ struct Admin {
   bool allow_unauthenticated = false;
 };
 
+// The `fleet:` section: replicas share control state (rollback) and a registry through Redis.
+// Absent = one process with local state, as before.
+struct Fleet {
+  bool enabled = false;  // a `fleet:` section is present
+  std::string host;      // `redis: host:port`; a DNS name is resolved off the loop
+  uint16_t port = 6379;
+  std::string password_env;  // AUTH with this variable's value; unset variable = load error
+  // The password, resolved at load from password_env. Never dumped.
+  std::string password;
+  std::string key_prefix = "cutover:";              // every key and channel starts with it
+  Duration timeout{std::chrono::milliseconds(20)};  // per Redis command
+  std::string replica_id;                           // empty = hostname-pid, chosen at start
+  bool operator==(const Fleet&) const = default;
+};
+
 struct AccessLog {
   enum class Mode { Off, All, ErrorsOnly, Sampled };
   Mode mode = Mode::All;
@@ -297,6 +312,7 @@ struct Config {
   // `state_dir`: where the rollback state and the last config that loaded are persisted (empty =
   // not persisted). Read at start only (the `--state-dir` flag wins over it).
   std::string state_dir;
+  Fleet fleet;
 
   // Index of the backend with this name, or -1.
   int backendIndex(const std::string& name) const;

@@ -322,6 +322,16 @@ std::string dumpYaml(const Config& config) {
     out << config.state_dir;
   }
 
+  if (config.fleet.enabled) {
+    const Fleet& f = config.fleet;
+    out << YAML::Key << "fleet" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "redis" << YAML::Value << (f.host + ":" + std::to_string(f.port));
+    out << YAML::Key << "password_env" << YAML::Value << f.password_env;
+    out << YAML::Key << "key_prefix" << YAML::Value << f.key_prefix;
+    out << YAML::Key << "timeout" << YAML::Value << formatDuration(f.timeout);
+    out << YAML::Key << "replica_id" << YAML::Value << f.replica_id;
+    out << YAML::EndMap;
+  }
   out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "enabled" << YAML::Value << config.admin.enabled;
   out << YAML::Key << "address" << YAML::Value << config.admin.address.text;

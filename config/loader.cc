@@ -46,7 +46,7 @@ void Loader::load(const YAML::Node& root) {
   MapReader top(errors_, root, "",
                 {"listeners", "workers", "timeouts", "limits", "override_header", "http", "filters",
                  "rate_limit", "backends", "routes", "admin", "access_log", "metrics", "defaults",
-                 "state_dir"});
+                 "state_dir", "fleet"});
   if (!top.ok()) return;
   // Order matters only where later sections refer to earlier ones: backends before routes.
   loadListeners(top);
@@ -79,6 +79,7 @@ void Loader::load(const YAML::Node& root) {
       errors_.add(node, "state_dir", "expected a directory path, got " + quoted(config_.state_dir));
     }
   }
+  loadFleet(top);
   if (!rate_limit_filter_) {
     for (const auto& [node, path] : rate_limits_) {
       errors_.add(node, path,

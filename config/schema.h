@@ -66,6 +66,7 @@ class Loader {
   void loadAdmin(const MapReader& top);
   void loadAdminToken(const MapReader& map, bool env_ok);
   void loadAccessLog(const MapReader& top);
+  void loadFleet(const MapReader& top);  // schema_fleet.cc
   bool loadConditions(const YAML::Node& node, const std::string& path, bool for_retry,
                       Conditions& out);
   // Backend index for a name, reporting an unknown one; -1 when unknown or not checkable.

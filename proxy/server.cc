@@ -22,6 +22,7 @@
 #include "proxy/config_diff.h"
 #include "proxy/config_watcher.h"
 #include "proxy/dns_resolver.h"
+#include "proxy/fleet.h"
 #include "proxy/health_checker.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -290,6 +291,7 @@ int Server::run() {
 
   health_ = std::make_unique<HealthChecker>(&loop_);
   health_->update(*snapshot_);
+  if (cfg.fleet.enabled) startFleet();
   ready_ = true;
   log::info("started", {{"workers", cfg.workers},
                         {"config", config_path_},
@@ -479,6 +481,9 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string tex
   if (res.config->state_dir != file_config_->state_dir) {
     log::warn("config_needs_restart", {{"key", "state_dir"}});
   }
+  if (!(res.config->fleet == file_config_->fleet)) {
+    log::warn("config_needs_restart", {{"key", "fleet"}});
+  }
   if (res.config->admin.token != admin_token_ && admin_) {
     admin_token_ = res.config->admin.token;  // a rotated token file or secret takes effect now
     log::info("admin_token_changed", {{"trigger", trigger}});
@@ -573,6 +578,7 @@ bool Server::rollback(const RollbackRequest& req, StateDir::Done persisted) {
                          {"since", rollback_.since_s},
                          {"generation", snapshot_->generation}});
   persistRollback(std::move(persisted));
+  if (fleet_) fleet_->publishRollback(rollback_);
   return true;
 }
 
@@ -582,7 +588,62 @@ bool Server::clearRollback(const char* trigger, StateDir::Done persisted) {
   swapIn(file_config_);
   log::info("rollback_cleared", {{"trigger", trigger}, {"generation", snapshot_->generation}});
   persistRollback(std::move(persisted));
+  if (fleet_) fleet_->publishRollback(rollback_);
   return true;
+}
+
+// ---- fleet ------------------------------------------------------------------------------------
+
+void Server::startFleet() {
+  Fleet::Hooks hooks;
+  hooks.apply_rollback = [this](const RollbackState& s) { applyFleetRollback(s); };
+  hooks.local_rollback = [this] { return rollback_; };
+  hooks.record = [this] { return fleetRecord(); };
+  fleet_ =
+      std::make_unique<Fleet>(&loop_, file_config_->fleet, metrics_->registry(), std::move(hooks));
+  fleet_->start();
+}
+
+void Server::applyFleetRollback(const RollbackState& state) {
+  if (draining_ || state.active == rollback_.active) return;
+  if (state.active) {
+    rollback_ = state;
+    swapIn(file_config_);
+    log::warn("rollback", {{"trigger", "fleet"},
+                           {"origin", rollback_.origin},
+                           {"actor", rollback_.actor},
+                           {"reason", rollback_.reason},
+                           {"since", rollback_.since_s},
+                           {"generation", snapshot_->generation}});
+  } else {
+    const std::string origin = state.origin;
+    rollback_ = RollbackState{};
+    swapIn(file_config_);
+    log::info("rollback_cleared",
+              {{"trigger", "fleet"}, {"origin", origin}, {"generation", snapshot_->generation}});
+  }
+  persistRollback({});
+}
+
+ReplicaRecord Server::fleetRecord() const {
+  ReplicaRecord r;
+  r.config_hash = file_config_->hash;
+  r.rollback = rollback_.active;
+  r.admin = file_config_->admin.address.text;
+  r.started_ms = loaded_at_ms_;
+  const config::Config& cfg = *snapshot_->config;
+  for (const config::Route& route : cfg.routes) {
+    if (r.weights.size() > 2000) {
+      r.weights += "...";
+      break;
+    }
+    if (!r.weights.empty()) r.weights += "; ";
+    r.weights += route.name;
+    for (const config::SplitEntry& e : route.split) {
+      r.weights += " " + cfg.backends[e.backend].name + "=" + std::to_string(e.weight);
+    }
+  }
+  return r;
 }
 
 void Server::closeTunnelsOffStable() {
@@ -683,6 +744,18 @@ std::string Server::configYaml() const {
     appendJsonString(reason, rollback_.reason);
     out += "rollback_actor: " + actor + "\n";
     out += "rollback_reason: " + reason + "\n";
+    out += std::string("rollback_source: ") + (rollback_.origin.empty() ? "local" : "fleet") + "\n";
+    if (!rollback_.origin.empty()) {
+      std::string origin;
+      appendJsonString(origin, rollback_.origin);
+      out += "rollback_origin: " + origin + "\n";
+    }
+  }
+  if (fleet_) {
+    std::string id;
+    appendJsonString(id, fleet_->replicaId());
+    out += "fleet_replica_id: " + id + "\n";
+    out += std::string("fleet_redis_up: ") + (fleet_->redisUp() ? "true" : "false") + "\n";
   }
   out += std::string("running_from: ") + (from_last_good_ ? "last_known_good" : "file") + "\n";
   if (state_dir_ != nullptr) {
@@ -716,6 +789,24 @@ std::string Server::statsJson() const {
     out.pop_back();
     out += ",\"dns\":";
     dns_->appendJson(out);
+    out += "}";
+  }
+  if (!out.empty() && out.back() == '}') {
+    out.pop_back();
+    out += ",\"rollback_source\":";
+    if (!rollback_.active) {
+      out += "null";
+    } else {
+      out += rollback_.origin.empty() ? "\"local\"" : "\"fleet\"";
+      out += ",\"rollback_origin\":";
+      appendJsonString(out, rollback_.origin);
+    }
+    out += ",\"fleet\":";
+    if (fleet_) {
+      fleet_->appendJson(out);
+    } else {
+      out += "null";
+    }
     out += "}";
   }
   return out;
@@ -853,9 +944,14 @@ void Server::closeMainHandles() {
   if (watcher_) watcher_->close([] {});
   if (dns_) dns_->close();
   for (auto& [path, w] : tls_watchers_) w->close([] {});
+  if (fleet_) fleet_->close([] {});
 }
 
-bool Server::ready() const { return ready_ && !draining_ && (!dns_ || dns_->settled()); }
+// With a fleet, not before the fleet rollback was read once: a replica that starts during a
+// fleet rollback never serves the file's weights.
+bool Server::ready() const {
+  return ready_ && !draining_ && (!dns_ || dns_->settled()) && (!fleet_ || fleet_->settled());
+}
 
 void Server::onDnsChange() {
   if (draining_ || !file_config_) return;

@@ -54,6 +54,8 @@ struct AdminRequest;
 class AdminResponder;
 class DnsResolver;
 class TlsMetrics;
+class Fleet;
+struct ReplicaRecord;
 
 class Server {
  public:
@@ -87,6 +89,8 @@ class Server {
   bool clearRollback(const char* trigger, StateDir::Done persisted);
   const RollbackState& rollbackState() const { return rollback_; }
   bool persistent() const { return state_dir_ != nullptr; }
+  // Fleet mode: a rollback change posted to another replica (active = false: cleared).
+  void applyFleetRollback(const RollbackState& state);
   // Closes every open upgrade tunnel whose backend is not its route's stable one (each worker,
   // soon; each logs what it closed).
   void closeTunnelsOffStable();
@@ -148,6 +152,8 @@ class Server {
   void closeMainHandles();
   // A DNS name's address set changed: the current file config again, with the new addresses.
   void onDnsChange();
+  void startFleet();
+  ReplicaRecord fleetRecord() const;
 
   std::string config_path_;
   uv_loop_t loop_{};
@@ -164,6 +170,7 @@ class Server {
   std::shared_ptr<TlsTicketKeys> ticket_keys_ = std::make_shared<TlsTicketKeys>();
   ListenerTlsContexts tls_;  // of file_config_
   std::unique_ptr<TlsMetrics> tls_metrics_;
+  std::unique_ptr<Fleet> fleet_;  // null without a `fleet:` section (read at start only)
   std::shared_ptr<AccessLogSink> access_sink_;
   std::shared_ptr<const config::Config> file_config_;  // as the file says
   std::shared_ptr<const Snapshot> snapshot_;

@@ -80,6 +80,7 @@ std::string formatRollbackState(const RollbackState& s) {
   out += "since " + std::to_string(s.since_s) + "\n";
   out += "actor " + oneLine(s.actor) + "\n";
   out += "reason " + oneLine(s.reason) + "\n";
+  if (!s.origin.empty()) out += "origin " + oneLine(s.origin) + "\n";
   return out;
 }
 
@@ -100,6 +101,8 @@ bool parseRollbackState(const std::string& text, RollbackState& out) {
       s.actor = value;
     } else if (key == "reason") {
       s.reason = value;
+    } else if (key == "origin") {
+      s.origin = value;
     }
   }
   out = std::move(s);

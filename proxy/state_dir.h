@@ -26,6 +26,7 @@ struct RollbackState {
   int64_t since_s = 0;  // unix time it began
   std::string actor;    // who asked ("admin", "cutoverctl", a name given with ?actor=)
   std::string reason;   // free text given with ?reason=, one line
+  std::string origin;   // fleet mode: the replica it was posted to, when not this one
 };
 
 // Serialises / parses rollback.state (exposed for unit tests). Parsing is lenient about unknown

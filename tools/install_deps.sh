@@ -10,6 +10,7 @@ PACKAGES=(
   testssl.sh                # tests/integration/test_tls.py
   clang libclang-rt-14-dev  # the fuzz targets: libFuzzer's runtime is in libclang-rt-14-dev
   clang-format              # tools/check_format.sh
+  libhiredis-dev redis-server  # fleet mode: Redis client (libuv adapter) and the server the tests start
 )
 
 missing=()
