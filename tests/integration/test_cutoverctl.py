@@ -281,42 +281,15 @@ class StatusTest(unittest.TestCase):
             "backends": [{"name": "new", "breaker": "open", "trips": 2},
                          {"name": "legacy", "breaker": "closed", "trips": 0}],
         }
-        seen_auth = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                seen_auth.append(self.headers.get("Authorization"))
-                if self.path == "/stats":
-                    body = json.dumps(stats).encode()
-                elif self.path == "/config":
-                    body = (COMMENTED.replace("new: 10        #", "new: 25        #")
-                            .replace("legacy: 90     #", "legacy: 75     #").encode())
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        t = threading.Thread(target=server.serve_forever, daemon=True)
-        t.start()
-        try:
-            tmp = tempfile.NamedTemporaryFile("w", delete=False)
-            tmp.write("tok123\n")
-            tmp.close()
-            r = subprocess.run([sys.executable, ARGS.ctl, "--admin",
-                                "http://127.0.0.1:%d" % server.server_address[1],
-                                "--token-file", tmp.name, "status"],
-                               capture_output=True, text=True, timeout=30)
-            os.unlink(tmp.name)
-        finally:
-            server.shutdown()
-            server.server_close()
+        config = (COMMENTED.replace("new: 10        #", "new: 25        #")
+                  .replace("legacy: 90     #", "legacy: 75     #"))
+        admin, seen_auth = self.serve(lambda n: stats, config)
+        tmp = tempfile.NamedTemporaryFile("w", delete=False)
+        tmp.write("tok123\n")
+        tmp.close()
+        self.addCleanup(os.unlink, tmp.name)
+        r = subprocess.run([sys.executable, ARGS.ctl, "--admin", admin, "--token-file", tmp.name,
+                            "status"], capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
         self.assertTrue(lines[0].startswith("since start"), r.stdout)
@@ -335,9 +308,11 @@ class StatusTest(unittest.TestCase):
     def serve(self, handler_stats, config_text):
         """A stand-in admin API: /stats answers handler_stats(n) for the n-th call."""
         calls = []
+        seen_auth = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
+                seen_auth.append(self.headers.get("Authorization"))
                 if self.path == "/stats":
                     calls.append(self.path)
                     body = json.dumps(handler_stats(len(calls))).encode()
@@ -358,7 +333,7 @@ class StatusTest(unittest.TestCase):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
-        return "http://127.0.0.1:%d" % server.server_address[1]
+        return "http://127.0.0.1:%d" % server.server_address[1], seen_auth
 
     def test_window_rates_come_from_the_difference_of_two_samples(self):
         def stats(n):
@@ -370,7 +345,7 @@ class StatusTest(unittest.TestCase):
                     "attempt_successes": 500, "success_rate": 1.0, "attempt_success_rate": 1.0,
                     "p99_ms": 9.0}
             return {"routes": [{"name": "kibana", "backends": [new, idle]}], "backends": []}
-        admin = self.serve(stats, COMMENTED)
+        admin, _ = self.serve(stats, COMMENTED)
         # Options after the command name, too.
         r = subprocess.run([sys.executable, ARGS.ctl, "status", "--window", "0.2", "--admin", admin],
                            capture_output=True, text=True, timeout=30)
@@ -384,7 +359,7 @@ class StatusTest(unittest.TestCase):
     def test_last_reload_error_is_shown(self):
         config = COMMENTED + ("last_reload_error: |\n"
                               "  cutover.yaml:14:7: routes[0].split.new: must be 0..100, got 140\n")
-        admin = self.serve(lambda n: {"routes": [], "backends": []}, config)
+        admin, _ = self.serve(lambda n: {"routes": [], "backends": []}, config)
         r = subprocess.run([sys.executable, ARGS.ctl, "--admin", admin, "status"],
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
