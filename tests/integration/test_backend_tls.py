@@ -57,6 +57,7 @@ class HttpsBackend:
             ctx.load_verify_locations(client_ca)
         self.connections = 0
         self.resumed = 0
+        self.paths = []
         self.handshake_errors = 0
         outer = self
 
@@ -72,6 +73,8 @@ class HttpsBackend:
                         outer.resumed += 1
 
             def do_GET(self):
+                with lock:
+                    outer.paths.append(self.path)
                 body = b"ok\n"
                 peer = self.connection.getpeercert() or {}
                 cn = ""
@@ -239,6 +242,29 @@ class BackendTlsTest(h.ProxyTestCase):
                 self.assertEqual(b.connections, 2)
                 self.assertEqual(b.resumed, 1)
                 self.p.stop()
+
+    def test_health_checks_go_over_tls_and_fail_on_a_bad_certificate(self):
+        health = {"enabled": True, "path": "/health", "interval": "100ms", "timeout": "100ms",
+                  "healthy_threshold": 1, "unhealthy_threshold": 1}
+        b = self.https("api")
+        cfg = self.config(b, {"sni": "api.test", "ca": self.f("ca.pem")})
+        cfg["backends"]["legacy"]["health_check"] = health
+        self.p = self.proxy(cfg)
+        deadline = time.monotonic() + 5
+        while "/health" not in b.paths and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("/health", b.paths)  # answered over TLS: a plaintext check cannot be
+        self.assertEqual(self.get().status, 200)
+        self.assertEqual(self.p.find_events("endpoint_health"), [])
+        self.p.stop()
+        bad = self.https("other")
+        cfg = self.config(bad, {"sni": "api.test", "ca": self.f("ca.pem")})
+        cfg["backends"]["legacy"]["health_check"] = health
+        self.p = self.proxy(cfg)
+        ev = self.p.wait_for(lambda p: [e for e in p.find_events("endpoint_health")
+                                        if e.get("healthy") is False], 5)
+        self.assertTrue(ev, self.p.log_tail())
+        self.assertNotIn("/health", bad.paths)
 
     def check(self, tls):
         d = tempfile.mkdtemp(prefix="cutover-btls-check-")
