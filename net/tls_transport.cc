@@ -165,7 +165,13 @@ const char* upstreamTlsReasonName(size_t i) {
 }
 
 void TlsTransport::setSession(const TlsSession& s) {
-  if (s) SSL_set_session(ssl_, s.get());
+  if (!s) return;
+  // A copy again: a connection that ends without close_notify marks its session not resumable,
+  // and the shared one must stay good for the next connection.
+  SSL_SESSION* copy = SSL_SESSION_dup(s.get());
+  if (copy == nullptr) return;
+  SSL_set_session(ssl_, copy);
+  SSL_SESSION_free(copy);  // the SSL holds its own reference
 }
 
 int TlsTransport::onNewSession(ssl_session_st* s) {
