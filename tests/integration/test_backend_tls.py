@@ -103,6 +103,9 @@ class HttpsBackend:
             def get_request(self):
                 sock, addr = self.socket.accept()
                 sock.settimeout(10)
+                # Headers and body leave in two writes: without this, Nagle holds the body for
+                # the proxy's delayed ACK (40 ms a keep-alive request).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
                     return ctx.wrap_socket(sock, server_side=True), addr
                 except (ssl.SSLError, OSError):
