@@ -50,6 +50,8 @@ std::string_view reasonName(Reason r) {
       return "invalid_path";
     case Reason::PayloadTooLarge:
       return "payload_too_large";
+    case Reason::UpstreamTlsVerifyFailed:
+      return "upstream_tls_verify_failed";
     case Reason::Count:
       break;
   }

@@ -26,12 +26,13 @@ enum class Reason : uint8_t {
   MaxConnections,  // 503 breaker concurrency limits
   MaxPending,
   MaxInflight,
-  Draining,             // the drain deadline cut the exchange (SIGTERM, POST /drain)
-  MethodNotAllowed,     // 405: CONNECT
-  ExpectationFailed,    // 417: an Expect other than 100-continue
-  VersionNotSupported,  // 505: not HTTP/1.x
-  InvalidPath,          // 400: the path has a malformed escape, %00, or a rejected %2F / %5C
-  PayloadTooLarge,      // 413: the request body is over limits.max_request_body_bytes
+  Draining,                 // the drain deadline cut the exchange (SIGTERM, POST /drain)
+  MethodNotAllowed,         // 405: CONNECT
+  ExpectationFailed,        // 417: an Expect other than 100-continue
+  VersionNotSupported,      // 505: not HTTP/1.x
+  InvalidPath,              // 400: the path has a malformed escape, %00, or a rejected %2F / %5C
+  PayloadTooLarge,          // 413: the request body is over limits.max_request_body_bytes
+  UpstreamTlsVerifyFailed,  // 502: the backend's TLS certificate did not verify
   Count,
 };
 std::string_view reasonName(Reason r);

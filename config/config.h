@@ -166,6 +166,17 @@ struct Pool {
   bool operator==(const Pool&) const = default;
 };
 
+// backends.X.tls: TLS to the backend (proxy/backend_tls.h builds the OpenSSL client context).
+struct BackendTls {
+  std::string sni;  // empty: the endpoint's DNS name when it came from one, else none
+  std::string ca;   // empty: the system store
+  SourcePos ca_at;
+  bool verify = true;
+  std::string client_cert, client_key;  // both or neither
+  SourcePos client_cert_at, client_key_at;
+  int min_version = 12;  // 12 or 13
+};
+
 struct Backend {
   std::string name;
   // Numeric endpoints as written; on the data-plane config (proxy/dns_resolver.h
@@ -180,6 +191,7 @@ struct Backend {
   CircuitBreaker circuit_breaker;
   HealthCheck health_check;
   std::optional<RateLimit> rate_limit;  // whole-backend admission limit
+  std::optional<BackendTls> tls;
 };
 
 struct Retry {

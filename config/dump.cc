@@ -115,6 +115,20 @@ void emitBackend(YAML::Emitter& out, const Backend& backend) {
     out << YAML::Key << "rate_limit" << YAML::Value;
     emitRateLimit(out, *backend.rate_limit);
   }
+  if (backend.tls) {
+    const BackendTls& t = *backend.tls;
+    out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+    if (!t.sni.empty()) out << YAML::Key << "sni" << YAML::Value << t.sni;
+    if (!t.ca.empty()) out << YAML::Key << "ca" << YAML::Value << t.ca;
+    out << YAML::Key << "verify" << YAML::Value << t.verify;
+    if (!t.client_cert.empty()) {
+      out << YAML::Key << "client_cert" << YAML::Value << t.client_cert;
+      out << YAML::Key << "client_key" << YAML::Value << t.client_key;
+    }
+    out << YAML::Key << "min_version" << YAML::Value << YAML::DoubleQuoted
+        << (t.min_version == 13 ? "1.3" : "1.2");
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
 }
 

@@ -48,6 +48,7 @@ class Loader {
   bool loadRateLimit(const YAML::Node& node, const std::string& path, RateLimit& out);
   void loadBackends(const MapReader& top);
   void loadBackend(const YAML::Node& node, const std::string& path, Backend& backend);
+  void loadBackendTls(const YAML::Node& node, const std::string& path, BackendTls& out);
   // One item of backends.X.endpoints: a numeric address, or a DNS name (never resolved here).
   void loadEndpoint(const YAML::Node& node, const std::string& path, Backend& backend);
   void loadCircuitBreaker(const YAML::Node& node, const std::string& path, CircuitBreaker& out);

@@ -189,7 +189,7 @@ void Loader::loadHealthCheck(const YAML::Node& node, const std::string& path, He
 void Loader::loadBackend(const YAML::Node& node, const std::string& path, Backend& backend) {
   MapReader map(
       errors_, node, path,
-      {"endpoints", "dns_refresh", "pool", "circuit_breaker", "health_check", "rate_limit"});
+      {"endpoints", "dns_refresh", "pool", "circuit_breaker", "health_check", "rate_limit", "tls"});
   if (!map.ok()) return;
   if (map.require("endpoints")) {
     const YAML::Node& list = map.value("endpoints");
@@ -221,6 +221,47 @@ void Loader::loadBackend(const YAML::Node& node, const std::string& path, Backen
     RateLimit limit;
     if (loadRateLimit(map.value("rate_limit"), map.path("rate_limit"), limit)) {
       backend.rate_limit = limit;
+    }
+  }
+  if (map.has("tls")) {
+    backend.tls.emplace();
+    loadBackendTls(map.value("tls"), map.path("tls"), *backend.tls);
+  }
+}
+
+void Loader::loadBackendTls(const YAML::Node& node, const std::string& path, BackendTls& out) {
+  MapReader map(errors_, node, path,
+                {"sni", "ca", "verify", "client_cert", "client_key", "min_version"}, true);
+  if (!map.ok()) return;
+  auto pos = [](const YAML::Node& n) { return SourcePos{n.Mark().line + 1, n.Mark().column + 1}; };
+  if (map.getString("sni", out.sni) && !out.sni.empty()) {
+    DnsName dn;
+    if (!parseDnsName(out.sni + ":1", dn)) {
+      errors_.add(map.value("sni"), map.path("sni"), "must be a DNS name, got " + quoted(out.sni));
+    }
+  }
+  if (map.getString("ca", out.ca)) out.ca_at = pos(map.value("ca"));
+  map.getBool("verify", out.verify);
+  if (map.getString("client_cert", out.client_cert)) {
+    out.client_cert_at = pos(map.value("client_cert"));
+  }
+  if (map.getString("client_key", out.client_key)) out.client_key_at = pos(map.value("client_key"));
+  if (out.client_cert.empty() != out.client_key.empty()) {
+    const char* missing = out.client_cert.empty() ? "client_cert" : "client_key";
+    errors_.add(node, map.path(missing),
+                std::string("client_cert and client_key go together: ") + missing + " is missing");
+  }
+  if (map.has("min_version")) {
+    std::string v;
+    if (map.getString("min_version", v)) {
+      if (v == "1.2") {
+        out.min_version = 12;
+      } else if (v == "1.3") {
+        out.min_version = 13;
+      } else {
+        errors_.add(map.value("min_version"), map.path("min_version"),
+                    "must be \"1.2\" or \"1.3\", got " + quoted(v));
+      }
     }
   }
 }

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "net/tls_transport.h"
+
 namespace cutover {
 
 namespace {
@@ -322,6 +324,9 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(const TlsClientO
   SSL_CTX_set_cipher_list(ctx, kCiphers12);
   static const unsigned char kProtos[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
   SSL_CTX_set_alpn_protos(ctx, kProtos, sizeof kProtos);
+  // Sessions go to the connection (then its pool) for resumption; OpenSSL keeps none itself.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, tlsClientNewSession);
   if (o.verify) {
     int rc = o.ca.empty() ? SSL_CTX_set_default_verify_paths(ctx)
                           : SSL_CTX_load_verify_locations(ctx, o.ca.c_str(), nullptr);

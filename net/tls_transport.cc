@@ -147,14 +147,45 @@ TlsTransport::TlsTransport(uv_loop_t* loop, TcpTransport& tcp,
 }
 
 TlsTransport::TlsTransport(uv_loop_t* loop, TcpTransport& tcp,
-                           std::shared_ptr<const TlsClientContext> ctx, const std::string& sni)
+                           std::shared_ptr<const TlsClientContext> ctx, const std::string& sni,
+                           const std::string& verify_ip)
     : loop_(loop), tcp_(tcp), client_ctx_(std::move(ctx)) {
   init(client_ctx_->ctx());
   SSL_set_connect_state(ssl_);
   if (!sni.empty()) {
     SSL_set_tlsext_host_name(ssl_, sni.c_str());
     if (client_ctx_->verify()) SSL_set1_host(ssl_, sni.c_str());
+  } else if (!verify_ip.empty() && client_ctx_->verify()) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), verify_ip.c_str());
   }
+}
+
+const char* upstreamTlsReasonName(size_t i) {
+  return i < kTlsFailureCount ? tlsFailureName(static_cast<TlsFailure>(i)) : "verify_failed";
+}
+
+void TlsTransport::setSession(const TlsSession& s) {
+  if (!s) return;
+  // A copy again: a connection that ends without close_notify marks its session not resumable,
+  // and the shared one must stay good for the next connection.
+  SSL_SESSION* copy = SSL_SESSION_dup(s.get());
+  if (copy == nullptr) return;
+  SSL_set_session(ssl_, copy);
+  SSL_SESSION_free(copy);  // the SSL holds its own reference
+}
+
+int TlsTransport::onNewSession(ssl_session_st* s) {
+  if (hcb_ == nullptr) return 0;
+  // A copy: OpenSSL marks the connection's own session not resumable when the connection ends
+  // without a close_notify (a backend's Connection: close), which would spoil this one too.
+  SSL_SESSION* copy = SSL_SESSION_dup(s);
+  if (copy != nullptr) hcb_->onTlsSession(TlsSession(copy, SSL_SESSION_free));
+  return 0;  // OpenSSL keeps (and frees) its own reference
+}
+
+int tlsClientNewSession(ssl_st* ssl, ssl_session_st* s) {
+  auto* t = static_cast<TlsTransport*>(SSL_get_app_data(ssl));
+  return t != nullptr ? t->onNewSession(s) : 0;
 }
 
 void TlsTransport::init(void* ssl_ctx) {
@@ -163,6 +194,7 @@ void TlsTransport::init(void* ssl_ctx) {
   BIO* bio = BIO_new(bioMethod());
   BIO_set_data(bio, this);
   SSL_set_bio(ssl_, bio, bio);  // one BIO both ways; SSL owns it
+  SSL_set_app_data(ssl_, this);
 }
 
 TlsTransport::~TlsTransport() { SSL_free(ssl_); }
@@ -318,6 +350,14 @@ void TlsTransport::handshakeFailed() {
     detail = r != nullptr ? r : "unknown";
   } else {
     detail = "handshake failed";
+  }
+  if (client_ctx_) {
+    long v = SSL_get_verify_result(ssl_);
+    if (v != X509_V_OK) {
+      verify_failed_ = true;
+      reason = TlsFailure::BadCertificate;
+      detail = X509_verify_cert_error_string(v);
+    }
   }
   ERR_clear_error();
   if (hcb_ != nullptr) hcb_->onTlsHandshakeFailed(reason, detail);

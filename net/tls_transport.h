@@ -26,6 +26,7 @@
 #include "net/tls_context.h"
 
 struct ssl_st;
+struct ssl_session_st;
 
 namespace cutover {
 
@@ -41,6 +42,16 @@ enum class TlsFailure : uint8_t {
 };
 constexpr size_t kTlsFailureCount = 7;
 const char* tlsFailureName(TlsFailure f);
+// Reasons of a failed handshake to a backend: the TlsFailure values, then "verify_failed" (the
+// backend's certificate did not verify).
+constexpr size_t kUpstreamTlsReasons = kTlsFailureCount + 1;
+const char* upstreamTlsReasonName(size_t i);
+
+// A client session (OpenSSL's SSL_SESSION), kept to resume a later connection to the same backend.
+using TlsSession = std::shared_ptr<ssl_session_st>;
+// OpenSSL's new-session callback of client contexts (tls_context.cc installs it): hands the
+// session to the connection's TlsTransport (SSL app data).
+int tlsClientNewSession(ssl_st* ssl, ssl_session_st* s);
 
 class TlsHandshakeCallbacks {
  public:
@@ -50,6 +61,9 @@ class TlsHandshakeCallbacks {
   // The handshake failed (`detail` is OpenSSL's reason); the transport is closing itself and
   // onTransportError / onTransportClosed follow.
   virtual void onTlsHandshakeFailed(TlsFailure reason, const std::string& detail) = 0;
+  // Client mode: the server issued a session (TLS 1.3: a ticket after the handshake) that a later
+  // connection can resume with (setSession).
+  virtual void onTlsSession(TlsSession) {}
 };
 
 class TlsTransport final : public Transport, private TransportCallbacks {
@@ -58,9 +72,10 @@ class TlsTransport final : public Transport, private TransportCallbacks {
   // onTransportClosed).
   TlsTransport(uv_loop_t* loop, TcpTransport& tcp, std::shared_ptr<const TlsServerContext> ctx);
   // Client side: call connect(); `sni` is sent and, when the context verifies, checked against
-  // the certificate.
+  // the certificate; without `sni`, a non-empty `verify_ip` (the address connected to) is checked
+  // against the certificate's IP SANs instead.
   TlsTransport(uv_loop_t* loop, TcpTransport& tcp, std::shared_ptr<const TlsClientContext> ctx,
-               const std::string& sni);
+               const std::string& sni, const std::string& verify_ip = {});
   ~TlsTransport() override;
   TlsTransport(const TlsTransport&) = delete;
   TlsTransport& operator=(const TlsTransport&) = delete;
@@ -71,6 +86,13 @@ class TlsTransport final : public Transport, private TransportCallbacks {
   const char* version() const;
   const char* cipher() const;
   bool resumed() const;
+  // Client mode, before connect(): offer `s` for resumption.
+  void setSession(const TlsSession& s);
+  // Client mode, after a failed handshake: the certificate did not verify (and why, OpenSSL's
+  // verify error string).
+  bool verifyFailed() const { return verify_failed_; }
+  // OpenSSL's new-session callback (client contexts): hands the session on.
+  int onNewSession(ssl_session_st* s);
   // The verified client certificate: subject in RFC 2253 form, then "; SAN=" and its alternative
   // names (DNS:..., URI:..., email:...) when it has any. Empty without a verified certificate.
   const std::string& peerSubject() const { return peer_subject_; }
@@ -145,6 +167,7 @@ class TlsTransport final : public Transport, private TransportCallbacks {
   bool eof_reported_ = false;
   bool shutdown_wanted_ = false;
   bool closed_reported_ = false;
+  bool verify_failed_ = false;
 };
 
 }  // namespace cutover

@@ -5,8 +5,11 @@
 #include "common/clock.h"
 #include "http/http1_codec.h"
 #include "net/tcp_transport.h"
+#include "net/tls_transport.h"
 #include "policy/health_state.h"
+#include "proxy/backend_tls.h"
 #include "proxy/log.h"
+#include "proxy/snapshot.h"
 
 namespace cutover {
 
@@ -17,13 +20,15 @@ constexpr size_t kCheckReadBuffer = 4096;
 // One check in flight: its own connection and parser. Freed in its transport's close callback.
 struct Check final : TransportCallbacks, ResponseDecoderCallbacks {
   HealthChecker::Probe* probe;
-  TcpTransport transport;
+  TcpTransport tcp;
+  std::unique_ptr<TlsTransport> tls;  // over tcp, for a TLS backend
+  Transport* transport = &tcp;
   ResponseDecoder decoder{*this};
   char buf[kCheckReadBuffer];
   int status = 0;
   bool done = false;
 
-  explicit Check(HealthChecker::Probe* p) : probe(p) { transport.setCallbacks(this); }
+  Check(HealthChecker::Probe* p, uv_loop_t* loop);
   void onTransportData(const char* data, size_t len) override;
   void onTransportEof() override;
   void onTransportError(int) override;
@@ -43,6 +48,8 @@ struct HealthChecker::Probe {
   std::string address;
   sockaddr_storage addr{};
   std::string path;
+  std::shared_ptr<const TlsClientContext> tls;  // null: plain
+  std::string sni;
   uint64_t timeout_ms = 1000;
   Check* check = nullptr;  // in flight
   bool stopped = false;
@@ -70,10 +77,21 @@ void HealthChecker::Probe::onTimer(uv_timer_t* t) {
   p->start();
 }
 
+Check::Check(HealthChecker::Probe* p, uv_loop_t* loop) : probe(p) {
+  if (p->tls) {
+    // Verified like the backend's connections (the address when no name is sent).
+    std::string ip = p->address.substr(0, p->address.rfind(':'));
+    if (ip.size() >= 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+    tls = std::make_unique<TlsTransport>(loop, tcp, p->tls, p->sni, ip);
+    transport = tls.get();
+  }
+  transport->setCallbacks(this);
+}
+
 void HealthChecker::Probe::start() {
-  check = new Check(this);
-  int rc = check->transport.connect(timer.loop, reinterpret_cast<const sockaddr*>(&addr),
-                                    check->buf, sizeof(check->buf));
+  check = new Check(this, timer.loop);
+  int rc = check->transport->connect(timer.loop, reinterpret_cast<const sockaddr*>(&addr),
+                                     check->buf, sizeof(check->buf));
   schedule(timeout_ms);  // the same timer bounds the check
   if (rc != 0) {
     Check* c = check;
@@ -112,8 +130,8 @@ void Check::onTransportConnected() {
   std::string req = "GET " + probe->path + " HTTP/1.1\r\nHost: " + probe->address +
                     "\r\nUser-Agent: cutover-health-check\r\nConnection: close\r\n\r\n";
   decoder.expectResponseTo("GET");
-  transport.write(req);
-  transport.readStart();
+  transport->write(req);
+  transport->readStart();
 }
 
 void Check::onTransportData(const char* data, size_t len) {
@@ -136,8 +154,8 @@ void Check::conclude(bool pass) {
   done = true;
   HealthChecker::Probe* p = probe;
   probe = nullptr;
-  transport.close();
-  if (!transport.initialized()) {
+  transport->close();
+  if (!transport->initialized()) {
     // Never opened: no close callback will come.
     p->result(pass);
     delete this;
@@ -162,7 +180,11 @@ void HealthChecker::update(const Snapshot& snap) {
     for (size_t e = 0; e < be.endpoints.size(); ++e) {
       std::string key = be.name + "|" + be.endpoints[e].text;
       auto it = probes_.find(key);
+      std::shared_ptr<const TlsClientContext> tls =
+          b < snap.backend_tls.size() ? snap.backend_tls[b] : nullptr;
       if (it != probes_.end() && it->second->state == state) {
+        it->second->tls = tls;  // the next check uses the reloaded context
+        it->second->sni = backendTlsName(be, e);
         next[key] = it->second;
         probes_.erase(it);
         continue;
@@ -176,6 +198,8 @@ void HealthChecker::update(const Snapshot& snap) {
       p->address = be.endpoints[e].text;
       p->addr = be.endpoints[e].addr;
       p->path = be.health_check.path;
+      p->tls = tls;
+      p->sni = backendTlsName(be, e);
       p->timeout_ms = static_cast<uint64_t>(be.health_check.timeout.count());
       p->schedule(0);
       next[key] = p;

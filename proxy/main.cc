@@ -9,6 +9,7 @@
 #include <string>
 
 #include "config/loader.h"
+#include "proxy/backend_tls.h"
 #include "proxy/listener_tls.h"
 #include "proxy/server.h"
 
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
       std::vector<cutover::config::Error> errors;
       cutover::buildListenerTls(*res.config, config_path,
                                 std::make_shared<cutover::TlsTicketKeys>(), errors);
+      cutover::buildBackendTls(*res.config, config_path, errors);
       for (auto& e : errors) res.errors.push_back(std::move(e));
     }
     for (const auto& e : res.errors) fprintf(stderr, "%s\n", e.str().c_str());

@@ -342,6 +342,9 @@ void Router::onRetryFire(void* ctx) {
 }
 
 void Router::failUpstream(Failure f) {
+  // A certificate that does not verify is a connect failure with a reason of its own.
+  const bool tls_verify = f == Failure::TlsVerify;
+  if (tls_verify) f = Failure::Connect;
   endAttempt(f == Failure::Connect       ? AttemptOutcome::ConnectError
              : f == Failure::Timeout     ? AttemptOutcome::Timeout
              : f == Failure::BadResponse ? AttemptOutcome::BadResponse
@@ -375,7 +378,8 @@ void Router::failUpstream(Failure f) {
   if (retryAfterFailure(o, 0, std::nullopt)) return;
   switch (f) {
     case Failure::Connect:
-      localReply(502, Reason::UpstreamConnectFailure);
+      localReply(502,
+                 tls_verify ? Reason::UpstreamTlsVerifyFailed : Reason::UpstreamConnectFailure);
       return;
     case Failure::Timeout:
       localReply(504, Reason::UpstreamTimeout);
@@ -384,6 +388,7 @@ void Router::failUpstream(Failure f) {
       localReply(502, Reason::UpstreamReset);
       return;
     case Failure::BadResponse:
+    case Failure::TlsVerify:
       localReply(502, Reason::BadUpstreamResponse);
       return;
   }

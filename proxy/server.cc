@@ -74,6 +74,7 @@ std::shared_ptr<const Snapshot> Server::buildSnapshot(std::shared_ptr<const conf
   snap->stats = stats_->forConfig(*snap->config);
   if (dns_) snap->dns_nudge = dns_->nudge();
   snap->listener_tls = tls_;
+  snap->backend_tls = backend_tls_;
   if (metrics_->enabled()) snap->tls_metrics = tls_metrics_->forConfig(*snap->config);
   for (const std::string& name : snap->config->filters) {
     if (name == "router") continue;
@@ -206,13 +207,13 @@ int Server::run() {
   } else {
     watcher_->prime(text);
     res = config::loadString(text, config_path_);
-    tls_ = loadTls(res);
+    tls_ = loadTls(res, backend_tls_);
   }
   if (!res.ok()) {
     for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
     // A restart must not crash-loop on a broken file when a good one is remembered.
     res = loadLastGood(text);
-    tls_ = loadTls(res);
+    tls_ = loadTls(res, backend_tls_);
     if (!res.ok()) {
       for (const auto& e : res.errors) log::error("config_error", {{"error", e.str()}});
       return failEarly();
@@ -369,6 +370,7 @@ struct Server::PendingLoad {
   std::function<void(const ReloadResult&)> done;
   config::LoadResult result;
   ListenerTlsContexts tls;
+  BackendTlsContexts backend_tls;
 };
 
 void Server::loadThenApply(std::string text, std::string trigger,
@@ -392,7 +394,8 @@ void Server::startNextLoad() {
       [](uv_work_t* w) {
         auto* load = static_cast<PendingLoad*>(w->data);
         load->result = config::loadString(load->text, load->path);
-        load->tls = load->server->loadTls(load->result);  // reads certificate files
+        load->tls =
+            load->server->loadTls(load->result, load->backend_tls);  // reads certificate files
       },
       [](uv_work_t* w, int status) {
         Server* self = static_cast<PendingLoad*>(w->data)->server;
@@ -400,8 +403,9 @@ void Server::startNextLoad() {
         self->loads_.pop_front();
         self->load_in_flight_ = false;
         if (status != 0) load->result.errors.push_back({"", 0, 0, "", "reload cancelled"});
-        ReloadResult r = self->applyLoaded(std::move(load->result), std::move(load->text),
-                                           load->trigger.c_str(), std::move(load->tls));
+        ReloadResult r =
+            self->applyLoaded(std::move(load->result), std::move(load->text), load->trigger.c_str(),
+                              std::move(load->tls), std::move(load->backend_tls));
         if (load->done) load->done(r);
         self->startNextLoad();
       });
@@ -411,26 +415,33 @@ void Server::startNextLoad() {
     loads_.pop_front();
     load_in_flight_ = false;
     config::LoadResult res = config::loadString(load->text, load->path);
-    ListenerTlsContexts tls = loadTls(res);
-    ReloadResult r =
-        applyLoaded(std::move(res), std::move(load->text), load->trigger.c_str(), std::move(tls));
+    BackendTlsContexts backend_tls;
+    ListenerTlsContexts tls = loadTls(res, backend_tls);
+    ReloadResult r = applyLoaded(std::move(res), std::move(load->text), load->trigger.c_str(),
+                                 std::move(tls), std::move(backend_tls));
     if (load->done) load->done(r);
     startNextLoad();
   }
 }
 
-ListenerTlsContexts Server::loadTls(config::LoadResult& res) const {
+ListenerTlsContexts Server::loadTls(config::LoadResult& res,
+                                    BackendTlsContexts& backend_tls) const {
+  backend_tls.clear();
   if (!res.ok()) return {};
   std::vector<config::Error> errors;
   ListenerTlsContexts tls = buildListenerTls(*res.config, config_path_, ticket_keys_, errors);
+  backend_tls = buildBackendTls(*res.config, config_path_, errors);
   if (errors.empty()) return tls;
+  backend_tls.clear();
   for (auto& e : errors) res.errors.push_back(std::move(e));
   res.config = nullptr;
   return {};
 }
 
 void Server::watchTlsFiles() {
-  for (const std::string& path : listenerTlsFiles(*file_config_)) {
+  std::vector<std::string> files = listenerTlsFiles(*file_config_);
+  for (std::string& f : backendTlsFiles(*file_config_)) files.push_back(std::move(f));
+  for (const std::string& path : files) {
     if (tls_watchers_.count(path) != 0) continue;
     // Kubernetes secrets and cert-manager swap the `..data` symlink; ConfigWatcher handles that
     // and debounces. A change re-reads the whole config: the new snapshot gets new contexts.
@@ -448,7 +459,8 @@ void Server::watchTlsFiles() {
 }
 
 Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string text,
-                                         const char* trigger, ListenerTlsContexts tls) {
+                                         const char* trigger, ListenerTlsContexts tls,
+                                         BackendTlsContexts backend_tls) {
   ReloadResult r;
   if (draining_) {
     r.errors.push_back("draining: reload ignored");
@@ -489,6 +501,7 @@ Server::ReloadResult Server::applyLoaded(config::LoadResult res, std::string tex
     log::info("admin_token_changed", {{"trigger", trigger}});
   }
   tls_ = std::move(tls);
+  backend_tls_ = std::move(backend_tls);
   swapIn(res.config);
   tls_metrics_->setCertificates(*file_config_, tls_);
   watchTlsFiles();

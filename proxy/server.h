@@ -36,6 +36,7 @@
 
 #include "config/config.h"
 #include "config/loader.h"
+#include "proxy/backend_tls.h"
 #include "proxy/listener_tls.h"
 #include "proxy/snapshot.h"
 #include "proxy/state_dir.h"
@@ -121,10 +122,10 @@ class Server {
                      std::function<void(const ReloadResult&)> done);
   void startNextLoad();
   ReloadResult applyLoaded(config::LoadResult res, std::string text, const char* trigger,
-                           ListenerTlsContexts tls);
+                           ListenerTlsContexts tls, BackendTlsContexts backend_tls);
   // Builds the TLS contexts of a loaded config (reads the files: startup or thread pool); errors
   // go into `res`, which then no longer holds a config.
-  ListenerTlsContexts loadTls(config::LoadResult& res) const;
+  ListenerTlsContexts loadTls(config::LoadResult& res, BackendTlsContexts& backend_tls) const;
   // Watches every certificate, key and CA file the running config names (a change reloads).
   void watchTlsFiles();
   // Startup when the file does not load: the state dir's last-known-good, or null (logged).
@@ -168,7 +169,8 @@ class Server {
   std::unique_ptr<DnsResolver> dns_;  // backend endpoints given as DNS names
   std::map<std::string, std::unique_ptr<ConfigWatcher>> tls_watchers_;  // by path, never shrinks
   std::shared_ptr<TlsTicketKeys> ticket_keys_ = std::make_shared<TlsTicketKeys>();
-  ListenerTlsContexts tls_;  // of file_config_
+  ListenerTlsContexts tls_;         // of file_config_
+  BackendTlsContexts backend_tls_;  // of file_config_
   std::unique_ptr<TlsMetrics> tls_metrics_;
   std::unique_ptr<Fleet> fleet_;  // null without a `fleet:` section (read at start only)
   std::shared_ptr<AccessLogSink> access_sink_;

@@ -25,6 +25,7 @@ struct SnapshotMetrics;
 struct SnapshotStats;
 struct SnapshotTlsMetrics;
 class TlsServerContext;
+class TlsClientContext;
 }  // namespace cutover
 
 namespace cutover {
@@ -54,6 +55,8 @@ struct Snapshot {
   // TLS listeners (proxy/listener_tls.h): contexts by listener index, null for plain ones. A
   // connection keeps the context it was accepted with.
   std::vector<std::shared_ptr<const TlsServerContext>> listener_tls;
+  // TLS backends (proxy/backend_tls.h): client contexts by backend index, null for plain ones.
+  std::vector<std::shared_ptr<const TlsClientContext>> backend_tls;
   std::shared_ptr<const SnapshotTlsMetrics> tls_metrics;  // null = metrics off
 };
 

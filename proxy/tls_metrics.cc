@@ -16,7 +16,11 @@ TlsMetrics::TlsMetrics(prometheus::Registry& registry)
       not_after_(prometheus::BuildGauge()
                      .Name("cutover_tls_certificate_not_after_seconds")
                      .Help("Unix time at which a listener certificate in use expires.")
-                     .Register(registry)) {}
+                     .Register(registry)),
+      upstream_failures_(prometheus::BuildCounter()
+                             .Name("cutover_upstream_tls_failures_total")
+                             .Help("Failed TLS handshakes to backends, by backend and reason.")
+                             .Register(registry)) {}
 
 std::shared_ptr<const SnapshotTlsMetrics> TlsMetrics::forConfig(const config::Config& config) {
   auto m = std::make_shared<SnapshotTlsMetrics>();
@@ -30,6 +34,15 @@ std::shared_ptr<const SnapshotTlsMetrics> TlsMetrics::forConfig(const config::Co
     for (size_t f = 0; f < kTlsFailureCount; ++f) {
       lm.failures[f] = &failures_.Add(
           {{"listener", l.name}, {"reason", tlsFailureName(static_cast<TlsFailure>(f))}});
+    }
+  }
+  m->backends.resize(config.backends.size());
+  for (size_t b = 0; b < config.backends.size(); ++b) {
+    const config::Backend& be = config.backends[b];
+    if (!be.tls) continue;
+    for (size_t r = 0; r < kUpstreamTlsReasons; ++r) {
+      m->backends[b][r] =
+          &upstream_failures_.Add({{"backend", be.name}, {"reason", upstreamTlsReasonName(r)}});
     }
   }
   return m;

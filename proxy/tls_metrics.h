@@ -6,6 +6,8 @@
 //                                                           no_client_cert, bad_certificate,
 //                                                           not_tls, timeout, other
 //   cutover_tls_certificate_not_after_seconds{listener,cert} unix time the certificate expires
+//   cutover_upstream_tls_failures_total{backend,reason}     failed handshakes to TLS backends:
+//                                                           the reasons above and verify_failed
 #pragma once
 
 #include <prometheus/counter.h>
@@ -37,6 +39,8 @@ struct ListenerTlsMetrics {
 // By listener index; entries of plain listeners have null pointers and are never used.
 struct SnapshotTlsMetrics {
   std::vector<ListenerTlsMetrics> listeners;
+  // By backend index, by upstreamTlsReasonName index; null for plain backends.
+  std::vector<std::array<prometheus::Counter*, kUpstreamTlsReasons>> backends;
 };
 
 class TlsMetrics {
@@ -51,6 +55,7 @@ class TlsMetrics {
   prometheus::Family<prometheus::Counter>& handshakes_;
   prometheus::Family<prometheus::Counter>& failures_;
   prometheus::Family<prometheus::Gauge>& not_after_;
+  prometheus::Family<prometheus::Counter>& upstream_failures_;
   std::vector<prometheus::Gauge*> not_after_children_;
 };
 

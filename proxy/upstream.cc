@@ -1,8 +1,11 @@
 #include "proxy/upstream.h"
 
+#include <prometheus/counter.h>
+
 #include <algorithm>
 
 #include "policy/circuit_breaker.h"
+#include "proxy/log.h"
 
 namespace cutover {
 
@@ -12,6 +15,16 @@ UpstreamConnection::UpstreamConnection(UpstreamContext& ctx, UpstreamPool& pool,
       pool_(pool),
       transport_(transport != nullptr ? transport : &tcp_),
       decoder_(*this) {
+  if (transport == nullptr && pool.tls().ctx) {
+    const std::string& addr = pool.address();
+    // The IP to verify when no name is: the address without its port (and brackets).
+    std::string ip = addr.substr(0, addr.rfind(':'));
+    if (ip.size() >= 2 && ip.front() == '[') ip = ip.substr(1, ip.size() - 2);
+    tls_ = std::make_unique<TlsTransport>(ctx.loop(), tcp_, pool.tls().ctx, pool.tls().sni, ip);
+    tls_->setHandshakeCallbacks(this);
+    tls_->setSession(pool.tlsSession());
+    transport_ = tls_.get();
+  }
   uv_timer_init(ctx.loop(), &timer_);
   timer_.data = this;
   transport_->setCallbacks(this);
@@ -196,6 +209,18 @@ void UpstreamConnection::onTransportEof() {
   }
 }
 
+void UpstreamConnection::onTlsHandshakeFailed(TlsFailure reason, const std::string& detail) {
+  tls_verify_failed_ = tls_->verifyFailed();
+  size_t r = tls_verify_failed_ ? kTlsFailureCount : static_cast<size_t>(reason);
+  if (prometheus::Counter* c = pool_.tls().failures[r]) c->Increment();
+  log::warn("upstream_tls_failed", {{"backend", pool_.backend()},
+                                    {"address", pool_.address()},
+                                    {"reason", upstreamTlsReasonName(r)},
+                                    {"error", detail}});
+}
+
+void UpstreamConnection::onTlsSession(TlsSession s) { pool_.setTlsSession(std::move(s)); }
+
 void UpstreamConnection::onTransportError(int err) {
   if (state_ == State::Idle) {
     pool_.removeIdle(this);
@@ -207,8 +232,9 @@ void UpstreamConnection::onTransportError(int err) {
     close();
     return;
   }
-  fail(state_ == State::Connecting ? UpstreamCallbacks::Failure::Connect
-                                   : UpstreamCallbacks::Failure::Reset,
+  fail(tls_verify_failed_            ? UpstreamCallbacks::Failure::TlsVerify
+       : state_ == State::Connecting ? UpstreamCallbacks::Failure::Connect
+                                     : UpstreamCallbacks::Failure::Reset,
        err);
 }
 
@@ -279,6 +305,13 @@ UpstreamPool::UpstreamPool(UpstreamContext& ctx, std::string backend, std::strin
     : ctx_(ctx), backend_(std::move(backend)), address_(std::move(address)), addr_(addr) {}
 
 UpstreamPool::~UpstreamPool() = default;
+
+void UpstreamPool::configureTls(UpstreamTls tls) {
+  bool switched = (tls.ctx == nullptr) != (tls_.ctx == nullptr) || tls.sni != tls_.sni;
+  if (tls.ctx != tls_.ctx) session_.reset();
+  tls_ = std::move(tls);
+  if (switched) closeIdle();
+}
 
 UpstreamConnection* UpstreamPool::takeIdle() {
   // Most recently used first: it is the least likely to have been closed by the backend.

@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +19,11 @@
 #include "common/intrusive_list.h"
 #include "http/http1_codec.h"
 #include "net/tcp_transport.h"
+#include "net/tls_transport.h"
+
+namespace prometheus {
+class Counter;
+}
 
 namespace cutover {
 
@@ -60,7 +66,8 @@ class UpstreamCallbacks {
   virtual void onUpstreamBody(const char* data, size_t len) = 0;
   virtual void onUpstreamComplete() = 0;
   // Failure before/while exchanging: kind tells connect error, timeout, reset or bad response.
-  enum class Failure { Connect, Timeout, Reset, BadResponse };
+  // TlsVerify: the backend's certificate did not verify (otherwise handled as Connect).
+  enum class Failure { Connect, Timeout, Reset, BadResponse, TlsVerify };
   virtual void onUpstreamFailure(Failure f, int err) = 0;
   virtual void onUpstreamDrained() = 0;
   // The bytes of one read were all handed over (a chance to flush what was held for batching).
@@ -72,11 +79,13 @@ class UpstreamCallbacks {
 
 class UpstreamConnection final : public ListHook,
                                  public TransportCallbacks,
-                                 public ResponseDecoderCallbacks {
+                                 public ResponseDecoderCallbacks,
+                                 private TlsHandshakeCallbacks {
  public:
   enum class State : uint8_t { Connecting, Active, Idle, Tunnel, Closing };
 
-  // On `transport` when given (see UpstreamContext::upstreamTransport), else on its own TCP socket.
+  // On `transport` when given (see UpstreamContext::upstreamTransport), else on its own TCP socket,
+  // wrapped in TLS (client mode) when the pool's backend has `tls`.
   UpstreamConnection(UpstreamContext& ctx, UpstreamPool& pool, Transport* transport = nullptr);
   ~UpstreamConnection() override;
   // Starts connecting; returns a libuv error (and never calls back) on immediate failure.
@@ -121,6 +130,9 @@ class UpstreamConnection final : public ListHook,
   void onResponseHead(ResponseHead& head) override;
   void onResponseBody(const char* data, size_t len) override;
   void onResponseComplete() override;
+  void onTlsHandshakeDone() override {}
+  void onTlsHandshakeFailed(TlsFailure reason, const std::string& detail) override;
+  void onTlsSession(TlsSession s) override;
   static void onTimer(uv_timer_t* t);
   static void onTimerClosed(uv_handle_t* h);
   void fail(UpstreamCallbacks::Failure f, int err);
@@ -129,8 +141,9 @@ class UpstreamConnection final : public ListHook,
 
   UpstreamContext& ctx_;
   UpstreamPool& pool_;
-  TcpTransport tcp_;      // unused when a transport was given
-  Transport* transport_;  // &tcp_ or the given one
+  TcpTransport tcp_;                   // unused when a transport was given
+  std::unique_ptr<TlsTransport> tls_;  // over tcp_, for a TLS backend
+  Transport* transport_;               // &tcp_, tls_ or the given one
   ResponseDecoder decoder_;
   uv_timer_t timer_{};
   UpstreamCallbacks* owner_ = nullptr;
@@ -147,6 +160,16 @@ class UpstreamConnection final : public ListHook,
   bool transport_closed_ = false;
   bool timer_closed_ = false;
   bool timer_armed_ = false;
+  bool tls_verify_failed_ = false;
+};
+
+// A TLS backend's settings for its pools (per worker): the client context, the name sent and
+// verified (empty: verify the endpoint's IP address), and the failure counters by reason
+// (TlsFailure, then "verify_failed" last), null when metrics are off.
+struct UpstreamTls {
+  std::shared_ptr<const TlsClientContext> ctx;
+  std::string sni;
+  std::array<prometheus::Counter*, kUpstreamTlsReasons> failures{};
 };
 
 // Keep-alive connections to one endpoint, owned by one worker.
@@ -169,6 +192,12 @@ class UpstreamPool {
   const sockaddr* addr() const { return reinterpret_cast<const sockaddr*>(&addr_); }
   const std::string& address() const { return address_; }
   const std::string& backend() const { return backend_; }
+  // TLS for new connections (null ctx: plain). Idle connections stay unless TLS is switched on or
+  // off or the name changes; the cached session is dropped when the context changes.
+  void configureTls(UpstreamTls tls);
+  const UpstreamTls& tls() const { return tls_; }
+  const TlsSession& tlsSession() const { return session_; }
+  void setTlsSession(TlsSession s) { session_ = std::move(s); }
   size_t idleCount() const { return idle_.size(); }
   uint64_t connectionsOpened() const { return opened_; }
 
@@ -181,6 +210,8 @@ class UpstreamPool {
   uint32_t max_idle_ = 64;
   uint64_t idle_timeout_ms_ = 30000;
   uint64_t opened_ = 0;
+  UpstreamTls tls_;
+  TlsSession session_;  // the last one a backend issued, offered by the next new connection
 };
 
 }  // namespace cutover

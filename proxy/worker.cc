@@ -6,10 +6,12 @@
 
 #include "http/http1_codec.h"
 #include "net/tcp_transport.h"
+#include "proxy/backend_tls.h"
 #include "proxy/downstream_connection.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
 #include "proxy/stream.h"
+#include "proxy/tls_metrics.h"
 #include "proxy/upstream.h"
 
 namespace cutover {
@@ -397,8 +399,20 @@ UpstreamPool& Worker::pool(const Snapshot& snap, uint32_t b, uint32_t e) {
     it = pools_.emplace(key, std::make_unique<UpstreamPool>(*this, be.name, a.text, a.addr)).first;
     it->second->configure(be.pool.max_idle_per_endpoint,
                           static_cast<uint64_t>(be.pool.idle_timeout.count()));
+    it->second->configureTls(upstreamTls(snap, b, e));
   }
   return *it->second;
+}
+
+UpstreamTls Worker::upstreamTls(const Snapshot& snap, uint32_t b, uint32_t e) {
+  UpstreamTls t;
+  if (b >= snap.backend_tls.size() || !snap.backend_tls[b]) return t;
+  t.ctx = snap.backend_tls[b];
+  t.sni = backendTlsName(snap.config->backends[b], e);
+  if (snap.tls_metrics && b < snap.tls_metrics->backends.size()) {
+    t.failures = snap.tls_metrics->backends[b];
+  }
+  return t;
 }
 
 void Worker::rebuildPoolTable() {
@@ -407,7 +421,8 @@ void Worker::rebuildPoolTable() {
   rr_.resize(cfg.backends.size(), 0);
   for (size_t b = 0; b < cfg.backends.size(); ++b) {
     const config::Backend& be = cfg.backends[b];
-    for (const config::SocketAddress& a : be.endpoints) {
+    for (size_t e = 0; e < be.endpoints.size(); ++e) {
+      const config::SocketAddress& a = be.endpoints[e];
       std::string key = be.name + "|" + a.text;
       auto it = pools_.find(key);
       if (it == pools_.end()) {
@@ -416,6 +431,8 @@ void Worker::rebuildPoolTable() {
       }
       it->second->configure(be.pool.max_idle_per_endpoint,
                             static_cast<uint64_t>(be.pool.idle_timeout.count()));
+      it->second->configureTls(
+          upstreamTls(*snapshot_, static_cast<uint32_t>(b), static_cast<uint32_t>(e)));
       pool_table_[b].push_back(it->second.get());
     }
   }

@@ -133,6 +133,8 @@ class Worker final : public ConnectionContext,
   // Phase 2: when every exchange left is a tunnel, close the tunnels (once).
   void maybeCloseTunnels();
   void rebuildPoolTable();
+  // The TLS settings of backend `b`'s pool for endpoint `e` under `snap` (null ctx: plain).
+  static UpstreamTls upstreamTls(const Snapshot& snap, uint32_t b, uint32_t e);
 
   uint32_t id_;
   uv_loop_t loop_{};

@@ -98,6 +98,8 @@ const char* failureName(UpstreamCallbacks::Failure f) {
       return "reset";
     case UpstreamCallbacks::Failure::BadResponse:
       return "bad response";
+    case UpstreamCallbacks::Failure::TlsVerify:
+      return "tls verify";
   }
   return "?";
 }
