@@ -251,19 +251,7 @@ void Loader::loadBackendTls(const YAML::Node& node, const std::string& path, Bac
     errors_.add(node, map.path(missing),
                 std::string("client_cert and client_key go together: ") + missing + " is missing");
   }
-  if (map.has("min_version")) {
-    std::string v;
-    if (map.getString("min_version", v)) {
-      if (v == "1.2") {
-        out.min_version = 12;
-      } else if (v == "1.3") {
-        out.min_version = 13;
-      } else {
-        errors_.add(map.value("min_version"), map.path("min_version"),
-                    "must be \"1.2\" or \"1.3\", got " + quoted(v));
-      }
-    }
-  }
+  map.getTlsVersion("min_version", out.min_version);
 }
 
 void Loader::loadEndpoint(const YAML::Node& node, const std::string& path, Backend& backend) {

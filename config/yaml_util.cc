@@ -422,6 +422,17 @@ bool MapReader::getDuration(const std::string& key, Duration min, Duration max,
   return has(key) && readDuration(errors_, value(key), path(key), min, max, out);
 }
 
+bool MapReader::getTlsVersion(const std::string& key, int& out) const {
+  std::string v;
+  if (!getString(key, v)) return false;
+  if (v == "1.2" || v == "1.3") {
+    out = v == "1.2" ? 12 : 13;
+    return true;
+  }
+  errors_.add(value(key), path(key), "must be \"1.2\" or \"1.3\", got " + quoted(v));
+  return false;
+}
+
 bool MapReader::getAddress(const std::string& key, SocketAddress& out) const {
   return has(key) && readAddress(errors_, value(key), path(key), out);
 }

@@ -102,6 +102,8 @@ class MapReader {
   bool getString(const std::string& key, std::string& out) const;
   bool getDuration(const std::string& key, Duration min, Duration max, Duration& out) const;
   bool getAddress(const std::string& key, SocketAddress& out) const;
+  // A TLS version, "1.2" or "1.3", as 12 or 13.
+  bool getTlsVersion(const std::string& key, int& out) const;
 
  private:
   struct Entry {
